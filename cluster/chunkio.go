@@ -1,0 +1,332 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// stageChunk stores data as a chunk on want distinct drives (or as many as
+// are online, at least one) and takes one reference on it for the caller,
+// who must either commit it into a file or release it. An identical chunk
+// already stored is reused rather than written again. It returns the
+// drives written to, which the caller syncs before committing.
+func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkRef, []uint32, error) {
+	id := nodes.SumChunk(data)
+	ref := ChunkRef{ID: id, Size: len(data)}
+	mu := &m.stripes[id[0]]
+	mu.Lock()
+	defer mu.Unlock()
+
+	var rec chunkRecord
+	var exists bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		var err error
+		rec, exists, err = getChunkRecord(txn, id)
+		return err
+	})
+	if err != nil {
+		return ref, nil, err
+	}
+	// Trust only copies that a drive confirms: after a power loss the meta
+	// store may name a holder whose copy never reached its disk.
+	var keep, gone []uint32
+	confirmed := 0
+	if exists {
+		for _, num := range rec.Holders {
+			d := m.driveByNum(num)
+			if d == nil {
+				gone = append(gone, num)
+				continue
+			}
+			st := d.usable()
+			if st == nil {
+				keep = append(keep, num) // cannot tell now; healing will check
+				continue
+			}
+			ok, err := st.Has(id)
+			switch {
+			case err != nil:
+				m.driveFailed(d, err)
+				keep = append(keep, num)
+			case ok:
+				keep = append(keep, num)
+				confirmed++
+			default:
+				gone = append(gone, num)
+			}
+		}
+	}
+	var written []uint32
+	if confirmed < want {
+		skip := map[uint32]bool{}
+		for _, num := range rec.Holders {
+			skip[num] = true
+		}
+		written, err = m.replicate(ctx, id, data, want-confirmed, skip, keep)
+		if err != nil && confirmed == 0 {
+			return ref, nil, err
+		}
+	}
+	err = m.meta.update(func(txn *badger.Txn) error {
+		cur, ok, err := getChunkRecord(txn, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			cur = chunkRecord{Size: len(data)}
+		}
+		if cur.Refs == 0 {
+			if err := del(txn, chunkKey(kZero, id)); err != nil {
+				return err
+			}
+		}
+		cur.Refs++
+		cur.Want = max(cur.Want, uint8(want))
+		cur.Holders = slices.DeleteFunc(cur.Holders, func(h uint32) bool { return slices.Contains(gone, h) })
+		for _, num := range gone {
+			if err := del(txn, holdingKey(num, id)); err != nil {
+				return err
+			}
+		}
+		for _, num := range written {
+			if !cur.holds(num) {
+				cur.Holders = append(cur.Holders, num)
+				if err := set(txn, holdingKey(num, id), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return set(txn, chunkKey(kChunk, id), cur.encode())
+	})
+	if err != nil {
+		return ref, nil, fmt.Errorf("record chunk %s: %w", id.Short(), err)
+	}
+	return ref, written, nil
+}
+
+// replicate puts data on n drives chosen by pickDrives, in parallel. A
+// drive that fails is marked so and replaced by another until n copies
+// exist or no eligible drive is left. It returns the drives that hold a
+// copy; an error only when there is none.
+func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32) ([]uint32, error) {
+	var got []uint32
+	var errs []error
+	noSpace := true
+	for len(got) < n {
+		if err := ctx.Err(); err != nil {
+			return got, err
+		}
+		targets := m.pickDrives(n-len(got), len(data), skip, append(slices.Clone(have), got...))
+		if len(targets) == 0 {
+			break
+		}
+		results := make([]error, len(targets))
+		var wg sync.WaitGroup
+		for i, d := range targets {
+			skip[d.num] = true
+			s := d.usable()
+			if s == nil {
+				results[i] = fmt.Errorf("drive %s went offline", d.record().Name)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = s.Put(id, data)
+			}()
+		}
+		wg.Wait()
+		for i, d := range targets {
+			if err := results[i]; err != nil {
+				d.written.Add(-int64(len(data)))
+				m.driveFailed(d, err)
+				errs = append(errs, err)
+				noSpace = noSpace && errors.Is(err, syscall.ENOSPC)
+				continue
+			}
+			got = append(got, d.num)
+		}
+	}
+	if len(got) == 0 {
+		if len(errs) > 0 && noSpace {
+			return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
+		}
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("write chunk %s: %w: %w", id.Short(), ErrNoDrives, errors.Join(errs...))
+		}
+		if m.anyOnline() {
+			return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
+		}
+		return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoDrives)
+	}
+	if len(got) < n {
+		m.log.Debug("chunk under-replicated", "chunk", id.Short(), "copies", len(got)+len(have))
+	}
+	return got, nil
+}
+
+func (m *Manager) anyOnline() bool {
+	for _, d := range m.driveList() {
+		if d.usable() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// readChunk returns the chunk's verified content appended to buf[:0]. It
+// tries each holder in turn and moves on, silently to the caller, when a
+// drive is offline or failed, errors, lacks the chunk, or returns bytes
+// whose checksum is wrong.
+func (m *Manager) readChunk(ctx context.Context, ref ChunkRef, buf []byte) ([]byte, error) {
+	var rec chunkRecord
+	var ok bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		var err error
+		rec, ok, err = getChunkRecord(txn, ref.ID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("chunk %s has no record: %w", ref.ID.Short(), ErrUnavailable)
+	}
+	tried := 0
+	for _, num := range rec.Holders {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		d := m.driveByNum(num)
+		if d == nil {
+			continue
+		}
+		s := d.usable()
+		if s == nil {
+			continue
+		}
+		tried++
+		data, err := s.Get(ref.ID, buf)
+		switch {
+		case errors.Is(err, nodes.ErrNotFound):
+			m.log.Warn("replica missing", "chunk", ref.ID.Short(), "drive", d.record().Name)
+			continue
+		case err != nil:
+			m.driveFailed(d, err)
+			continue
+		case len(data) != ref.Size || nodes.SumChunk(data) != ref.ID:
+			m.log.Warn("replica corrupt", "chunk", ref.ID.Short(), "drive", d.record().Name)
+			continue
+		}
+		return data, nil
+	}
+	return nil, fmt.Errorf("chunk %s (%d copies, %d readable drives tried): %w", ref.ID.Short(), len(rec.Holders), tried, ErrUnavailable)
+}
+
+// releaseChunks drops one reference from each chunk. A chunk whose last
+// reference goes is deleted from its drives.
+func (m *Manager) releaseChunks(ids []nodes.ChunkID) error {
+	var zero []nodes.ChunkID
+	for start := 0; start < len(ids); start += txnBatch {
+		batch := ids[start:min(start+txnBatch, len(ids))]
+		err := m.meta.update(func(txn *badger.Txn) error {
+			zero = zero[:0:0]
+			for _, id := range batch {
+				z, err := decRef(txn, id)
+				if err != nil {
+					return err
+				}
+				if z {
+					zero = append(zero, id)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		m.collect(zero)
+	}
+	return nil
+}
+
+// decRef drops one reference to id inside txn and reports whether it was
+// the last. The record stays, marked with a zero key, until collect
+// deletes the copies: a crash in between leaves the zero key to finish on.
+func decRef(txn *badger.Txn, id nodes.ChunkID) (bool, error) {
+	rec, ok, err := getChunkRecord(txn, id)
+	if err != nil || !ok || rec.Refs == 0 {
+		return false, err
+	}
+	rec.Refs--
+	if err := set(txn, chunkKey(kChunk, id), rec.encode()); err != nil {
+		return false, err
+	}
+	if rec.Refs > 0 {
+		return false, nil
+	}
+	return true, set(txn, chunkKey(kZero, id), nil)
+}
+
+// collect deletes chunks whose reference count is zero: copies first, then
+// the record. A copy on a drive that is offline stays until the drive is
+// scrubbed; it is harmless, as no record points at it.
+func (m *Manager) collect(ids []nodes.ChunkID) {
+	for _, id := range ids {
+		if err := m.collectOne(id); err != nil {
+			m.log.Warn("collect chunk", "chunk", id.Short(), "err", err)
+		}
+	}
+}
+
+func (m *Manager) collectOne(id nodes.ChunkID) error {
+	mu := &m.stripes[id[0]]
+	mu.Lock()
+	defer mu.Unlock()
+	var rec chunkRecord
+	var ok bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		var err error
+		rec, ok, err = getChunkRecord(txn, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ok && rec.Refs > 0 {
+		// Taken again by a writer between decRef and now.
+		return m.meta.update(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
+	}
+	for _, num := range rec.Holders {
+		if d := m.driveByNum(num); d != nil {
+			if s := d.usable(); s != nil {
+				if err := s.Delete(id); err != nil {
+					m.driveFailed(d, err)
+				}
+			}
+		}
+	}
+	return m.meta.update(func(txn *badger.Txn) error {
+		for _, num := range rec.Holders {
+			if err := del(txn, holdingKey(num, id)); err != nil {
+				return err
+			}
+		}
+		if err := del(txn, chunkKey(kChunk, id)); err != nil {
+			return err
+		}
+		return del(txn, chunkKey(kZero, id))
+	})
+}
+
+// txnBatch bounds the keys one transaction touches when work spans a whole
+// file, keeping each Badger transaction well under its size limit.
+const txnBatch = 512

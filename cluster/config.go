@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Limits on the pool settings chosen at init.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+	MaxReplicas  = 16
+	// DefaultChunkSize matches FUSE's largest write (1 MiB): one kernel write
+	// fills at most one chunk, and a chunk is big enough that per-chunk
+	// metadata stays small next to the data.
+	DefaultChunkSize = 1 << 20
+	DefaultReplicas  = 2
+)
+
+// PoolConfig is what `dhdfs init` fixes for the life of a pool. It is kept
+// in HOME/pool.json.
+type PoolConfig struct {
+	Format    int       `json:"format"`
+	PoolID    string    `json:"pool_id"`
+	Replicas  int       `json:"replicas"`
+	ChunkSize int       `json:"chunk_size"`
+	Created   time.Time `json:"created"`
+}
+
+const configFormat = 1
+
+const (
+	configFile = "pool.json"
+	metaDir    = "meta"
+	lockFile   = "lock"
+)
+
+// DefaultPoolConfig returns the settings `dhdfs init` uses without flags.
+func DefaultPoolConfig() PoolConfig {
+	return PoolConfig{Format: configFormat, Replicas: DefaultReplicas, ChunkSize: DefaultChunkSize}
+}
+
+// Validate reports the first setting out of range.
+func (c PoolConfig) Validate() error {
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		return fmt.Errorf("replicas %d out of range 1..%d: %w", c.Replicas, MaxReplicas, ErrInvalid)
+	}
+	if c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize {
+		return fmt.Errorf("chunk size %d out of range %d..%d bytes: %w", c.ChunkSize, MinChunkSize, MaxChunkSize, ErrInvalid)
+	}
+	if c.ChunkSize&(c.ChunkSize-1) != 0 {
+		return fmt.Errorf("chunk size %d is not a power of two: %w", c.ChunkSize, ErrInvalid)
+	}
+	return nil
+}
+
+// DefaultHome returns $DHDFS_HOME, else $XDG_DATA_HOME/dhdfs, else
+// ~/.local/share/dhdfs.
+func DefaultHome() string {
+	if h := os.Getenv("DHDFS_HOME"); h != "" {
+		return h
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "dhdfs")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "dhdfs")
+	}
+	return ".dhdfs"
+}
+
+func readConfig(home string) (PoolConfig, error) {
+	var c PoolConfig
+	b, err := os.ReadFile(filepath.Join(home, configFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return c, fmt.Errorf("%s: %w", home, ErrNoPool)
+	}
+	if err != nil {
+		return c, fmt.Errorf("read pool config: %w", err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("read pool config %s: %w", filepath.Join(home, configFile), err)
+	}
+	if c.Format != configFormat {
+		return c, fmt.Errorf("pool config %s has format %d, this dhdfs reads %d", filepath.Join(home, configFile), c.Format, configFormat)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("pool config %s: %w", filepath.Join(home, configFile), err)
+	}
+	return c, nil
+}
+
+func writeConfig(home string, c PoolConfig) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode pool config: %w", err)
+	}
+	return nodes.WriteFileAtomic(filepath.Join(home, configFile), append(b, '\n'), 0o600)
+}

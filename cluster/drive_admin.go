@@ -1,0 +1,265 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// DriveInfo is a drive as `node list` shows it.
+type DriveInfo struct {
+	Name   string            `json:"name"`
+	ID     string            `json:"id"`
+	Path   string            `json:"path"`
+	State  DriveState        `json:"state"`
+	Reason string            `json:"reason,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Chunks is the number of chunk copies the pool has placed on the drive.
+	Chunks int64 `json:"chunks"`
+	// Used is the bytes the drive's store occupies; -1 when unknown.
+	Used int64 `json:"used_bytes"`
+	// Free and Total describe the filesystem under the drive; -1 when unknown.
+	Free   int64  `json:"free_bytes"`
+	Total  int64  `json:"total_bytes"`
+	Device string `json:"device"`
+}
+
+// AddDriveOptions are the optional settings of a new drive.
+type AddDriveOptions struct {
+	Name   string
+	Labels map[string]string
+}
+
+var driveNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// within reports whether path is dir or lies below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// resolvePath returns the absolute, symlink-free form of path.
+func resolvePath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// AddDrive adds the directory path to the pool as a new drive and returns
+// it, with warnings the user should see (such as sharing a disk with
+// another drive). It changes nothing when it returns an error.
+func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string, error) {
+	m.addMu.Lock()
+	defer m.addMu.Unlock()
+	bad := func(format string, a ...any) (DriveInfo, []string, error) {
+		return DriveInfo{}, nil, fmt.Errorf("%s: %s: %w", path, fmt.Sprintf(format, a...), ErrBadDrive)
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return bad("no such directory")
+	case err != nil:
+		return DriveInfo{}, nil, fmt.Errorf("%s: %w", path, err)
+	case !st.IsDir():
+		return bad("not a directory")
+	}
+	real, err := resolvePath(path)
+	if err != nil {
+		return DriveInfo{}, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	home, err := resolvePath(m.home)
+	if err != nil {
+		return DriveInfo{}, nil, fmt.Errorf("resolve home: %w", err)
+	}
+	if within(real, home) || within(home, real) {
+		return bad("overlaps the pool's home %s", m.home)
+	}
+	if o.Name != "" && !driveNameRE.MatchString(o.Name) {
+		return bad("drive name %q must be 1-64 letters, digits, '.', '_' or '-'", o.Name)
+	}
+	for _, d := range m.driveList() {
+		rec := d.record()
+		if rec.Path == real {
+			return bad("already in the pool as drive %s", rec.Name)
+		}
+		if within(real, rec.Path) || within(rec.Path, real) {
+			return bad("overlaps drive %s at %s", rec.Name, rec.Path)
+		}
+		if o.Name != "" && rec.Name == o.Name {
+			return bad("a drive named %s already exists", o.Name)
+		}
+	}
+	if id, err := nodes.ReadIdentity(real); err == nil {
+		if id.PoolID != m.cfg.PoolID {
+			return bad("belongs to another pool (%s)", id.PoolID)
+		}
+		return bad("was a drive of this pool; empty it before adding it again")
+	} else if !errors.Is(err, nodes.ErrNotDrive) {
+		return DriveInfo{}, nil, err
+	}
+	if err := unixAccessRW(real); err != nil {
+		return bad("not writable: %v", err)
+	}
+	dev, err := nodes.DeviceOf(real)
+	if err != nil {
+		return DriveInfo{}, nil, err
+	}
+
+	rec := DriveRecord{ID: nodes.NewID(), Path: real, Labels: o.Labels, Device: dev,
+		Added: time.Now().UTC().Truncate(time.Second), Name: o.Name}
+	var warnings, sharing []string
+	for _, d := range m.driveList() {
+		if other := d.record(); other.Device == dev {
+			sharing = append(sharing, other.Name)
+		}
+	}
+	if len(sharing) > 0 {
+		warnings = append(warnings, fmt.Sprintf("%s is on device %s like drive %s: copies on drives that share a device fail together",
+			real, deviceString(dev), strings.Join(sharing, ", ")))
+	}
+	// Number the drive first, so a default name can use the number.
+	err = m.meta.update(func(txn *badger.Txn) error {
+		n, err := counter(txn, driveCounterKey, 1)
+		rec.Num = uint32(n)
+		return err
+	})
+	if err != nil {
+		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
+	}
+	if rec.Name == "" {
+		rec.Name = fmt.Sprintf("d%d", rec.Num)
+	}
+	if err := nodes.WriteIdentity(real, nodes.Identity{PoolID: m.cfg.PoolID, DriveID: rec.ID, Created: rec.Added}); err != nil {
+		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
+	}
+	undo := func() {
+		os.Remove(filepath.Join(real, nodes.IdentityFile))
+		os.RemoveAll(filepath.Join(real, "chunks"))
+	}
+	s, err := m.openDriveStore(rec)
+	if err != nil {
+		undo()
+		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
+	}
+	err = m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	if err == nil {
+		err = m.meta.sync()
+	}
+	if err != nil {
+		s.Close()
+		undo()
+		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
+	}
+	d := &drive{num: rec.Num, rec: rec, store: s}
+	m.drivesMu.Lock()
+	m.drives[rec.Num] = d
+	m.drivesMu.Unlock()
+	m.log.Info("drive added", "drive", rec.Name, "path", rec.Path)
+	return m.driveInfo(d), warnings, nil
+}
+
+// Drives lists every drive of the pool with its state and usage.
+func (m *Manager) Drives() ([]DriveInfo, error) {
+	counts := map[uint32]int64{}
+	err := m.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte{kHolding}, true, func(k, _ []byte) error {
+			if len(k) >= 5 {
+				counts[uint32(k[1])<<24|uint32(k[2])<<16|uint32(k[3])<<8|uint32(k[4])]++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count chunks per drive: %w", err)
+	}
+	var out []DriveInfo
+	for _, d := range m.driveList() {
+		info := m.driveInfo(d)
+		info.Chunks = counts[d.num]
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+func (m *Manager) driveInfo(d *drive) DriveInfo {
+	rec := d.record()
+	state, reason := d.state()
+	info := DriveInfo{Name: rec.Name, ID: rec.ID, Path: rec.Path, State: state, Labels: rec.Labels,
+		Used: -1, Free: -1, Total: -1, Device: deviceString(rec.Device)}
+	if reason != nil {
+		info.Reason = reason.Error()
+	}
+	if s := d.usable(); s != nil {
+		if u, err := s.Usage(); err == nil {
+			info.Used, info.Free, info.Total = u.Used, u.Free, u.Total
+		}
+	} else if free, total, err := nodes.FilesystemSpace(rec.Path); err == nil {
+		info.Free, info.Total = free, total
+	}
+	return info
+}
+
+// SetDriveOffline takes a drive offline (as if unplugged: dhdfs stops
+// reading and writing it) or brings it back online. The choice persists.
+func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) {
+	d, err := m.driveByName(name)
+	if err != nil {
+		return DriveInfo{}, err
+	}
+	d.mu.Lock()
+	rec := d.rec
+	rec.Offline = offline
+	d.mu.Unlock()
+	err = m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	if err == nil {
+		err = m.meta.sync()
+	}
+	if err != nil {
+		return DriveInfo{}, fmt.Errorf("set drive %s state: %w", rec.Name, err)
+	}
+	d.mu.Lock()
+	d.rec = rec
+	reopen := !offline && (d.store == nil || d.failure != nil)
+	var old nodes.Store
+	if offline || reopen {
+		old, d.store = d.store, nil
+	}
+	d.mu.Unlock()
+	if old != nil {
+		if err := old.Sync(); err != nil {
+			m.log.Warn("sync before closing drive failed", "drive", rec.Name, "err", err)
+		}
+		if err := old.Close(); err != nil {
+			m.log.Warn("close drive", "drive", rec.Name, "err", err)
+		}
+	}
+	if reopen {
+		// Coming online re-checks the drive from scratch.
+		s, err := m.openDriveStore(rec)
+		d.mu.Lock()
+		d.store, d.failure = s, err
+		d.mu.Unlock()
+		if err != nil {
+			m.log.Warn("drive failed to open", "drive", rec.Name, "err", err)
+		}
+	}
+	m.log.Info("drive state changed", "drive", rec.Name, "offline", offline)
+	return m.driveInfo(d), nil
+}
+
+func deviceString(dev uint64) string {
+	// Linux's encoding of major and minor numbers in st_dev.
+	major := (dev >> 8 & 0xfff) | (dev >> 32 & ^uint64(0xfff))
+	minor := (dev & 0xff) | (dev >> 12 & ^uint64(0xff))
+	return fmt.Sprintf("%d:%d", major, minor)
+}

@@ -1,0 +1,232 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// DriveState is what `node list` shows for a drive.
+type DriveState string
+
+const (
+	// StateOnline drives serve reads and take new chunks.
+	StateOnline DriveState = "online"
+	// StateOffline drives were taken offline by the user (as if unplugged):
+	// dhdfs neither reads nor writes them until `node online`.
+	StateOffline DriveState = "offline"
+	// StateFailed drives could not be opened or returned an I/O error.
+	StateFailed DriveState = "failed"
+)
+
+// DriveRecord is the persistent description of a drive, kept in the meta
+// store.
+type DriveRecord struct {
+	// Num is a small number, unique in the pool, that chunk records use to
+	// name holders compactly.
+	Num    uint32            `json:"num"`
+	ID     string            `json:"id"`
+	Name   string            `json:"name"`
+	Path   string            `json:"path"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Offline is the user's choice; failure is runtime state, never stored.
+	Offline bool      `json:"offline,omitempty"`
+	Device  uint64    `json:"device"`
+	Added   time.Time `json:"added"`
+}
+
+func (r *DriveRecord) encode() []byte {
+	b, _ := json.Marshal(r) // a struct of plain fields always encodes
+	return b
+}
+
+func decodeDriveRecord(b []byte) (DriveRecord, error) {
+	var r DriveRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("decode drive record: %w", err)
+	}
+	if r.Num == 0 || r.ID == "" || r.Name == "" || r.Path == "" {
+		return r, fmt.Errorf("decode drive record: missing fields: %w", errCorrupt)
+	}
+	return r, nil
+}
+
+// freeRefresh is how often a drive's free space is re-read with statfs;
+// between reads it is estimated by subtracting what dhdfs wrote.
+const freeRefresh = time.Second
+
+// drive is an open (or unopenable) drive of the pool.
+type drive struct {
+	num uint32
+
+	mu      sync.Mutex
+	rec     DriveRecord // guarded by mu
+	store   nodes.Store // guarded by mu; nil while offline or failed to open
+	failure error       // guarded by mu; why the drive is failed, nil if not
+
+	free      atomic.Int64 // bytes free, estimated between statfs calls
+	freeStamp atomic.Int64 // unix nanos of the last statfs
+	// written estimates the bytes of the drive's store: its size at open plus
+	// what placement has sent it since. It breaks ties between drives with
+	// equal free space, as when several share one filesystem.
+	written atomic.Int64
+}
+
+func (d *drive) record() DriveRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec
+}
+
+func (d *drive) state() (DriveState, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.rec.Offline:
+		return StateOffline, nil
+	case d.failure != nil:
+		return StateFailed, d.failure
+	default:
+		return StateOnline, nil
+	}
+}
+
+// usable returns the store if the drive is online, else nil.
+func (d *drive) usable() nodes.Store {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rec.Offline || d.failure != nil {
+		return nil
+	}
+	return d.store
+}
+
+// fail marks the drive failed with err. It returns true the first time so
+// that the caller logs once.
+func (d *drive) fail(err error) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failure != nil {
+		return false
+	}
+	d.failure = err
+	return true
+}
+
+// freeBytes returns the drive's free space, refreshed at most every
+// freeRefresh.
+func (d *drive) freeBytes() int64 {
+	now := time.Now().UnixNano()
+	if now-d.freeStamp.Load() > int64(freeRefresh) {
+		d.mu.Lock()
+		path := d.rec.Path
+		d.mu.Unlock()
+		if free, _, err := nodes.FilesystemSpace(path); err == nil {
+			d.free.Store(free)
+		}
+		d.freeStamp.Store(now)
+	}
+	return d.free.Load()
+}
+
+// openDriveStore checks the identity of the drive directory and opens its
+// chunk store.
+func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
+	id, err := nodes.ReadIdentity(rec.Path)
+	if err != nil {
+		return nil, err
+	}
+	if id.PoolID != m.cfg.PoolID || id.DriveID != rec.ID {
+		return nil, fmt.Errorf("%s holds drive %s of pool %s, expected drive %s of this pool: %w",
+			rec.Path, id.DriveID, id.PoolID, rec.ID, ErrBadDrive)
+	}
+	s, err := nodes.OpenBadger(rec.Path, nodes.Options{Logger: m.log.With("drive", rec.Name)})
+	if err != nil {
+		return nil, err
+	}
+	if m.opts.WrapStore != nil {
+		return m.opts.WrapStore(rec, s), nil
+	}
+	return s, nil
+}
+
+// attachDrive opens the drive's store (unless it is offline) and adds it
+// to the in-memory registry. A drive that cannot be opened is kept, failed.
+func (m *Manager) attachDrive(rec DriveRecord) *drive {
+	d := &drive{num: rec.Num, rec: rec}
+	if !rec.Offline {
+		s, err := m.openDriveStore(rec)
+		if err != nil {
+			d.failure = err
+			m.log.Warn("drive failed to open", "drive", rec.Name, "path", rec.Path, "err", err)
+		}
+		d.store = s
+		if s != nil {
+			if u, err := s.Usage(); err == nil {
+				d.written.Store(u.Used)
+			}
+		}
+	}
+	m.drivesMu.Lock()
+	m.drives[rec.Num] = d
+	m.drivesMu.Unlock()
+	return d
+}
+
+// driveByNum returns the drive numbered num, or nil.
+func (m *Manager) driveByNum(num uint32) *drive {
+	m.drivesMu.RLock()
+	defer m.drivesMu.RUnlock()
+	return m.drives[num]
+}
+
+// driveList returns the drives ordered by number.
+func (m *Manager) driveList() []*drive {
+	m.drivesMu.RLock()
+	defer m.drivesMu.RUnlock()
+	out := make([]*drive, 0, len(m.drives))
+	for _, d := range m.drives {
+		out = append(out, d)
+	}
+	sortDrives(out)
+	return out
+}
+
+// driveByName finds a drive by name, id or id prefix of at least 8 digits.
+func (m *Manager) driveByName(name string) (*drive, error) {
+	for _, d := range m.driveList() {
+		rec := d.record()
+		if rec.Name == name || rec.ID == name || (len(name) >= 8 && len(name) < len(rec.ID) && rec.ID[:len(name)] == name) {
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("drive %q: %w", name, ErrUnknownDrive)
+}
+
+// driveFailed records an I/O error from a drive: ENOSPC only makes the
+// drive look full until its free space is next measured; any other error
+// marks it failed.
+func (m *Manager) driveFailed(d *drive, err error) {
+	if errors.Is(err, syscall.ENOSPC) {
+		d.free.Store(0)
+		d.freeStamp.Store(time.Now().UnixNano())
+		m.log.Warn("drive is full", "drive", d.record().Name)
+		return
+	}
+	if errors.Is(err, nodes.ErrClosed) {
+		return // taken offline while the call ran
+	}
+	if d.fail(err) {
+		m.log.Error("drive failed", "drive", d.record().Name, "err", err)
+	}
+}
+
+// logAttrs is a small helper so drive log lines name the drive the same way.
+func driveAttr(d *drive) slog.Attr { return slog.String("drive", d.record().Name) }

@@ -1,0 +1,350 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// A file's content is a sparse array of chunks: chunk i covers bytes
+// [i*ChunkSize, (i+1)*ChunkSize) and may be shorter than that; a missing
+// chunk, and the bytes past a short chunk's end, read as zeros. No chunk
+// holds bytes at or past the file's size: every change that lowers the
+// size trims chunks first, so growing a file again exposes only zeros.
+
+// slot is a chunk placed at an index of a file.
+type slot struct {
+	Idx int64
+	Ref ChunkRef
+}
+
+// chunkAt returns the chunk at index idx of ino, or ok=false for a hole.
+func (m *Manager) chunkAt(ino Ino, idx int64) (ChunkRef, bool, error) {
+	var ref ChunkRef
+	var ok bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		v, found, err := get(txn, fileChunkKey(ino, idx))
+		if err != nil || !found {
+			return err
+		}
+		ref, err = decodeChunkRef(v)
+		ok = err == nil
+		return err
+	})
+	return ref, ok, err
+}
+
+// FileChunks returns the chunk references of a file in index order.
+func (m *Manager) fileChunks(ino Ino) ([]slot, error) {
+	var out []slot
+	err := m.meta.view(func(txn *badger.Txn) error {
+		prefix := inoKey(kFile, ino)
+		return scan(txn, prefix, false, func(k, v []byte) error {
+			ref, err := decodeChunkRef(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, slot{Idx: int64(binary.BigEndian.Uint64(k[len(prefix):])), Ref: ref})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// commitSlots points the file's chunk indexes at staged chunks, taking over
+// the references the staging took, and releases the chunks they replace.
+// The file's size grows to minSize if it is smaller.
+func (m *Manager) commitSlots(ino Ino, slots []slot, minSize int64, touch bool) error {
+	for start := 0; start < len(slots) || start == 0; start += txnBatch {
+		batch := slots[start:min(start+txnBatch, len(slots))]
+		var zero []nodes.ChunkID
+		err := m.meta.update(func(txn *badger.Txn) error {
+			zero = zero[:0:0]
+			n, err := getInode(txn, ino)
+			if err != nil {
+				return err
+			}
+			for _, s := range batch {
+				key := fileChunkKey(ino, s.Idx)
+				v, ok, err := get(txn, key)
+				if err != nil {
+					return err
+				}
+				if ok {
+					old, err := decodeChunkRef(v)
+					if err != nil {
+						return err
+					}
+					// Same id: the staged reference is one too many.
+					z, err := decRef(txn, old.ID)
+					if err != nil {
+						return err
+					}
+					if z {
+						zero = append(zero, old.ID)
+					}
+				}
+				if err := set(txn, key, s.Ref.encode()); err != nil {
+					return err
+				}
+			}
+			n.Size = max(n.Size, minSize)
+			if touch {
+				t := now()
+				n.Mtime, n.Ctime = t, t
+			}
+			return putInode(txn, &n)
+		})
+		if err != nil {
+			return fmt.Errorf("commit chunks of inode %d: %w", ino, err)
+		}
+		m.collect(zero)
+	}
+	return nil
+}
+
+// dropChunksFrom deletes every chunk of ino at index from or above, highest
+// first, lowering the size with each batch so that no chunk lies past it.
+func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
+	cs := int64(m.cfg.ChunkSize)
+	prefix := inoKey(kFile, ino)
+	for {
+		var zero []nodes.ChunkID
+		done := false
+		err := m.meta.update(func(txn *badger.Txn) error {
+			zero = zero[:0:0]
+			var keys [][]byte
+			var ids []nodes.ChunkID
+			lowest := int64(-1)
+			opts := badger.DefaultIteratorOptions
+			opts.Reverse = true
+			opts.Prefix = prefix
+			it := txn.NewIterator(opts)
+			for it.Seek(append(append([]byte{}, prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)); it.Valid() && len(keys) < txnBatch; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				idx := int64(binary.BigEndian.Uint64(k[len(prefix):]))
+				if idx < from {
+					break
+				}
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					it.Close()
+					return fmt.Errorf("read metadata: %w", err)
+				}
+				ref, err := decodeChunkRef(v)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				keys, ids, lowest = append(keys, k), append(ids, ref.ID), idx
+			}
+			it.Close()
+			if len(keys) == 0 {
+				done = true
+			}
+			for i, k := range keys {
+				if err := del(txn, k); err != nil {
+					return err
+				}
+				z, err := decRef(txn, ids[i])
+				if err != nil {
+					return err
+				}
+				if z {
+					zero = append(zero, ids[i])
+				}
+			}
+			n, err := getInode(txn, ino)
+			if errors.Is(err, ErrNotFound) {
+				return nil // freeing an orphan whose inode went first
+			}
+			if err != nil {
+				return err
+			}
+			if lowest >= 0 {
+				n.Size = min(n.Size, max(size, lowest*cs))
+			} else {
+				n.Size = min(n.Size, max(size, from*cs))
+			}
+			return putInode(txn, &n)
+		})
+		if err != nil {
+			return fmt.Errorf("drop chunks of inode %d: %w", ino, err)
+		}
+		m.collect(zero)
+		if done {
+			return nil
+		}
+	}
+}
+
+// truncate sets the size of a regular file, trimming the chunk that the new
+// end falls inside so that bytes past it read as zeros if the file grows.
+func (m *Manager) truncate(ctx context.Context, ino Ino, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("truncate to %d: %w", size, ErrInvalid)
+	}
+	n, err := m.GetAttr(ino)
+	if err != nil {
+		return err
+	}
+	if !n.IsRegular() {
+		if n.IsDir() {
+			return ErrIsDir
+		}
+		return ErrInvalid
+	}
+	cs := int64(m.cfg.ChunkSize)
+	if size < n.Size {
+		if err := m.dropChunksFrom(ino, (size+cs-1)/cs, size); err != nil {
+			return err
+		}
+		if rem := size % cs; rem != 0 {
+			if err := m.trimChunk(ctx, ino, size/cs, int(rem), m.wantFor(&n)); err != nil {
+				return err
+			}
+		}
+	}
+	return m.meta.update(func(txn *badger.Txn) error {
+		n, err := getInode(txn, ino)
+		if err != nil {
+			return err
+		}
+		t := now()
+		n.Size, n.Mtime, n.Ctime = size, t, t
+		return putInode(txn, &n)
+	})
+}
+
+// trimChunk cuts the chunk at idx down to keep bytes.
+func (m *Manager) trimChunk(ctx context.Context, ino Ino, idx int64, keep int, want int) error {
+	ref, ok, err := m.chunkAt(ino, idx)
+	if err != nil || !ok || ref.Size <= keep {
+		return err
+	}
+	data, err := m.readChunk(ctx, ref, nil)
+	if err != nil {
+		return err
+	}
+	newRef, touched, err := m.stageChunk(ctx, data[:keep], want)
+	if err != nil {
+		return err
+	}
+	if err := m.syncDrives(touched); err != nil {
+		m.releaseChunks([]nodes.ChunkID{newRef.ID})
+		return err
+	}
+	return m.commitSlots(ino, []slot{{Idx: idx, Ref: newRef}}, 0, false)
+}
+
+// wantFor returns the replication factor for an inode's new chunks.
+func (m *Manager) wantFor(n *Inode) int {
+	if n.Replicas > 0 {
+		return int(n.Replicas)
+	}
+	return m.cfg.Replicas
+}
+
+// Opened records that a handle on ino is open: an unlinked file stays
+// readable until its last handle is released.
+func (m *Manager) Opened(ino Ino) {
+	m.openMu.Lock()
+	m.opens[ino]++
+	m.openMu.Unlock()
+}
+
+// Released undoes Opened, freeing the file if it has no name left.
+func (m *Manager) Released(ino Ino) error {
+	m.openMu.Lock()
+	m.opens[ino]--
+	last := m.opens[ino] <= 0
+	if last {
+		delete(m.opens, ino)
+	}
+	m.openMu.Unlock()
+	if !last {
+		return nil
+	}
+	return m.maybeFree(ino)
+}
+
+// maybeFree frees ino if it is an orphan with no open handle.
+func (m *Manager) maybeFree(ino Ino) error {
+	if ino == 0 {
+		return nil
+	}
+	m.openMu.Lock()
+	open := m.opens[ino] > 0
+	m.openMu.Unlock()
+	if open {
+		return nil
+	}
+	return m.freeOrphan(ino)
+}
+
+// freeOrphan deletes an inode that has no name: its chunks, then itself.
+func (m *Manager) freeOrphan(ino Ino) error {
+	var isOrphan bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		_, ok, err := get(txn, inoKey(kOrphan, ino))
+		isOrphan = ok
+		return err
+	})
+	if err != nil || !isOrphan {
+		return err
+	}
+	if err := m.dropChunksFrom(ino, 0, 0); err != nil {
+		return err
+	}
+	return m.meta.update(func(txn *badger.Txn) error {
+		if err := del(txn, inoKey(kInode, ino)); err != nil {
+			return err
+		}
+		return del(txn, inoKey(kOrphan, ino))
+	})
+}
+
+// recover finishes work a crash interrupted: it frees orphaned inodes and
+// collects chunks whose last reference was dropped. It runs at open, before
+// any handle exists.
+func (m *Manager) recover() error {
+	var orphans []Ino
+	var zero []nodes.ChunkID
+	err := m.meta.view(func(txn *badger.Txn) error {
+		err := scan(txn, []byte{kOrphan}, true, func(k, _ []byte) error {
+			if len(k) == 9 {
+				orphans = append(orphans, Ino(binary.BigEndian.Uint64(k[1:])))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return scan(txn, []byte{kZero}, true, func(k, _ []byte) error {
+			var id nodes.ChunkID
+			if len(k) == 1+len(id) {
+				copy(id[:], k[1:])
+				zero = append(zero, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, ino := range orphans {
+		if err := m.freeOrphan(ino); err != nil {
+			return fmt.Errorf("recover: free inode %d: %w", ino, err)
+		}
+	}
+	m.collect(zero)
+	if len(orphans)+len(zero) > 0 {
+		m.log.Info("recovered interrupted work", "orphans", len(orphans), "chunks", len(zero))
+	}
+	return nil
+}

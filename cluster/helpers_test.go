@@ -1,0 +1,144 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// testPool is a pool in a temp dir whose drives are wrapped in
+// nodes.Faulty so tests can make them misbehave.
+type testPool struct {
+	*Manager
+	t      *testing.T
+	home   string
+	paths  []string
+	mu     sync.Mutex
+	faulty map[string]*nodes.Faulty // by drive name
+}
+
+func newTestPool(t *testing.T, drives, replicas int) *testPool {
+	t.Helper()
+	root := t.TempDir()
+	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}}
+	cfg := DefaultPoolConfig()
+	cfg.Replicas = replicas
+	cfg.ChunkSize = MinChunkSize
+	if _, err := Init(tp.home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	tp.open()
+	for i := 0; i < drives; i++ {
+		p := filepath.Join(root, fmt.Sprintf("disk%d", i+1))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tp.AddDrive(p, AddDriveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		tp.paths = append(tp.paths, p)
+	}
+	return tp
+}
+
+func (tp *testPool) open() {
+	tp.t.Helper()
+	m, err := Open(tp.home, Options{WrapStore: func(rec DriveRecord, s nodes.Store) nodes.Store {
+		f := nodes.NewFaulty(s)
+		tp.mu.Lock()
+		tp.faulty[rec.Name] = f
+		tp.mu.Unlock()
+		return f
+	}})
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.Manager = m
+	tp.t.Cleanup(func() { m.Close() })
+}
+
+func (tp *testPool) reopen() {
+	tp.t.Helper()
+	if err := tp.Close(); err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.open()
+}
+
+func (tp *testPool) fault(name string, f nodes.Faults) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.faulty[name].Set(f)
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func (tp *testPool) put(p string, data []byte) Inode {
+	tp.t.Helper()
+	n, err := tp.PutFile(context.Background(), p, bytes.NewReader(data), 0o644, Caller{})
+	if err != nil {
+		tp.t.Fatalf("put %s: %v", p, err)
+	}
+	return n
+}
+
+func (tp *testPool) get(p string) []byte {
+	tp.t.Helper()
+	var buf bytes.Buffer
+	if _, err := tp.GetFile(context.Background(), p, &buf); err != nil {
+		tp.t.Fatalf("get %s: %v", p, err)
+	}
+	return buf.Bytes()
+}
+
+func (tp *testPool) mustEqual(p string, want []byte) {
+	tp.t.Helper()
+	got := tp.get(p)
+	if !bytes.Equal(got, want) {
+		tp.t.Fatalf("%s: read %d bytes that differ from the %d written", p, len(got), len(want))
+	}
+}
+
+// storedChunks counts the chunks physically present on each drive.
+func (tp *testPool) storedChunks() map[string]int {
+	tp.t.Helper()
+	out := map[string]int{}
+	for _, d := range tp.driveList() {
+		s := d.usable()
+		if s == nil {
+			continue
+		}
+		n := 0
+		if err := s.Iterate(func(nodes.ChunkID, int64) error { n++; return nil }); err != nil {
+			tp.t.Fatal(err)
+		}
+		out[d.record().Name] = n
+	}
+	return out
+}
+
+func init() {
+	// A test that deletes a drive's directory leaves Badger unable to flush.
+	nodes.CloseTimeout = time.Second
+}

@@ -1,0 +1,242 @@
+// Package cluster is dhdfs's embedded manager: the namespace and chunk index
+// on a Badger meta store in the pool's home, the drive registry, placement,
+// replicated chunk writes and verified reads with fallback. It is the only
+// package that knows about replicas.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Options configure an open pool.
+type Options struct {
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// WrapStore, if set, wraps each drive's store as it is opened: tests and
+	// fault injection use it to make drives misbehave.
+	WrapStore func(rec DriveRecord, s nodes.Store) nodes.Store
+	// WritesInFlight bounds how many chunks one writer replicates at once.
+	// Zero means 4.
+	WritesInFlight int
+}
+
+// Manager is an open pool. It is safe for concurrent use.
+type Manager struct {
+	home string
+	cfg  PoolConfig
+	opts Options
+	log  *slog.Logger
+	lock *poolLock
+	meta *metaDB
+
+	drivesMu sync.RWMutex
+	drives   map[uint32]*drive // guarded by drivesMu
+	addMu    sync.Mutex        // serialises drive additions
+	placeMu  sync.Mutex        // serialises placement decisions
+
+	// stripes serialise, per chunk id, the decision "this chunk exists, take a
+	// reference" against "no one references it, delete its copies".
+	stripes [256]sync.Mutex
+
+	openMu sync.Mutex
+	opens  map[Ino]int // guarded by openMu: handles open on each inode
+
+	closeOnce sync.Once
+}
+
+// Init creates a pool in home with the given settings.
+func Init(home string, cfg PoolConfig) (PoolConfig, error) {
+	cfg.Format = configFormat
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
+		return cfg, fmt.Errorf("%s: %w", home, ErrPoolExists)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return cfg, fmt.Errorf("create home: %w", err)
+	}
+	lock, err := lockPool(home)
+	if err != nil {
+		return cfg, err
+	}
+	defer lock.release()
+	if entries, _ := os.ReadDir(filepath.Join(home, metaDir)); len(entries) > 0 {
+		return cfg, fmt.Errorf("%s has metadata but no %s; refusing to overwrite: %w", home, configFile, ErrPoolExists)
+	}
+	cfg.PoolID = nodes.NewID()
+	cfg.Created = time.Now().UTC().Truncate(time.Second)
+	meta, err := openMeta(filepath.Join(home, metaDir), nil)
+	if err != nil {
+		return cfg, err
+	}
+	now := time.Now().UnixNano()
+	root := Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
+		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Atime: now, Mtime: now, Ctime: now}
+	err = meta.update(func(txn *badger.Txn) error { return putInode(txn, &root) })
+	if err == nil {
+		err = meta.sync()
+	}
+	if cerr := meta.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("create metadata: %w", err)
+	}
+	// The config is written last: its presence means the pool is complete.
+	return cfg, writeConfig(home, cfg)
+}
+
+// Open opens the pool in home, taking its lock: one process at a time owns
+// the stores.
+func Open(home string, opts Options) (*Manager, error) {
+	if _, err := readConfig(home); err != nil {
+		return nil, err
+	}
+	lock, err := lockPool(home)
+	if err != nil {
+		return nil, err
+	}
+	m, err := openLocked(home, lock, opts)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	return m, nil
+}
+
+func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
+	cfg, err := readConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.WritesInFlight <= 0 {
+		opts.WritesInFlight = 4
+	}
+	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
+		drives: map[uint32]*drive{}, opens: map[Ino]int{}}
+	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
+	if err != nil {
+		return nil, err
+	}
+	var recs []DriveRecord
+	err = m.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte{kDrive}, false, func(_, v []byte) error {
+			r, err := decodeDriveRecord(v)
+			recs = append(recs, r)
+			return err
+		})
+	})
+	if err != nil {
+		m.meta.close()
+		return nil, fmt.Errorf("load drives: %w", err)
+	}
+	for _, r := range recs {
+		m.attachDrive(r)
+	}
+	// Finish what a crash interrupted: free unnamed inodes, collect chunks
+	// whose last reference went away.
+	if err := m.recover(); err != nil {
+		m.closeStores()
+		m.meta.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Config returns the pool's settings.
+func (m *Manager) Config() PoolConfig { return m.cfg }
+
+// Home returns the pool's home directory.
+func (m *Manager) Home() string { return m.home }
+
+// Close syncs and closes every store and releases the pool lock.
+func (m *Manager) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		err = errors.Join(m.syncAll(), m.meta.sync())
+		err = errors.Join(err, m.closeStores(), m.meta.close())
+		m.lock.release()
+	})
+	return err
+}
+
+func (m *Manager) closeStores() error {
+	var errs []error
+	for _, d := range m.driveList() {
+		d.mu.Lock()
+		s := d.store
+		d.store = nil
+		d.mu.Unlock()
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// syncAll syncs every online drive.
+func (m *Manager) syncAll() error {
+	nums := make([]uint32, 0)
+	for _, d := range m.driveList() {
+		nums = append(nums, d.num)
+	}
+	return m.syncDrives(nums)
+}
+
+// syncDrives syncs the named drives in parallel. A drive that fails to sync
+// is marked failed; its copies will be re-created elsewhere by healing, so
+// the error is logged rather than returned unless no drive synced.
+func (m *Manager) syncDrives(nums []uint32) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(nums))
+	for i, num := range nums {
+		d := m.driveByNum(num)
+		if d == nil {
+			continue
+		}
+		s := d.usable()
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Sync(); err != nil {
+				m.driveFailed(d, err)
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for _, e := range errs {
+		if e != nil {
+			failed++
+		}
+	}
+	if failed > 0 && failed == len(nums) {
+		return fmt.Errorf("sync drives: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func sortDrives(ds []*drive) {
+	slices.SortFunc(ds, func(a, b *drive) int { return int(a.num) - int(b.num) })
+}

@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Key layout of the meta store. One byte of kind, then big-endian numbers so
+// that prefix iteration walks a directory or a file's chunks in order.
+//
+//	i ino                 → Inode
+//	e parent name         → dentry
+//	f ino index           → ChunkRef (absent: a hole)
+//	k chunk               → chunkRecord
+//	r drive chunk         → (empty) reverse index: what a drive holds
+//	z chunk               → (empty) chunk whose Refs fell to zero
+//	o ino                 → (empty) inode with no name, still to be freed
+//	d drive               → DriveRecord (JSON)
+//	s name                → counters
+const (
+	kInode   = 'i'
+	kDentry  = 'e'
+	kFile    = 'f'
+	kChunk   = 'k'
+	kHolding = 'r'
+	kZero    = 'z'
+	kOrphan  = 'o'
+	kDrive   = 'd'
+	kCounter = 's'
+)
+
+func inoKey(kind byte, ino Ino) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kind}, uint64(ino))
+}
+
+func dentryKey(parent Ino, name string) []byte {
+	return append(inoKey(kDentry, parent), name...)
+}
+
+func fileChunkKey(ino Ino, idx int64) []byte {
+	return binary.BigEndian.AppendUint64(inoKey(kFile, ino), uint64(idx))
+}
+
+func chunkKey(kind byte, id nodes.ChunkID) []byte {
+	return append([]byte{kind}, id[:]...)
+}
+
+func driveKey(num uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{kDrive}, num)
+}
+
+func holdingPrefix(num uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{kHolding}, num)
+}
+
+func holdingKey(num uint32, id nodes.ChunkID) []byte {
+	return append(holdingPrefix(num), id[:]...)
+}
+
+var (
+	inoCounterKey   = []byte{kCounter, 'i'}
+	driveCounterKey = []byte{kCounter, 'd'}
+)
+
+// metaDB is the pool's metadata store: a Badger database in HOME/meta.
+// Every change that spans keys is one transaction.
+type metaDB struct {
+	db *badger.DB
+}
+
+func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(nodes.BadgerLogger(log)).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
+		WithNumCompactors(2).
+		WithBlockCacheSize(32 << 20).
+		WithCompression(options.None).
+		WithValueLogFileSize(128 << 20).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata store %s: %w", dir, err)
+	}
+	return &metaDB{db: db}, nil
+}
+
+func (m *metaDB) close() error { return m.db.Close() }
+
+// sync makes every committed transaction durable.
+func (m *metaDB) sync() error {
+	if err := m.db.Sync(); err != nil {
+		return fmt.Errorf("sync metadata: %w", err)
+	}
+	return nil
+}
+
+// update runs fn in a read-write transaction, retrying when a concurrent
+// transaction touched the same keys (FUSE calls arrive in parallel).
+func (m *metaDB) update(fn func(txn *badger.Txn) error) error {
+	for attempt := 0; ; attempt++ {
+		err := m.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) || attempt == 1000 {
+			return err
+		}
+		if attempt > 10 {
+			time.Sleep(time.Duration(attempt) * time.Microsecond)
+		}
+	}
+}
+
+func (m *metaDB) view(fn func(txn *badger.Txn) error) error { return m.db.View(fn) }
+
+// get returns the value of key, or nil and false when absent.
+func get(txn *badger.Txn, key []byte) ([]byte, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read metadata: %w", err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("read metadata: %w", err)
+	}
+	return v, true, nil
+}
+
+func set(txn *badger.Txn, key, val []byte) error {
+	if err := txn.Set(key, val); err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	return nil
+}
+
+func del(txn *badger.Txn, key []byte) error {
+	if err := txn.Delete(key); err != nil {
+		return fmt.Errorf("write metadata: %w", err)
+	}
+	return nil
+}
+
+// scan calls fn for each key with prefix, in order; fn's key and value are
+// only valid during the call. Returning errStop ends the scan quietly.
+func scan(txn *badger.Txn, prefix []byte, keysOnly bool, fn func(key, val []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = !keysOnly
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		var val []byte
+		if !keysOnly {
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read metadata: %w", err)
+			}
+			val = v
+		}
+		if err := fn(item.Key(), val); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+var errStop = errors.New("stop scan")
+
+func getInode(txn *badger.Txn, ino Ino) (Inode, error) {
+	v, ok, err := get(txn, inoKey(kInode, ino))
+	if err != nil {
+		return Inode{}, err
+	}
+	if !ok {
+		return Inode{}, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
+	}
+	return decodeInode(ino, v)
+}
+
+func putInode(txn *badger.Txn, i *Inode) error {
+	return set(txn, inoKey(kInode, i.Ino), i.encode())
+}
+
+func getDentry(txn *badger.Txn, parent Ino, name string) (dentry, bool, error) {
+	v, ok, err := get(txn, dentryKey(parent, name))
+	if err != nil || !ok {
+		return dentry{}, false, err
+	}
+	e, err := decodeDentry(v)
+	return e, err == nil, err
+}
+
+func getChunkRecord(txn *badger.Txn, id nodes.ChunkID) (chunkRecord, bool, error) {
+	v, ok, err := get(txn, chunkKey(kChunk, id))
+	if err != nil || !ok {
+		return chunkRecord{}, false, err
+	}
+	c, err := decodeChunkRecord(v)
+	if err != nil {
+		return chunkRecord{}, false, fmt.Errorf("chunk %s: %w", id.Short(), err)
+	}
+	return c, true, nil
+}
+
+// counter increments the uint64 counter at key and returns its new value.
+func counter(txn *badger.Txn, key []byte, start uint64) (uint64, error) {
+	v, ok, err := get(txn, key)
+	if err != nil {
+		return 0, err
+	}
+	n := start
+	if ok && len(v) == 8 {
+		n = binary.BigEndian.Uint64(v) + 1
+	}
+	return n, set(txn, key, binary.BigEndian.AppendUint64(nil, n))
+}

@@ -1,0 +1,276 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"syscall"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// The path API serves the CLI (put, get, ls, rm, mkdir, stat) on top of the
+// inode API the filesystem uses. Paths are absolute within the pool and
+// symlinks are not followed.
+
+func splitPath(p string) ([]string, error) {
+	if !strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("%q: pool paths start with '/': %w", p, ErrInvalid)
+	}
+	clean := path.Clean(p)
+	if clean == "/" {
+		return nil, nil
+	}
+	return strings.Split(clean[1:], "/"), nil
+}
+
+// Resolve returns the inode at an absolute pool path.
+func (m *Manager) Resolve(p string) (Inode, error) {
+	parts, err := splitPath(p)
+	if err != nil {
+		return Inode{}, err
+	}
+	cur, err := m.GetAttr(RootIno)
+	if err != nil {
+		return cur, err
+	}
+	for i, name := range parts {
+		if !cur.IsDir() {
+			return cur, fmt.Errorf("/%s: %w", strings.Join(parts[:i], "/"), ErrNotDir)
+		}
+		cur, err = m.Lookup(cur.Ino, name)
+		if errors.Is(err, ErrNotFound) {
+			return cur, fmt.Errorf("/%s: %w", strings.Join(parts[:i+1], "/"), ErrNotFound)
+		}
+		if err != nil {
+			return cur, err
+		}
+	}
+	return cur, nil
+}
+
+// resolveParent returns the directory that holds p and p's last name.
+func (m *Manager) resolveParent(p string) (Inode, string, error) {
+	parts, err := splitPath(p)
+	if err != nil {
+		return Inode{}, "", err
+	}
+	if len(parts) == 0 {
+		return Inode{}, "", fmt.Errorf("%q is the root: %w", p, ErrInvalid)
+	}
+	dirPath := "/" + strings.Join(parts[:len(parts)-1], "/")
+	dir, err := m.Resolve(dirPath)
+	if err != nil {
+		return dir, "", err
+	}
+	if !dir.IsDir() {
+		return dir, "", fmt.Errorf("%s: %w", dirPath, ErrNotDir)
+	}
+	return dir, parts[len(parts)-1], nil
+}
+
+// MkdirPath creates the directory p; with parents, also its missing
+// ancestors, and an existing directory at p is not an error.
+func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inode, error) {
+	parts, err := splitPath(p)
+	if err != nil {
+		return Inode{}, err
+	}
+	if !parents {
+		dir, name, err := m.resolveParent(p)
+		if err != nil {
+			return Inode{}, err
+		}
+		n, err := m.Mknod(dir.Ino, name, syscall.S_IFDIR|mode, c, "")
+		if errors.Is(err, ErrExist) {
+			return n, fmt.Errorf("%s: %w", p, ErrExist)
+		}
+		return n, err
+	}
+	cur, err := m.GetAttr(RootIno)
+	for i, name := range parts {
+		if err != nil {
+			return cur, err
+		}
+		next, lerr := m.Lookup(cur.Ino, name)
+		if errors.Is(lerr, ErrNotFound) {
+			next, lerr = m.Mknod(cur.Ino, name, syscall.S_IFDIR|mode, c, "")
+			if errors.Is(lerr, ErrExist) { // created meanwhile by someone else
+				next, lerr = m.Lookup(cur.Ino, name)
+			}
+		}
+		if lerr == nil && !next.IsDir() {
+			lerr = fmt.Errorf("/%s: %w", strings.Join(parts[:i+1], "/"), ErrNotDir)
+		}
+		cur, err = next, lerr
+	}
+	return cur, err
+}
+
+// PutFile writes r to a new file at p, replacing any file there only once
+// every byte is stored: readers see the old content or the new, never a
+// mix, and a failed or interrupted put leaves the old file untouched.
+func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint32, c Caller) (Inode, error) {
+	dir, name, err := m.resolveParent(p)
+	if err != nil {
+		return Inode{}, err
+	}
+	if err := checkName(name); err != nil {
+		return Inode{}, err
+	}
+	if existing, err := m.Lookup(dir.Ino, name); err == nil && existing.IsDir() {
+		return Inode{}, fmt.Errorf("%s: %w", p, ErrIsDir)
+	}
+	n, err := m.newOrphan(dir, mode, c)
+	if err != nil {
+		return Inode{}, err
+	}
+	w := m.newWriter(ctx, n.Ino, m.wantFor(&n))
+	if _, err := io.Copy(w, r); err != nil {
+		w.Abort()
+		return Inode{}, errors.Join(fmt.Errorf("put %s: %w", p, err), m.freeOrphan(n.Ino))
+	}
+	if _, err := w.Close(); err != nil {
+		return Inode{}, errors.Join(fmt.Errorf("put %s: %w", p, err), m.freeOrphan(n.Ino))
+	}
+	replaced, err := m.linkOrphan(dir.Ino, name, n.Ino)
+	if err != nil {
+		return Inode{}, errors.Join(fmt.Errorf("put %s: %w", p, err), m.freeOrphan(n.Ino))
+	}
+	if err := m.meta.sync(); err != nil {
+		return Inode{}, err
+	}
+	if err := m.maybeFree(replaced); err != nil {
+		m.log.Warn("free replaced file", "path", p, "err", err)
+	}
+	return m.GetAttr(n.Ino)
+}
+
+// newOrphan creates a regular file with no name, marked as an orphan so
+// that a crash before linkOrphan frees it at the next open.
+func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
+	var n Inode
+	err := m.meta.update(func(txn *badger.Txn) error {
+		num, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
+		if err != nil {
+			return err
+		}
+		t := now()
+		n = Inode{Ino: Ino(num), Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
+			Atime: t, Mtime: t, Ctime: t, Replicas: dir.Replicas}
+		if err := putInode(txn, &n); err != nil {
+			return err
+		}
+		return set(txn, inoKey(kOrphan, n.Ino), nil)
+	})
+	return n, err
+}
+
+// linkOrphan names the orphan ino name in parent, replacing a non-directory
+// of that name, whose inode it returns if that lost its last name.
+func (m *Manager) linkOrphan(parent Ino, name string, ino Ino) (Ino, error) {
+	var replaced Ino
+	err := m.meta.update(func(txn *badger.Txn) error {
+		replaced = 0
+		dir, err := parentDir(txn, parent)
+		if err != nil {
+			return err
+		}
+		n, err := getInode(txn, ino)
+		if err != nil {
+			return err
+		}
+		t := now()
+		if e, ok, err := getDentry(txn, parent, name); err != nil {
+			return err
+		} else if ok {
+			old, err := getInode(txn, e.Ino)
+			if err != nil {
+				return err
+			}
+			if old.IsDir() {
+				return fmt.Errorf("%s: %w", name, ErrIsDir)
+			}
+			if o, err := dropName(txn, &old, t); err != nil {
+				return err
+			} else if o {
+				replaced = old.Ino
+			}
+		}
+		n.Nlink, n.Ctime = 1, t
+		dir.Mtime, dir.Ctime = t, t
+		if err := putInode(txn, &n); err != nil {
+			return err
+		}
+		if err := putInode(txn, &dir); err != nil {
+			return err
+		}
+		if err := del(txn, inoKey(kOrphan, ino)); err != nil {
+			return err
+		}
+		return set(txn, dentryKey(parent, name), dentry{Ino: ino, Type: syscall.S_IFREG}.encode())
+	})
+	return replaced, err
+}
+
+// GetFile streams the regular file at p to w.
+func (m *Manager) GetFile(ctx context.Context, p string, w io.Writer) (int64, error) {
+	n, err := m.Resolve(p)
+	if err != nil {
+		return 0, err
+	}
+	if !n.IsRegular() {
+		return 0, fmt.Errorf("%s: not a regular file: %w", p, ErrIsDir)
+	}
+	return m.WriteTo(ctx, n.Ino, w)
+}
+
+// RemovePath removes the file or empty directory at p; with recursive, a
+// directory and everything below it.
+func (m *Manager) RemovePath(p string, recursive bool) error {
+	dir, name, err := m.resolveParent(p)
+	if err != nil {
+		return err
+	}
+	n, err := m.Lookup(dir.Ino, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if !n.IsDir() {
+		return m.Unlink(dir.Ino, name)
+	}
+	if recursive {
+		if err := m.removeTree(n.Ino); err != nil {
+			return err
+		}
+	}
+	if err := m.Rmdir(dir.Ino, name); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	return nil
+}
+
+func (m *Manager) removeTree(ino Ino) error {
+	entries, err := m.ReadDir(ino)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Type == syscall.S_IFDIR {
+			if err := m.removeTree(e.Ino); err != nil {
+				return err
+			}
+			if err := m.Rmdir(ino, e.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := m.Unlink(ino, e.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}

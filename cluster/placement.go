@@ -1,0 +1,97 @@
+package cluster
+
+import (
+	"cmp"
+	"math/rand/v2"
+	"slices"
+)
+
+// reserveBytes is left free on every drive's filesystem so that Badger can
+// still compact and write its manifest when the data has filled the rest.
+const reserveBytes = 64 << 20
+
+// candidate is a drive considered for a new copy.
+type candidate struct {
+	d       *drive
+	free    int64
+	used    int64
+	device  uint64
+	shuffle uint64
+}
+
+// pickDrives chooses up to n online drives, none in skip, with room for
+// size bytes. It prefers the drives with the most free space, and it never
+// puts two copies on one device while an unused device remains: first one
+// drive per device not yet used (including the devices of the drives in
+// used), then, only if that is not enough, drives on devices already used.
+//
+// The chosen drives are charged size bytes at once, so that writers
+// placing chunks concurrently spread them instead of all picking the same
+// emptiest drives.
+func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint32) []*drive {
+	m.placeMu.Lock()
+	defer m.placeMu.Unlock()
+	var cands []candidate
+	for _, d := range m.driveList() {
+		if skip[d.num] || d.usable() == nil {
+			continue
+		}
+		free := d.freeBytes()
+		if free-reserveBytes < int64(size) {
+			continue
+		}
+		cands = append(cands, candidate{d: d, free: free, used: d.written.Load(), device: d.record().Device, shuffle: rand.Uint64()})
+	}
+	// Most free first. On one shared filesystem free space is equal, so the
+	// drive dhdfs has written least to comes first; drives within a few
+	// chunks of each other are taken in random order, so that the copies of
+	// one drive's chunks spread over all the others instead of always
+	// pairing the same drives (a failed drive is then rebuilt from many).
+	usedBucket := max(int64(size), 64<<10) * 16
+	slices.SortFunc(cands, func(a, b candidate) int {
+		const slack = 64 << 20 // free-space differences below this are noise
+		if a.free-b.free > slack {
+			return -1
+		}
+		if b.free-a.free > slack {
+			return 1
+		}
+		if c := cmp.Compare(a.used/usedBucket, b.used/usedBucket); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.shuffle, b.shuffle)
+	})
+	devices := map[uint64]bool{}
+	for _, num := range used {
+		if d := m.driveByNum(num); d != nil {
+			devices[d.record().Device] = true
+		}
+	}
+	var out []*drive
+	taken := map[uint32]bool{}
+	defer func() {
+		for _, d := range out {
+			d.written.Add(int64(size))
+			d.free.Add(-int64(size))
+		}
+	}()
+	for _, c := range cands {
+		if len(out) == n {
+			return out
+		}
+		if !devices[c.device] {
+			devices[c.device] = true
+			taken[c.d.num] = true
+			out = append(out, c.d)
+		}
+	}
+	for _, c := range cands {
+		if len(out) == n {
+			break
+		}
+		if !taken[c.d.num] {
+			out = append(out, c.d)
+		}
+	}
+	return out
+}

@@ -1,0 +1,165 @@
+package cluster
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(filepath.Join(dir, "none"), Options{}); !errors.Is(err, ErrNoPool) {
+		t.Fatalf("Open of uninitialised home: %v, want ErrNoPool", err)
+	}
+	home := filepath.Join(dir, "home")
+	if _, err := Init(home, DefaultPoolConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(home, DefaultPoolConfig()); !errors.Is(err, ErrPoolExists) {
+		t.Fatalf("second Init: %v, want ErrPoolExists", err)
+	}
+	m, err := Open(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(home, Options{})
+	if !errors.Is(err, ErrPoolInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Fatalf("second Open: %v, want ErrPoolInUse naming pid %d", err, os.Getpid())
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err = Open(home, Options{})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	m.Close()
+}
+
+func TestInitValidates(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  PoolConfig
+	}{
+		{"zero replicas", PoolConfig{Replicas: 0, ChunkSize: DefaultChunkSize}},
+		{"too many replicas", PoolConfig{Replicas: MaxReplicas + 1, ChunkSize: DefaultChunkSize}},
+		{"tiny chunks", PoolConfig{Replicas: 2, ChunkSize: 4096}},
+		{"huge chunks", PoolConfig{Replicas: 2, ChunkSize: 1 << 30}},
+		{"odd chunks", PoolConfig{Replicas: 2, ChunkSize: 3 << 20}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			home := filepath.Join(t.TempDir(), "home")
+			if _, err := Init(home, tc.cfg); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Init: %v, want ErrInvalid", err)
+			}
+			if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
+				t.Fatal("a rejected Init left a pool behind")
+			}
+		})
+	}
+}
+
+func TestAddDriveRejects(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	root := filepath.Dir(tp.home)
+	file := filepath.Join(root, "plain-file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inHome := filepath.Join(tp.home, "drive")
+	os.Mkdir(inHome, 0o755)
+	nested := filepath.Join(tp.paths[0], "sub")
+	os.Mkdir(nested, 0o755)
+	link := filepath.Join(root, "link-to-disk1")
+	if err := os.Symlink(tp.paths[0], link); err != nil {
+		t.Fatal(err)
+	}
+
+	other := newTestPool(t, 1, 1)
+	fresh := filepath.Join(root, "fresh")
+	os.Mkdir(fresh, 0o755)
+
+	tests := []struct {
+		name, path, drive, want string
+	}{
+		{"missing path", filepath.Join(root, "nope"), "", "no such directory"},
+		{"regular file", file, "", "not a directory"},
+		{"duplicate path", tp.paths[0], "", "already in the pool"},
+		{"duplicate via symlink", link, "", "already in the pool"},
+		{"inside home", inHome, "", "overlaps the pool's home"},
+		{"home itself", tp.home, "", "overlaps the pool's home"},
+		{"inside a drive", nested, "", "overlaps drive"},
+		{"drive of another pool", other.paths[0], "", "belongs to another pool"},
+		{"bad name", fresh, "bad/name", "drive name"},
+		{"duplicate name", fresh, "d1", "already exists"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := tp.Drives()
+			_, _, err := tp.AddDrive(tc.path, AddDriveOptions{Name: tc.drive})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("AddDrive(%s): %v, want an error containing %q", tc.path, err, tc.want)
+			}
+			if !errors.Is(err, ErrBadDrive) {
+				t.Errorf("error %v does not wrap ErrBadDrive", err)
+			}
+			after, _ := tp.Drives()
+			if len(after) != len(before) {
+				t.Fatalf("rejected AddDrive changed the drive count from %d to %d", len(before), len(after))
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(fresh, "dhdfs-drive.json")); err == nil {
+		t.Fatal("a rejected AddDrive wrote an identity file")
+	}
+	// A drive removed from a pool cannot be mistaken for a fresh one.
+	if _, _, err := other.AddDrive(tp.paths[1], AddDriveOptions{}); err == nil {
+		t.Fatal("added a drive of another pool")
+	}
+}
+
+func TestAddDriveWarnsOnSharedDevice(t *testing.T) {
+	tp := newTestPool(t, 1, 2)
+	p := filepath.Join(filepath.Dir(tp.home), "same-disk")
+	os.Mkdir(p, 0o755)
+	info, warnings, err := tp.AddDrive(p, AddDriveOptions{Name: "second", Labels: map[string]string{"enclosure": "A"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "second" || info.State != StateOnline || info.Labels["enclosure"] != "A" {
+		t.Fatalf("unexpected drive info %+v", info)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "fail together") {
+		t.Fatalf("warnings = %q, want one about a shared device", warnings)
+	}
+}
+
+func TestRestartKeepsEverything(t *testing.T) {
+	tp := newTestPool(t, 3, 2)
+	data := randBytes(1, 5*MinChunkSize+77)
+	if _, err := tp.MkdirPath("/a/b", true, 0o755, Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	tp.put("/a/b/file", data)
+	if _, err := tp.SetDriveOffline("d2", true); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := tp.Status()
+	tp.reopen()
+	tp.mustEqual("/a/b/file", data)
+	drives, err := tp.Drives()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(drives) != 3 || drives[1].State != StateOffline || drives[0].State != StateOnline {
+		t.Fatalf("drives after restart: %+v", drives)
+	}
+	after, _ := tp.Status()
+	if before.Files != after.Files || before.Chunks != after.Chunks || before.Copies != after.Copies {
+		t.Fatalf("status changed across restart: %+v vs %+v", before, after)
+	}
+}

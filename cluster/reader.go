@@ -1,0 +1,135 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ReadAt reads len(p) bytes of ino at off into p, like io.ReaderAt: at the
+// end of the file it returns the bytes read and io.EOF.
+func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	n, err := m.GetAttr(ino)
+	if err != nil {
+		return 0, err
+	}
+	if off >= n.Size {
+		return 0, io.EOF
+	}
+	want := p
+	if rest := n.Size - off; int64(len(p)) > rest {
+		want = p[:rest]
+	}
+	cs := int64(m.cfg.ChunkSize)
+	var buf []byte
+	done := 0
+	for done < len(want) {
+		pos := off + int64(done)
+		idx, in := pos/cs, int(pos%cs)
+		span := min(len(want)-done, int(cs)-in)
+		data, err := m.chunkData(ctx, ino, idx, buf)
+		if err != nil {
+			return done, err
+		}
+		buf = data
+		copied := 0
+		if in < len(data) {
+			copied = copy(want[done:done+span], data[in:])
+		}
+		clear(want[done+copied : done+span])
+		done += span
+	}
+	if len(want) < len(p) {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+// chunkData returns the content of chunk idx of ino (nil for a hole),
+// appended to buf[:0]. A read that races with an overwrite of the same
+// chunk retries with the new chunk rather than failing.
+func (m *Manager) chunkData(ctx context.Context, ino Ino, idx int64, buf []byte) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		ref, ok, err := m.chunkAt(ino, idx)
+		if err != nil || !ok {
+			return buf[:0], err
+		}
+		data, err := m.readChunk(ctx, ref, buf)
+		if err == nil || attempt == 2 || !errors.Is(err, ErrUnavailable) {
+			if err != nil {
+				return nil, fmt.Errorf("read inode %d at chunk %d: %w", ino, idx, err)
+			}
+			return data, nil
+		}
+		if now, ok, _ := m.chunkAt(ino, idx); ok && now == ref {
+			return nil, fmt.Errorf("read inode %d at chunk %d: %w", ino, idx, err)
+		}
+	}
+}
+
+// readAhead is how many chunks WriteTo fetches ahead of the one it writes.
+const readAhead = 4
+
+// WriteTo streams the whole file ino to w, fetching up to readAhead chunks
+// in parallel while writing them in order. Memory stays bounded by
+// readAhead+1 chunks, whatever the file's size.
+func (m *Manager) WriteTo(ctx context.Context, ino Ino, w io.Writer) (int64, error) {
+	n, err := m.GetAttr(ino)
+	if err != nil {
+		return 0, err
+	}
+	if !n.IsRegular() {
+		return 0, fmt.Errorf("inode %d: %w", ino, ErrIsDir)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cs := int64(m.cfg.ChunkSize)
+	chunks := (n.Size + cs - 1) / cs
+	type result struct {
+		data []byte
+		err  error
+	}
+	queue := make(chan chan result, readAhead)
+	go func() {
+		defer close(queue)
+		for idx := int64(0); idx < chunks; idx++ {
+			ch := make(chan result, 1)
+			select {
+			case queue <- ch:
+			case <-ctx.Done():
+				return
+			}
+			go func(idx int64) {
+				data, err := m.chunkData(ctx, ino, idx, nil)
+				ch <- result{data, err}
+			}(idx)
+		}
+	}()
+	var written int64
+	zeros := make([]byte, 0)
+	for ch := range queue {
+		r := <-ch
+		if r.err != nil {
+			return written, r.err
+		}
+		length := min(cs, n.Size-written)
+		data := r.data[:min(int64(len(r.data)), length)]
+		k, err := w.Write(data)
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+		if pad := length - int64(len(data)); pad > 0 {
+			if int64(len(zeros)) < pad {
+				zeros = make([]byte, cs)
+			}
+			k, err := w.Write(zeros[:pad])
+			written += int64(k)
+			if err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, ctx.Err()
+}

@@ -1,0 +1,207 @@
+package cluster
+
+import (
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Status is the pool's health at a glance.
+type Status struct {
+	PoolID    string `json:"pool_id"`
+	Home      string `json:"home"`
+	Replicas  int    `json:"replicas"`
+	ChunkSize int    `json:"chunk_size"`
+	// Drives counts drives by state; every state is present.
+	Drives map[DriveState]int `json:"drives"`
+	// RawTotal and RawFree add up the filesystems under online drives,
+	// each filesystem counted once however many drives share it.
+	RawTotal int64 `json:"raw_total_bytes"`
+	RawFree  int64 `json:"raw_free_bytes"`
+	// UsableFree is RawFree divided by the replication factor: roughly how
+	// much more file data fits.
+	UsableFree int64 `json:"usable_free_bytes"`
+	// StoreUsed adds up the bytes the online drives' stores occupy.
+	StoreUsed int64 `json:"store_used_bytes"`
+	Files     int64 `json:"files"`
+	Dirs      int64 `json:"directories"`
+	// FileBytes is the logical size of all files.
+	FileBytes int64 `json:"file_bytes"`
+	Chunks    int64 `json:"chunks"`
+	// ChunkBytes is the size of the distinct chunks (after deduplication).
+	ChunkBytes int64 `json:"chunk_bytes"`
+	Copies     int64 `json:"copies"`
+	// UnderReplicated counts chunks with fewer copies on online drives than
+	// their files ask for; Lost, those with no copy on an online drive.
+	UnderReplicated int64 `json:"under_replicated_chunks"`
+	Lost            int64 `json:"lost_chunks"`
+	// SharedDevice counts chunks with two copies on drives that share a
+	// device, so that one disk failure takes both.
+	SharedDevice int64 `json:"shared_device_chunks"`
+}
+
+// Status computes the pool's status. It scans the metadata once.
+func (m *Manager) Status() (Status, error) {
+	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
+		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0}}
+	online := map[uint32]bool{}
+	device := map[uint32]uint64{}
+	seenDev := map[uint64]bool{}
+	for _, d := range m.driveList() {
+		state, _ := d.state()
+		st.Drives[state]++
+		rec := d.record()
+		device[d.num] = rec.Device
+		s := d.usable()
+		if s == nil {
+			continue
+		}
+		online[d.num] = true
+		u, err := s.Usage()
+		if err != nil {
+			continue
+		}
+		st.StoreUsed += u.Used
+		if !seenDev[rec.Device] {
+			seenDev[rec.Device] = true
+			st.RawTotal += u.Total
+			st.RawFree += u.Free
+		}
+	}
+	st.UsableFree = st.RawFree / int64(m.cfg.Replicas)
+	err := m.meta.view(func(txn *badger.Txn) error {
+		err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
+			n, err := decodeInode(0, v)
+			if err != nil {
+				return fmt.Errorf("inode key %x: %w", k, err)
+			}
+			switch {
+			case n.IsDir():
+				st.Dirs++
+			case n.IsRegular():
+				st.Files++
+				st.FileBytes += n.Size
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return scan(txn, []byte{kChunk}, false, func(k, v []byte) error {
+			c, err := decodeChunkRecord(v)
+			if err != nil {
+				return fmt.Errorf("chunk key %x: %w", k, err)
+			}
+			if c.Refs == 0 {
+				return nil
+			}
+			st.Chunks++
+			st.ChunkBytes += int64(c.Size)
+			st.Copies += int64(len(c.Holders))
+			live := 0
+			devs := map[uint64]bool{}
+			shared := false
+			for _, h := range c.Holders {
+				if online[h] {
+					live++
+				}
+				if devs[device[h]] {
+					shared = true
+				}
+				devs[device[h]] = true
+			}
+			if live < int(max(c.Want, 1)) {
+				st.UnderReplicated++
+			}
+			if live == 0 {
+				st.Lost++
+			}
+			if shared {
+				st.SharedDevice++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	return st, nil
+}
+
+// ChunkLocation says where one chunk of a file is stored.
+type ChunkLocation struct {
+	Index int64  `json:"index"`
+	ID    string `json:"id"`
+	Size  int    `json:"size"`
+	Want  int    `json:"want"`
+	// Drives names the drives holding a copy, in read order.
+	Drives []string `json:"drives"`
+	// Online counts the copies on online drives.
+	Online int `json:"online"`
+}
+
+// FileStat is an inode with what `dhdfs stat` adds: the effective
+// replication factor and where each chunk is.
+type FileStat struct {
+	Inode    Inode
+	Replicas int
+	Chunks   []ChunkLocation
+}
+
+// StatPath describes the file at p, with chunk locations if chunks is set.
+func (m *Manager) StatPath(p string, chunks bool) (FileStat, error) {
+	n, err := m.Resolve(p)
+	if err != nil {
+		return FileStat{}, err
+	}
+	fs := FileStat{Inode: n, Replicas: m.wantFor(&n)}
+	if !chunks || !n.IsRegular() {
+		return fs, nil
+	}
+	fs.Chunks, err = m.ChunkLocations(n.Ino)
+	return fs, err
+}
+
+// ChunkLocations lists the chunks of ino with the drives holding each.
+func (m *Manager) ChunkLocations(ino Ino) ([]ChunkLocation, error) {
+	slots, err := m.fileChunks(ino)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ChunkLocation, 0, len(slots))
+	err = m.meta.view(func(txn *badger.Txn) error {
+		for _, s := range slots {
+			rec, _, err := getChunkRecord(txn, s.Ref.ID)
+			if err != nil {
+				return err
+			}
+			loc := ChunkLocation{Index: s.Idx, ID: s.Ref.ID.String(), Size: s.Ref.Size, Want: int(rec.Want), Drives: []string{}}
+			for _, h := range rec.Holders {
+				name := fmt.Sprintf("#%d", h)
+				if d := m.driveByNum(h); d != nil {
+					name = d.record().Name
+					if d.usable() != nil {
+						loc.Online++
+					}
+				}
+				loc.Drives = append(loc.Drives, name)
+			}
+			out = append(out, loc)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// chunkHolders returns the drive numbers holding id (for tests and repair).
+func (m *Manager) chunkHolders(id nodes.ChunkID) ([]uint32, error) {
+	var rec chunkRecord
+	err := m.meta.view(func(txn *badger.Txn) error {
+		var err error
+		rec, _, err = getChunkRecord(txn, id)
+		return err
+	})
+	return rec.Holders, err
+}

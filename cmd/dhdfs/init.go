@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+func cmdInit() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create a new, empty pool in the home directory",
+		Description: `The replication factor and chunk size are fixed for the life of the pool
+(the replication factor can later be raised per directory or file).
+
+Examples:
+   dhdfs init
+   dhdfs init --home /var/lib/dhdfs --replicas 3 --chunk-size 4MiB`,
+		Flags: withCommon(
+			&cli.IntFlag{Name: "replicas", Value: cluster.DefaultReplicas, Usage: "copies of each chunk, on distinct drives"},
+			&cli.StringFlag{Name: "chunk-size", Value: "1MiB", Usage: "largest chunk, a power of two from 64KiB to 64MiB"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			size, err := parseSize(c.String("chunk-size"))
+			if err != nil {
+				return err
+			}
+			cfg := cluster.DefaultPoolConfig()
+			cfg.Replicas, cfg.ChunkSize = c.Int("replicas"), int(size)
+			cfg, err = cluster.Init(c.String("home"), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "Created pool %s in %s (replicas %d, chunk size %s).\nNext: dhdfs node add PATH, once per drive.\n",
+				cfg.PoolID[:8], c.String("home"), cfg.Replicas, humanBytes(int64(cfg.ChunkSize)))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,54 @@
+// Command dhdfs pools a machine's drives into one replicated filesystem.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := newApp()
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "dhdfs: %v\n", err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "dhdfs",
+		Usage: "pool a machine's drives into one filesystem that survives a dead drive",
+		Description: `dhdfs splits files into chunks and stores each chunk on several drives
+(the replication factor). A drive is a directory you name, ideally one per
+physical disk. The pool's metadata lives in its home directory (--home,
+$DHDFS_HOME, or ~/.local/share/dhdfs).
+
+Start with:
+   dhdfs init
+   dhdfs node add /mnt/disk1/dhdfs
+   dhdfs node add /mnt/disk2/dhdfs
+   dhdfs put ./photo.jpg /photo.jpg`,
+		Flags:                  []cli.Flag{homeFlag(), verboseFlag()},
+		HideHelpCommand:        true,
+		UseShortOptionHandling: true,
+		ExitErrHandler:         func(*cli.Context, error) {}, // main prints errors once
+		Commands: []*cli.Command{
+			cmdInit(),
+			cmdNode(),
+			cmdPut(),
+			cmdGet(),
+			cmdLs(),
+			cmdStat(),
+			cmdMkdir(),
+			cmdRm(),
+			cmdStatus(),
+		},
+	}
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+func cmdNode() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "add, list, and take drives offline or online",
+		Description: `A drive (node) is a directory, ideally one per physical disk, that holds
+one chunk store. dhdfs writes an identity file into it so that a wrong or
+swapped path is noticed.`,
+		Subcommands: []*cli.Command{cmdNodeAdd(), cmdNodeList(), cmdNodeState("offline", true), cmdNodeState("online", false)},
+	}
+}
+
+func cmdNodeAdd() *cli.Command {
+	return &cli.Command{
+		Name:      "add",
+		Usage:     "add a directory to the pool as a drive",
+		ArgsUsage: "PATH",
+		Description: `PATH must be an existing, writable directory outside the pool's home and
+not already a drive of this or another pool. New chunks go to it at once.
+
+Examples:
+   dhdfs node add /mnt/disk3/dhdfs
+   dhdfs node add --name d3 --label enclosure=A /mnt/disk3/dhdfs`,
+		Flags: withCommon(
+			&cli.StringFlag{Name: "name", Usage: "drive name (default d<N>)"},
+			&cli.StringSliceFlag{Name: "label", Usage: "KEY=VALUE label, repeatable"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, 1, "one PATH"); err != nil {
+				return err
+			}
+			labels := map[string]string{}
+			for _, l := range c.StringSlice("label") {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usageError(c, "label %q is not KEY=VALUE", l)
+				}
+				labels[k] = v
+			}
+			if len(labels) == 0 {
+				labels = nil
+			}
+			return withPool(c, func(m *cluster.Manager) error {
+				info, warnings, err := m.AddDrive(c.Args().First(), cluster.AddDriveOptions{Name: c.String("name"), Labels: labels})
+				if err != nil {
+					return err
+				}
+				for _, w := range warnings {
+					fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+				}
+				fmt.Fprintf(c.App.Writer, "Added drive %s at %s (device %s, %s free).\n", info.Name, info.Path, info.Device, humanBytes(info.Free))
+				return nil
+			})
+		},
+	}
+}
+
+func cmdNodeList() *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: "list the pool's drives with state, chunks and space",
+		Description: `States: online (in use), offline (taken offline by you), failed (could not
+be opened or returned an I/O error; REASON says why).
+
+Examples:
+   dhdfs node list
+   dhdfs node list --json | jq '.[] | select(.state != "online")'`,
+		Flags: withCommon(jsonFlag()),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			return withPool(c, func(m *cluster.Manager) error {
+				drives, err := m.Drives()
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					if drives == nil {
+						drives = []cluster.DriveInfo{}
+					}
+					return printJSON(c.App.Writer, drives)
+				}
+				printDrives(c, drives)
+				return nil
+			})
+		},
+	}
+}
+
+func printDrives(c *cli.Context, drives []cluster.DriveInfo) {
+	tw := newTable(c.App.Writer)
+	fmt.Fprintln(tw, "NAME\tSTATE\tCHUNKS\tUSED\tFREE\tDEVICE\tPATH\tLABELS\tID")
+	for _, d := range drives {
+		var labels []string
+		for k, v := range d.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		l := strings.Join(labels, ",")
+		if l == "" {
+			l = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, d.Chunks,
+			humanBytes(d.Used), humanBytes(d.Free), d.Device, d.Path, l, d.ID[:8])
+	}
+	tw.Flush()
+	for _, d := range drives {
+		if d.Reason != "" {
+			fmt.Fprintf(c.App.Writer, "%s: %s\n", d.Name, d.Reason)
+		}
+	}
+}
+
+func cmdNodeState(name string, offline bool) *cli.Command {
+	usage := "bring a drive back online"
+	desc := `The drive is opened and checked again, and takes reads and new chunks.
+
+Example:
+   dhdfs node online d1`
+	if offline {
+		usage = "take a drive offline, as if unplugged"
+		desc = `dhdfs stops reading and writing the drive; reads fall back to other copies.
+The choice persists until 'dhdfs node online'.
+
+Example:
+   dhdfs node offline d1`
+	}
+	return &cli.Command{
+		Name:        name,
+		Usage:       usage,
+		ArgsUsage:   "NAME",
+		Description: desc,
+		Flags:       withCommon(),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, 1, "one drive NAME"); err != nil {
+				return err
+			}
+			return withPool(c, func(m *cluster.Manager) error {
+				info, err := m.SetDriveOffline(c.Args().First(), offline)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "Drive %s is %s.\n", info.Name, info.State)
+				if info.Reason != "" {
+					return fmt.Errorf("drive %s: %s", info.Name, info.Reason)
+				}
+				return nil
+			})
+		},
+	}
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+func cmdRm() *cli.Command {
+	return &cli.Command{
+		Name:      "rm",
+		Usage:     "remove files or directories from the pool",
+		ArgsUsage: "PATH...",
+		Description: `An empty directory is removed without -r. Chunks no other file uses are
+deleted from the drives.
+
+Examples:
+   dhdfs rm /docs/local.bin
+   dhdfs rm -r /old-photos`,
+		Flags: withCommon(&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "remove directories and their contents"}),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, -1, "at least one PATH"); err != nil {
+				return err
+			}
+			return withPool(c, func(m *cluster.Manager) error {
+				for _, p := range c.Args().Slice() {
+					if err := m.RemovePath(p, c.Bool("recursive")); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		},
+	}
+}

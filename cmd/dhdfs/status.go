@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+func cmdStatus() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the pool's health: drives, capacity, files, chunk redundancy",
+		Description: `Capacity counts each filesystem once, however many drives share it; usable
+is raw free space divided by the replication factor. A chunk is
+under-replicated when fewer of its copies are on online drives than its
+file asks for, and lost when none is.
+
+Examples:
+   dhdfs status
+   dhdfs status --json`,
+		Flags: withCommon(jsonFlag()),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			return withPool(c, func(m *cluster.Manager) error {
+				st, err := m.Status()
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return printJSON(c.App.Writer, st)
+				}
+				w := c.App.Writer
+				health := "healthy"
+				switch {
+				case st.Lost > 0:
+					health = fmt.Sprintf("DATA UNAVAILABLE: %d chunks have no copy on an online drive", st.Lost)
+				case st.UnderReplicated > 0:
+					health = fmt.Sprintf("degraded: %d chunks under-replicated", st.UnderReplicated)
+				case st.Drives[cluster.StateOnline] == 0:
+					health = "no drive online"
+				}
+				fmt.Fprintf(w, "Pool:      %s (%s)\n", st.PoolID[:8], st.Home)
+				fmt.Fprintf(w, "Health:    %s\n", health)
+				fmt.Fprintf(w, "Drives:    %d online, %d offline, %d failed\n", st.Drives[cluster.StateOnline], st.Drives[cluster.StateOffline], st.Drives[cluster.StateFailed])
+				fmt.Fprintf(w, "Capacity:  %s raw, %s raw free, %s usable free (replicas %d)\n", humanBytes(st.RawTotal), humanBytes(st.RawFree), humanBytes(st.UsableFree), st.Replicas)
+				fmt.Fprintf(w, "Files:     %s, %s, %s\n", plural(st.Files, "file"), plural(st.Dirs, "directory"), humanBytes(st.FileBytes))
+				fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %s on drives\n", st.Chunks, humanBytes(st.ChunkBytes), st.Copies, humanBytes(st.StoreUsed))
+				fmt.Fprintf(w, "Redundancy: %d under-replicated, %d lost, %d with copies sharing a device\n", st.UnderReplicated, st.Lost, st.SharedDevice)
+				return nil
+			})
+		},
+	}
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	if strings.HasSuffix(word, "y") {
+		return fmt.Sprintf("%d %sies", n, word[:len(word)-1])
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

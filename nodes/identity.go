@@ -1,0 +1,112 @@
+package nodes
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// IdentityFile is the name of the file, at the top of a drive directory,
+// that says which pool and drive the directory belongs to. It lets dhdfs
+// notice a wrong, swapped or foreign path before touching its chunks.
+const IdentityFile = "dhdfs-drive.json"
+
+// storeDir is the Badger directory inside a drive directory.
+const storeDir = "chunks"
+
+// Identity is the content of IdentityFile.
+type Identity struct {
+	Format  int       `json:"format"`
+	PoolID  string    `json:"pool_id"`
+	DriveID string    `json:"drive_id"`
+	Created time.Time `json:"created"`
+}
+
+const identityFormat = 1
+
+// NewID returns a random 128-bit identifier in hex.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the kernel's RNG never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ReadIdentity reads the identity file of the drive directory dir. It
+// returns an error wrapping ErrNotDrive when there is none.
+func ReadIdentity(dir string) (Identity, error) {
+	var id Identity
+	b, err := os.ReadFile(filepath.Join(dir, IdentityFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return id, fmt.Errorf("%s: %w", dir, ErrNotDrive)
+	}
+	if err != nil {
+		return id, fmt.Errorf("read drive identity: %w", err)
+	}
+	if err := json.Unmarshal(b, &id); err != nil {
+		return id, fmt.Errorf("read drive identity %s: %w", filepath.Join(dir, IdentityFile), err)
+	}
+	if id.Format != identityFormat || id.PoolID == "" || id.DriveID == "" {
+		return id, fmt.Errorf("read drive identity %s: unsupported format %d or empty ids", filepath.Join(dir, IdentityFile), id.Format)
+	}
+	return id, nil
+}
+
+// WriteIdentity atomically writes the identity file into dir and syncs it.
+func WriteIdentity(dir string, id Identity) error {
+	id.Format = identityFormat
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode drive identity: %w", err)
+	}
+	return WriteFileAtomic(filepath.Join(dir, IdentityFile), append(b, '\n'), 0o644)
+}
+
+// WriteFileAtomic writes data to a temporary file beside path, syncs it,
+// renames it over path and syncs the directory, so a crash leaves either
+// the old or the new content.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// SyncDir fsyncs a directory so that a rename or create inside it is durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

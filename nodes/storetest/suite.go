@@ -1,0 +1,232 @@
+// Package storetest is the conformance suite every nodes.Store
+// implementation must pass.
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Run runs the suite against stores made by open. open returns a fresh,
+// empty store; Run closes it.
+func Run(t *testing.T, open func(t *testing.T) nodes.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s nodes.Store)
+	}{
+		{"PutGet", testPutGet},
+		{"GetMissing", testGetMissing},
+		{"PutTwice", testPutTwice},
+		{"Delete", testDelete},
+		{"Iterate", testIterate},
+		{"IterateStops", testIterateStops},
+		{"EmptyChunk", testEmptyChunk},
+		{"Concurrent", testConcurrent},
+		{"Usage", testUsage},
+		{"Closed", testClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			defer s.Close()
+			tc.fn(t, s)
+		})
+	}
+}
+
+func chunk(seed uint64, n int) (nodes.ChunkID, []byte) {
+	r := rand.New(rand.NewPCG(seed, 42))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return nodes.SumChunk(b), b
+}
+
+func testPutGet(t *testing.T, s nodes.Store) {
+	for i, n := range []int{1, 1000, 1 << 20} {
+		id, data := chunk(uint64(i), n)
+		if err := s.Put(id, data); err != nil {
+			t.Fatalf("Put(%d bytes): %v", n, err)
+		}
+		got, err := s.Get(id, nil)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("Get returned %d bytes, differing from the %d put", len(got), n)
+		}
+		// Get must not alias the caller's later buffer reuse.
+		buf := make([]byte, 0, n)
+		got2, err := s.Get(id, buf)
+		if err != nil || !bytes.Equal(got2, data) {
+			t.Fatalf("Get into buffer: %v", err)
+		}
+		if ok, err := s.Has(id); err != nil || !ok {
+			t.Fatalf("Has = %v, %v; want true", ok, err)
+		}
+	}
+}
+
+func testGetMissing(t *testing.T, s nodes.Store) {
+	id, _ := chunk(7, 10)
+	if _, err := s.Get(id, nil); !errors.Is(err, nodes.ErrNotFound) {
+		t.Fatalf("Get of absent chunk: err = %v, want ErrNotFound", err)
+	}
+	if ok, err := s.Has(id); err != nil || ok {
+		t.Fatalf("Has of absent chunk = %v, %v", ok, err)
+	}
+}
+
+func testPutTwice(t *testing.T, s nodes.Store) {
+	id, data := chunk(1, 4096)
+	for i := 0; i < 2; i++ {
+		if err := s.Put(id, data); err != nil {
+			t.Fatalf("Put #%d: %v", i, err)
+		}
+	}
+	n := 0
+	if err := s.Iterate(func(nodes.ChunkID, int64) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("after two Puts of one id Iterate saw %d chunks", n)
+	}
+}
+
+func testDelete(t *testing.T, s nodes.Store) {
+	id, data := chunk(2, 4096)
+	if err := s.Put(id, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(id); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := s.Get(id, nil); !errors.Is(err, nodes.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v", err)
+	}
+	if err := s.Delete(id); err != nil {
+		t.Fatalf("Delete of absent chunk: %v", err)
+	}
+}
+
+func testIterate(t *testing.T, s nodes.Store) {
+	want := map[nodes.ChunkID]int64{}
+	for i := 0; i < 50; i++ {
+		id, data := chunk(uint64(100+i), 100+i*37)
+		if err := s.Put(id, data); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = int64(len(data))
+	}
+	var prev []byte
+	got := map[nodes.ChunkID]int64{}
+	err := s.Iterate(func(id nodes.ChunkID, size int64) error {
+		if prev != nil && bytes.Compare(prev, id[:]) >= 0 {
+			return fmt.Errorf("ids out of order: %x after %x", id[:4], prev[:4])
+		}
+		prev = bytes.Clone(id[:])
+		got[id] = size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Iterate saw %d chunks, want %d", len(got), len(want))
+	}
+	for id := range want {
+		if _, ok := got[id]; !ok {
+			t.Fatalf("Iterate missed %s", id.Short())
+		}
+	}
+}
+
+func testIterateStops(t *testing.T, s nodes.Store) {
+	for i := 0; i < 5; i++ {
+		id, data := chunk(uint64(200+i), 64)
+		if err := s.Put(id, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := s.Iterate(func(nodes.ChunkID, int64) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("Iterate returned %v after %d calls; want stop after 1", err, n)
+	}
+}
+
+func testEmptyChunk(t *testing.T, s nodes.Store) {
+	id := nodes.SumChunk(nil)
+	if err := s.Put(id, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(id, nil)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("Get of empty chunk = %d bytes, %v", len(got), err)
+	}
+}
+
+func testConcurrent(t *testing.T, s nodes.Store) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				id, data := chunk(uint64(1000+w*100+i), 8192)
+				if err := s.Put(id, data); err != nil {
+					errs <- err
+					return
+				}
+				got, err := s.Get(id, nil)
+				if err != nil || !bytes.Equal(got, data) {
+					errs <- fmt.Errorf("get after put: %v", err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testUsage(t *testing.T, s nodes.Store) {
+	u, err := s.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total <= 0 || u.Free < 0 || u.Free > u.Total || u.Used < 0 {
+		t.Fatalf("implausible usage %+v", u)
+	}
+}
+
+func testClosed(t *testing.T, s nodes.Store) {
+	id, data := chunk(3, 10)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := s.Put(id, data); !errors.Is(err, nodes.ErrClosed) {
+		t.Fatalf("Put after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Get(id, nil); !errors.Is(err, nodes.ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+}
