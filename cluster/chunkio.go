@@ -205,11 +205,7 @@ func (m *Manager) readChunk(ctx context.Context, ref ChunkRef, buf []byte) ([]by
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		d := m.driveByNum(num)
-		if d == nil {
-			continue
-		}
-		s := d.usable()
+		d, s := m.storeOf(num)
 		if s == nil {
 			continue
 		}
@@ -306,11 +302,9 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 		return m.meta.update(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
 	}
 	for _, num := range rec.Holders {
-		if d := m.driveByNum(num); d != nil {
-			if s := d.usable(); s != nil {
-				if err := s.Delete(id); err != nil {
-					m.driveFailed(d, err)
-				}
+		if d, s := m.storeOf(num); s != nil {
+			if err := s.Delete(id); err != nil {
+				m.driveFailed(d, err)
 			}
 		}
 	}

@@ -77,15 +77,12 @@ func DefaultHome() string {
 
 func readConfig(home string) (PoolConfig, error) {
 	var c PoolConfig
-	b, err := os.ReadFile(filepath.Join(home, configFile))
+	err := nodes.ReadJSONFile(filepath.Join(home, configFile), &c)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, fmt.Errorf("%s: %w", home, ErrNoPool)
 	}
 	if err != nil {
 		return c, fmt.Errorf("read pool config: %w", err)
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("read pool config %s: %w", filepath.Join(home, configFile), err)
 	}
 	if c.Format != configFormat {
 		return c, fmt.Errorf("pool config %s has format %d, this dhdfs reads %d", filepath.Join(home, configFile), c.Format, configFormat)

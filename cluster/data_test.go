@@ -116,10 +116,12 @@ func TestReadFallback(t *testing.T) {
 func TestReadErrorMarksDriveFailed(t *testing.T) {
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(5, MinChunkSize)
-	tp.put("/f", data)
-	tp.fault("d1", nodes.Faults{ReadErr: syscall.EIO})
+	n := tp.put("/f", data)
+	locs, _ := tp.ChunkLocations(n.Ino)
+	first := locs[0].Drives[0] // the drive a read tries first
+	tp.fault(first, nodes.Faults{ReadErr: syscall.EIO})
 	tp.mustEqual("/f", data)
-	d, _ := tp.driveByName("d1")
+	d, _ := tp.driveByName(first)
 	if st, _ := d.state(); st != StateFailed {
 		t.Fatalf("drive state after I/O error = %s, want failed", st)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -187,6 +186,16 @@ func (m *Manager) driveByNum(num uint32) *drive {
 	return m.drives[num]
 }
 
+// storeOf returns drive num and its store, or a nil store when the drive
+// is unknown, offline or failed.
+func (m *Manager) storeOf(num uint32) (*drive, nodes.Store) {
+	d := m.driveByNum(num)
+	if d == nil {
+		return nil, nil
+	}
+	return d, d.usable()
+}
+
 // driveList returns the drives ordered by number.
 func (m *Manager) driveList() []*drive {
 	m.drivesMu.RLock()
@@ -227,6 +236,3 @@ func (m *Manager) driveFailed(d *drive, err error) {
 		m.log.Error("drive failed", "drive", d.record().Name, "err", err)
 	}
 }
-
-// logAttrs is a small helper so drive log lines name the drive the same way.
-func driveAttr(d *drive) slog.Attr { return slog.String("drive", d.record().Name) }

@@ -207,11 +207,7 @@ func (m *Manager) syncDrives(nums []uint32) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(nums))
 	for i, num := range nums {
-		d := m.driveByNum(num)
-		if d == nil {
-			continue
-		}
-		s := d.usable()
+		d, s := m.storeOf(num)
 		if s == nil {
 			continue
 		}

@@ -42,15 +42,12 @@ func NewID() string {
 // returns an error wrapping ErrNotDrive when there is none.
 func ReadIdentity(dir string) (Identity, error) {
 	var id Identity
-	b, err := os.ReadFile(filepath.Join(dir, IdentityFile))
+	err := ReadJSONFile(filepath.Join(dir, IdentityFile), &id)
 	if errors.Is(err, os.ErrNotExist) {
 		return id, fmt.Errorf("%s: %w", dir, ErrNotDrive)
 	}
 	if err != nil {
 		return id, fmt.Errorf("read drive identity: %w", err)
-	}
-	if err := json.Unmarshal(b, &id); err != nil {
-		return id, fmt.Errorf("read drive identity %s: %w", filepath.Join(dir, IdentityFile), err)
 	}
 	if id.Format != identityFormat || id.PoolID == "" || id.DriveID == "" {
 		return id, fmt.Errorf("read drive identity %s: unsupported format %d or empty ids", filepath.Join(dir, IdentityFile), id.Format)
@@ -66,6 +63,19 @@ func WriteIdentity(dir string, id Identity) error {
 		return fmt.Errorf("encode drive identity: %w", err)
 	}
 	return WriteFileAtomic(filepath.Join(dir, IdentityFile), append(b, '\n'), 0o644)
+}
+
+// ReadJSONFile decodes the JSON file at path into v. A missing file gives
+// an error wrapping os.ErrNotExist.
+func ReadJSONFile(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 // WriteFileAtomic writes data to a temporary file beside path, syncs it,
