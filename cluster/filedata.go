@@ -189,7 +189,7 @@ func (m *Manager) truncate(ctx context.Context, ino Ino, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("truncate to %d: %w", size, ErrInvalid)
 	}
-	n, err := m.GetAttr(ino)
+	n, err := m.inode(ino)
 	if err != nil {
 		return err
 	}
@@ -250,38 +250,35 @@ func (m *Manager) wantFor(n *Inode) int {
 	return m.cfg.Replicas
 }
 
-// Opened records that a handle on ino is open: an unlinked file stays
-// readable until its last handle is released.
-func (m *Manager) Opened(ino Ino) {
-	m.openMu.Lock()
-	m.opens[ino]++
-	m.openMu.Unlock()
+// Hold records that the kernel knows inode ino (it was looked up or
+// created through the mount). Like a local filesystem, dhdfs keeps an
+// unlinked inode until the kernel forgets it, not only until its last
+// handle closes: a process may still fstat or open it.
+func (m *Manager) Hold(ino Ino) {
+	m.filesMu.Lock()
+	m.held[ino] = struct{}{}
+	m.filesMu.Unlock()
 }
 
-// Released undoes Opened, freeing the file if it has no name left.
-func (m *Manager) Released(ino Ino) error {
-	m.openMu.Lock()
-	m.opens[ino]--
-	last := m.opens[ino] <= 0
-	if last {
-		delete(m.opens, ino)
-	}
-	m.openMu.Unlock()
-	if !last {
-		return nil
-	}
+// Forget undoes Hold when the kernel forgets ino, freeing it if it has no
+// name and no open handle left.
+func (m *Manager) Forget(ino Ino) error {
+	m.filesMu.Lock()
+	delete(m.held, ino)
+	m.filesMu.Unlock()
 	return m.maybeFree(ino)
 }
 
-// maybeFree frees ino if it is an orphan with no open handle.
+// maybeFree frees ino if it is an orphan that is neither open nor held.
 func (m *Manager) maybeFree(ino Ino) error {
 	if ino == 0 {
 		return nil
 	}
-	m.openMu.Lock()
-	open := m.opens[ino] > 0
-	m.openMu.Unlock()
-	if open {
+	m.filesMu.Lock()
+	_, held := m.held[ino]
+	_, open := m.files[ino]
+	m.filesMu.Unlock()
+	if held || open {
 		return nil
 	}
 	return m.freeOrphan(ino)
@@ -302,6 +299,9 @@ func (m *Manager) freeOrphan(ino Ino) error {
 		return err
 	}
 	return m.meta.update(func(txn *badger.Txn) error {
+		if err := dropXattrs(txn, ino); err != nil {
+			return err
+		}
 		if err := del(txn, inoKey(kInode, ino)); err != nil {
 			return err
 		}

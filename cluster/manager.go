@@ -5,6 +5,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ type Options struct {
 	// WritesInFlight bounds how many chunks one writer replicates at once.
 	// Zero means 4.
 	WritesInFlight int
+	// CacheBytes bounds the cache of recently read chunks. Zero means 64 MiB.
+	CacheBytes int64
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -51,8 +54,12 @@ type Manager struct {
 	// reference" against "no one references it, delete its copies".
 	stripes [256]sync.Mutex
 
-	openMu sync.Mutex
-	opens  map[Ino]int // guarded by openMu: handles open on each inode
+	filesMu sync.Mutex
+	files   map[Ino]*File    // guarded by filesMu: open regular files
+	held    map[Ino]struct{} // guarded by filesMu: inodes the kernel knows
+
+	cache  *chunkCache
+	raSem  chan struct{} // bounds read-ahead fetches in flight
 
 	closeOnce sync.Once
 }
@@ -129,8 +136,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.WritesInFlight <= 0 {
 		opts.WritesInFlight = 4
 	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 64 << 20
+	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
-		drives: map[uint32]*drive{}, opens: map[Ino]int{}}
+		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{},
+		cache: newChunkCache(opts.CacheBytes), raSem: make(chan struct{}, 4)}
 	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
 		return nil, err
@@ -170,11 +181,29 @@ func (m *Manager) Home() string { return m.home }
 func (m *Manager) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
-		err = errors.Join(m.syncAll(), m.meta.sync())
+		err = m.FlushAll(context.Background())
+		err = errors.Join(err, m.syncAll(), m.meta.sync())
 		err = errors.Join(err, m.closeStores(), m.meta.close())
 		m.lock.release()
 	})
 	return err
+}
+
+// FlushAll flushes every open file, as at unmount.
+func (m *Manager) FlushAll(ctx context.Context) error {
+	m.filesMu.Lock()
+	files := make([]*File, 0, len(m.files))
+	for _, f := range m.files {
+		files = append(files, f)
+	}
+	m.filesMu.Unlock()
+	var errs []error
+	for _, f := range files {
+		if err := f.Flush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush inode %d: %w", f.ino, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (m *Manager) closeStores() error {

@@ -35,8 +35,16 @@ func checkName(name string) error {
 
 func now() int64 { return time.Now().UnixNano() }
 
-// GetAttr returns an inode's attributes.
+// GetAttr returns an inode's attributes, with the size and times of writes
+// still buffered in an open File.
 func (m *Manager) GetAttr(ino Ino) (Inode, error) {
+	i, err := m.inode(ino)
+	m.live(&i)
+	return i, err
+}
+
+// inode returns the attributes stored in the metadata only.
+func (m *Manager) inode(ino Ino) (Inode, error) {
 	var i Inode
 	err := m.meta.view(func(txn *badger.Txn) error {
 		var err error
@@ -44,6 +52,16 @@ func (m *Manager) GetAttr(ino Ino) (Inode, error) {
 		return err
 	})
 	return i, err
+}
+
+// live applies the unflushed state of an open file to n.
+func (m *Manager) live(n *Inode) {
+	if !n.IsRegular() {
+		return
+	}
+	if f := m.openFile(n.Ino); f != nil {
+		f.overlay(n)
+	}
 }
 
 // Lookup returns the inode named name in directory parent.
@@ -60,6 +78,7 @@ func (m *Manager) Lookup(parent Ino, name string) (Inode, error) {
 		i, err = getInode(txn, e.Ino)
 		return err
 	})
+	m.live(&i)
 	return i, err
 }
 

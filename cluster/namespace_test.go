@@ -134,7 +134,10 @@ func TestUnlinkedOpenFileStaysReadable(t *testing.T) {
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(21, 2*MinChunkSize)
 	n := tp.put("/f", data)
-	tp.Opened(n.Ino)
+	f, err := tp.OpenFile(n.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := tp.Unlink(RootIno, "f"); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +145,7 @@ func TestUnlinkedOpenFileStaysReadable(t *testing.T) {
 	if k, err := tp.ReadAt(t.Context(), n.Ino, got, 0); k != len(data) || string(got) != string(data) {
 		t.Fatalf("read of unlinked open file: %d %v", k, err)
 	}
-	if err := tp.Released(n.Ino); err != nil {
+	if err := f.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tp.GetAttr(n.Ino); !errors.Is(err, ErrNotFound) {

@@ -8,31 +8,46 @@ import (
 )
 
 // ReadAt reads len(p) bytes of ino at off into p, like io.ReaderAt: at the
-// end of the file it returns the bytes read and io.EOF.
+// end of the file it returns the bytes read and io.EOF. Writes still
+// buffered in an open File are seen.
 func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	if f := m.openFile(ino); f != nil {
+		return f.ReadAt(ctx, p, off)
+	}
 	n, err := m.GetAttr(ino)
 	if err != nil {
 		return 0, err
 	}
-	if off >= n.Size {
+	return m.readRange(ctx, p, off, n.Size, func(idx int64) ([]byte, error) {
+		ref, ok, err := m.chunkAt(ino, idx)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return m.cachedChunk(ctx, ref)
+	})
+}
+
+// readRange fills p from off of a file of the given size, taking each
+// chunk's content from chunk (nil for a hole); bytes past a chunk's end
+// read as zeros.
+func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chunk func(idx int64) ([]byte, error)) (int, error) {
+	if off >= size {
 		return 0, io.EOF
 	}
 	want := p
-	if rest := n.Size - off; int64(len(p)) > rest {
+	if rest := size - off; int64(len(p)) > rest {
 		want = p[:rest]
 	}
 	cs := int64(m.cfg.ChunkSize)
-	var buf []byte
 	done := 0
 	for done < len(want) {
 		pos := off + int64(done)
 		idx, in := pos/cs, int(pos%cs)
 		span := min(len(want)-done, int(cs)-in)
-		data, err := m.chunkData(ctx, ino, idx, buf)
+		data, err := chunk(idx)
 		if err != nil {
-			return done, err
+			return done, fmt.Errorf("read inode at chunk %d: %w", idx, err)
 		}
-		buf = data
 		copied := 0
 		if in < len(data) {
 			copied = copy(want[done:done+span], data[in:])
@@ -44,6 +59,32 @@ func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int
 		return done, io.EOF
 	}
 	return done, nil
+}
+
+// cachedChunk returns a chunk through the chunk cache. The slice is shared
+// and must not be modified.
+func (m *Manager) cachedChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
+	return m.cache.get(ref.ID, func() ([]byte, error) { return m.readChunk(ctx, ref, nil) })
+}
+
+// readAhead fetches chunks idx and idx+1 of ino into the cache in the
+// background, unless they are there already or enough fetches are running.
+func (m *Manager) readAhead(ino Ino, idx int64) {
+	for i := idx; i < idx+2; i++ {
+		ref, ok, err := m.chunkAt(ino, i)
+		if err != nil || !ok || m.cache.contains(ref.ID) {
+			continue
+		}
+		select {
+		case m.raSem <- struct{}{}:
+		default:
+			return
+		}
+		go func() {
+			defer func() { <-m.raSem }()
+			_, _ = m.cachedChunk(context.Background(), ref)
+		}()
+	}
 }
 
 // chunkData returns the content of chunk idx of ino (nil for a hole),

@@ -1,0 +1,388 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Limits of the write-back state of one open file. A file's unflushed data
+// is at most maxDirtyChunks + maxStagingChunks chunks, whatever is written.
+const (
+	maxDirtyChunks   = 8
+	maxStagingChunks = 4
+)
+
+// File is the shared state of an open regular file: every handle on the
+// inode uses the same File, so handles see each other's writes at once and
+// the size reported by GetAttr includes data not yet flushed.
+//
+// Writes land in per-chunk buffers. A buffer is staged (hashed and
+// replicated) in the background once full, or when too many are dirty;
+// staged chunks are committed to the file's metadata after their drives
+// are synced, every commitEvery chunks and at Flush.
+type File struct {
+	m    *Manager
+	ino  Ino
+	cs   int64
+	want int
+
+	handles int // guarded by Manager.filesMu
+
+	mu       sync.Mutex
+	cond     *sync.Cond         // broadcast when a staging finishes; uses mu
+	size     int64              // guarded by mu: logical size, unflushed writes included
+	mtime    int64              // guarded by mu: time of the last unflushed write
+	modified bool               // guarded by mu: written since the last commit
+	dirty    map[int64][]byte   // guarded by mu: chunk index → content being written
+	staging  map[int64][]byte   // guarded by mu: buffers being replicated
+	pending  map[int64]ChunkRef // guarded by mu: replicated, not yet committed
+	touched  map[uint32]bool    // guarded by mu: drives written since the last commit
+	err      error              // guarded by mu: a background failure, reported once
+	lastRead int64              // guarded by mu: end of the last read, to spot sequential reads
+}
+
+// OpenFile returns the shared File of the regular file ino, registering a
+// handle; every OpenFile must be matched by a Close.
+func (m *Manager) OpenFile(ino Ino) (*File, error) {
+	m.filesMu.Lock()
+	defer m.filesMu.Unlock()
+	if f, ok := m.files[ino]; ok {
+		f.handles++
+		return f, nil
+	}
+	n, err := m.inode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if !n.IsRegular() {
+		return nil, fmt.Errorf("open inode %d: %w", ino, ErrIsDir)
+	}
+	f := &File{m: m, ino: ino, cs: int64(m.cfg.ChunkSize), want: m.wantFor(&n), handles: 1, size: n.Size,
+		dirty: map[int64][]byte{}, staging: map[int64][]byte{}, pending: map[int64]ChunkRef{}, touched: map[uint32]bool{}}
+	f.cond = sync.NewCond(&f.mu)
+	m.files[ino] = f
+	return f, nil
+}
+
+// openFile returns the File of ino if a handle has it open.
+func (m *Manager) openFile(ino Ino) *File {
+	m.filesMu.Lock()
+	defer m.filesMu.Unlock()
+	return m.files[ino]
+}
+
+// Close releases one handle. The last one flushes the file, and frees it if
+// it was unlinked meanwhile.
+func (f *File) Close(ctx context.Context) error {
+	m := f.m
+	m.filesMu.Lock()
+	f.handles--
+	last := f.handles == 0
+	m.filesMu.Unlock()
+	if !last {
+		return nil
+	}
+	err := f.Flush(ctx)
+	m.filesMu.Lock()
+	if f.handles == 0 && m.files[f.ino] == f {
+		delete(m.files, f.ino)
+	} else {
+		last = false // reopened while flushing
+	}
+	m.filesMu.Unlock()
+	if last {
+		if ferr := m.maybeFree(f.ino); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+var bufPool sync.Pool // of *[]byte with cap ChunkSize
+
+func (f *File) newBuf() []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok && int64(cap(*p)) == f.cs {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, f.cs)
+}
+
+func freeBuf(b []byte) { bufPool.Put(&b) }
+
+// Size returns the file's logical size, unflushed writes included.
+func (f *File) Size() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.size
+}
+
+// overlay applies unflushed changes to attributes read from the metadata.
+func (f *File) overlay(n *Inode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n.Size = f.size
+	if f.modified {
+		n.Mtime, n.Ctime = f.mtime, f.mtime
+	}
+}
+
+// WriteAt writes p at off, growing the file as needed.
+func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.takeErr(); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		idx, in := pos/f.cs, int(pos%f.cs)
+		buf, err := f.dirtyBuf(ctx, idx, in, len(p)-done)
+		if err != nil {
+			return done, err
+		}
+		c := copy(buf[in:f.cs], p[done:])
+		if end := in + c; end > len(buf) {
+			buf = buf[:end]
+		}
+		f.dirty[idx] = buf
+		done += c
+		if int64(len(buf)) == f.cs && int64(in+c) == f.cs {
+			f.stage(ctx, idx)
+		}
+	}
+	f.size = max(f.size, off+int64(len(p)))
+	f.mtime, f.modified = now(), true
+	// Too much dirty data (random writes): stage the lowest chunks.
+	for len(f.dirty) > maxDirtyChunks {
+		f.stage(ctx, slices.Min(mapKeys(f.dirty)))
+	}
+	if len(f.pending) >= commitEvery {
+		if err := f.commit(); err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func mapKeys[V any](m map[int64]V) []int64 {
+	keys := make([]int64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func (f *File) takeErr() error {
+	err := f.err
+	f.err = nil
+	return err
+}
+
+// dirtyBuf returns the write buffer of chunk idx for a write of n bytes at
+// in, loading the chunk's current content unless the write covers all of
+// it. f.mu is held; it may be released while waiting.
+func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) ([]byte, error) {
+	if b, ok := f.dirty[idx]; ok {
+		return b, nil
+	}
+	for f.staging[idx] != nil {
+		f.cond.Wait()
+	}
+	if b, ok := f.dirty[idx]; ok { // another writer created it meanwhile
+		return b, nil
+	}
+	buf := f.newBuf()
+	// The bytes of the chunk that lie inside the file must be kept.
+	keep := min(max(f.size-idx*f.cs, 0), f.cs)
+	if keep > 0 && (in > 0 || int64(in+n) < keep) {
+		old, err := f.current(ctx, idx)
+		if err != nil {
+			freeBuf(buf)
+			return nil, err
+		}
+		buf = append(buf, old[:min(int64(len(old)), keep)]...)
+	}
+	if l := max(int64(in), keep); int64(len(buf)) < l {
+		// Past the stored bytes: a hole, or the zero tail of a short chunk.
+		k := len(buf)
+		buf = buf[:l]
+		clear(buf[k:])
+	}
+	return buf, nil
+}
+
+// current returns the stored content of chunk idx (staged or committed),
+// nil for a hole. f.mu is held.
+func (f *File) current(ctx context.Context, idx int64) ([]byte, error) {
+	if ref, ok := f.pending[idx]; ok {
+		return f.m.cachedChunk(ctx, ref)
+	}
+	ref, ok, err := f.m.chunkAt(f.ino, idx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return f.m.cachedChunk(ctx, ref)
+}
+
+// stage starts replicating the dirty chunk idx in the background, waiting
+// first if too many chunks of this file are already being replicated.
+// f.mu is held.
+func (f *File) stage(ctx context.Context, idx int64) {
+	for len(f.staging) >= maxStagingChunks {
+		f.cond.Wait()
+	}
+	buf, ok := f.dirty[idx]
+	if !ok {
+		return
+	}
+	delete(f.dirty, idx)
+	f.staging[idx] = buf
+	want := f.want
+	go func() {
+		ref, touched, err := f.m.stageChunk(context.WithoutCancel(ctx), buf, want)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.staging, idx)
+		freeBuf(buf)
+		if err != nil {
+			if f.err == nil {
+				f.err = err
+			}
+		} else {
+			if old, ok := f.pending[idx]; ok {
+				f.m.releaseLater(old.ID)
+			}
+			f.pending[idx] = ref
+			for _, t := range touched {
+				f.touched[t] = true
+			}
+		}
+		f.cond.Broadcast()
+	}()
+}
+
+// drain stages every dirty chunk and waits for all staging. f.mu is held.
+func (f *File) drain(ctx context.Context) error {
+	for _, idx := range mapKeys(f.dirty) {
+		f.stage(ctx, idx)
+	}
+	for len(f.staging) > 0 {
+		f.cond.Wait()
+	}
+	return f.takeErr()
+}
+
+// commit syncs the drives written since the last commit and points the
+// file at the staged chunks. f.mu is held.
+func (f *File) commit() error {
+	if len(f.pending) == 0 && !f.modified {
+		return nil
+	}
+	nums := make([]uint32, 0, len(f.touched))
+	for t := range f.touched {
+		nums = append(nums, t)
+	}
+	if err := f.m.syncDrives(nums); err != nil {
+		return err
+	}
+	slots := make([]slot, 0, len(f.pending))
+	for idx, ref := range f.pending {
+		slots = append(slots, slot{Idx: idx, Ref: ref})
+	}
+	// The size may cover chunks still in buffers: after a crash those read
+	// as they were before the unsynced writes, which POSIX allows.
+	if err := f.m.commitSlots(f.ino, slots, f.size, f.modified); err != nil {
+		return err
+	}
+	f.pending, f.touched = map[int64]ChunkRef{}, map[uint32]bool{}
+	if len(f.dirty)+len(f.staging) == 0 {
+		f.modified = false
+	}
+	return nil
+}
+
+// Flush makes every write so far durable: the data synced on its drives
+// and the metadata committed and synced.
+func (f *File) Flush(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.flushLocked(ctx)
+}
+
+func (f *File) flushLocked(ctx context.Context) error {
+	if err := f.drain(ctx); err != nil {
+		return err
+	}
+	if len(f.pending) == 0 && !f.modified {
+		return nil
+	}
+	if err := f.commit(); err != nil {
+		return err
+	}
+	return f.m.meta.sync()
+}
+
+// ReadAt reads into p from off, like io.ReaderAt.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	size := f.size
+	sequential := off == f.lastRead
+	f.lastRead = off + int64(len(p))
+	clean := len(f.dirty)+len(f.staging)+len(f.pending) == 0
+	if !clean {
+		defer f.mu.Unlock()
+	} else {
+		f.mu.Unlock() // committed data only: read without blocking writers
+	}
+	n, err := f.m.readRange(ctx, p, off, size, func(idx int64) ([]byte, error) {
+		if !clean {
+			if b, ok := f.dirty[idx]; ok {
+				return b, nil
+			}
+			if b, ok := f.staging[idx]; ok {
+				return b, nil
+			}
+			return f.current(ctx, idx)
+		}
+		ref, ok, err := f.m.chunkAt(f.ino, idx)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return f.m.cachedChunk(ctx, ref)
+	})
+	if sequential && clean && off+int64(n) < size {
+		f.m.readAhead(f.ino, (off+int64(n))/f.cs+1)
+	}
+	return n, err
+}
+
+// Truncate sets the file's size. Unflushed writes are committed first.
+func (f *File) Truncate(ctx context.Context, size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.flushLocked(ctx); err != nil {
+		return err
+	}
+	if err := f.m.truncate(ctx, f.ino, size); err != nil {
+		return err
+	}
+	f.size = size
+	return f.m.meta.sync()
+}
+
+// releaseLater drops a staged reference that a newer write superseded.
+func (m *Manager) releaseLater(id nodes.ChunkID) {
+	go func() {
+		if err := m.releaseChunks([]nodes.ChunkID{id}); err != nil {
+			m.log.Warn("release superseded chunk", "chunk", id.Short(), "err", err)
+		}
+	}()
+}

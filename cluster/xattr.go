@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Extended attributes are stored per inode under 'x' ino name. Two names
+// are dhdfs's own: user.dhdfs.replicas reads and sets the replication
+// factor (new children inherit a directory's), and the read-only
+// user.dhdfs.locations lists each chunk's drives.
+const (
+	XattrReplicas  = "user.dhdfs.replicas"
+	XattrLocations = "user.dhdfs.locations"
+	// MaxXattrValue is Linux's limit on one attribute value.
+	MaxXattrValue = 64 << 10
+	kXattr        = 'x'
+)
+
+// XattrFlags are setxattr(2)'s flags.
+type XattrFlags uint32
+
+const (
+	XattrCreate  XattrFlags = 1 // XATTR_CREATE: fail if it exists
+	XattrReplace XattrFlags = 2 // XATTR_REPLACE: fail if it does not
+)
+
+var (
+	// ErrNoAttr means the extended attribute does not exist (ENODATA).
+	ErrNoAttr = errors.New("no such attribute")
+	// ErrNotSupported is returned for attribute namespaces dhdfs does not
+	// store, such as POSIX ACLs (ENOTSUP).
+	ErrNotSupported = errors.New("operation not supported")
+)
+
+func xattrKey(ino Ino, name string) []byte { return append(inoKey(kXattr, ino), name...) }
+
+func checkXattrName(name string) error {
+	switch {
+	case name == "" || len(name) > MaxNameLen:
+		return fmt.Errorf("attribute name %q: %w", name, ErrInvalid)
+	case strings.HasPrefix(name, "system."):
+		return fmt.Errorf("attribute %s: %w", name, ErrNotSupported)
+	}
+	return nil
+}
+
+// GetXattr returns the value of attribute name of ino.
+func (m *Manager) GetXattr(ino Ino, name string) ([]byte, error) {
+	if err := checkXattrName(name); err != nil {
+		return nil, err
+	}
+	switch name {
+	case XattrReplicas:
+		n, err := m.inode(ino)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(strconv.Itoa(m.wantFor(&n))), nil
+	case XattrLocations:
+		return m.locationsXattr(ino)
+	}
+	var v []byte
+	err := m.meta.view(func(txn *badger.Txn) error {
+		val, ok, err := get(txn, xattrKey(ino, name))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s: %w", name, ErrNoAttr)
+		}
+		v = val
+		return nil
+	})
+	return v, err
+}
+
+// SetXattr sets attribute name of ino to value.
+func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags) error {
+	if err := checkXattrName(name); err != nil {
+		return err
+	}
+	if len(value) > MaxXattrValue {
+		return fmt.Errorf("attribute %s of %d bytes: %w", name, len(value), ErrInvalid)
+	}
+	switch name {
+	case XattrLocations:
+		return fmt.Errorf("%s is read-only: %w", name, ErrInvalid)
+	case XattrReplicas:
+		r, err := strconv.Atoi(strings.TrimSpace(string(value)))
+		if err != nil || r < 1 || r > MaxReplicas {
+			return fmt.Errorf("%s must be a number from 1 to %d: %w", name, MaxReplicas, ErrInvalid)
+		}
+		return m.meta.update(func(txn *badger.Txn) error {
+			n, err := getInode(txn, ino)
+			if err != nil {
+				return err
+			}
+			n.Replicas, n.Ctime = uint8(r), now()
+			return putInode(txn, &n)
+		})
+	}
+	return m.meta.update(func(txn *badger.Txn) error {
+		if _, err := getInode(txn, ino); err != nil {
+			return err
+		}
+		_, exists, err := get(txn, xattrKey(ino, name))
+		if err != nil {
+			return err
+		}
+		switch {
+		case flags&XattrCreate != 0 && exists:
+			return fmt.Errorf("%s: %w", name, ErrExist)
+		case flags&XattrReplace != 0 && !exists:
+			return fmt.Errorf("%s: %w", name, ErrNoAttr)
+		}
+		return set(txn, xattrKey(ino, name), value)
+	})
+}
+
+// RemoveXattr deletes attribute name of ino.
+func (m *Manager) RemoveXattr(ino Ino, name string) error {
+	if err := checkXattrName(name); err != nil {
+		return err
+	}
+	if name == XattrReplicas {
+		// Back to inheriting the pool default.
+		return m.meta.update(func(txn *badger.Txn) error {
+			n, err := getInode(txn, ino)
+			if err != nil {
+				return err
+			}
+			n.Replicas = 0
+			return putInode(txn, &n)
+		})
+	}
+	return m.meta.update(func(txn *badger.Txn) error {
+		_, ok, err := get(txn, xattrKey(ino, name))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s: %w", name, ErrNoAttr)
+		}
+		return del(txn, xattrKey(ino, name))
+	})
+}
+
+// ListXattr lists the attribute names of ino, dhdfs's own included.
+func (m *Manager) ListXattr(ino Ino) ([]string, error) {
+	var names []string
+	err := m.meta.view(func(txn *badger.Txn) error {
+		n, err := getInode(txn, ino)
+		if err != nil {
+			return err
+		}
+		if n.Replicas > 0 {
+			names = append(names, XattrReplicas)
+		}
+		if n.IsRegular() {
+			names = append(names, XattrLocations)
+		}
+		prefix := inoKey(kXattr, ino)
+		return scan(txn, prefix, true, func(k, _ []byte) error {
+			names = append(names, string(k[len(prefix):]))
+			return nil
+		})
+	})
+	return names, err
+}
+
+func dropXattrs(txn *badger.Txn, ino Ino) error {
+	var keys [][]byte
+	err := scan(txn, inoKey(kXattr, ino), true, func(k, _ []byte) error {
+		keys = append(keys, append([]byte{}, k...))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := del(txn, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// locationsXattr renders "INDEX CHUNK DRIVE,DRIVE" lines, cut short with a
+// final "... N more chunks" line when the value would pass the xattr size
+// limit (dhdfs stat --chunks lists them all).
+func (m *Manager) locationsXattr(ino Ino) ([]byte, error) {
+	n, err := m.inode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if !n.IsRegular() {
+		return nil, fmt.Errorf("%s: %w", XattrLocations, ErrNoAttr)
+	}
+	locs, err := m.ChunkLocations(ino)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	for i, l := range locs {
+		line := fmt.Sprintf("%d %s %s\n", l.Index, l.ID[:16], strings.Join(l.Drives, ","))
+		if b.Len()+len(line) > MaxXattrValue-64 {
+			fmt.Fprintf(&b, "... %d more chunks\n", len(locs)-i)
+			break
+		}
+		b.WriteString(line)
+	}
+	return []byte(b.String()), nil
+}

@@ -1,0 +1,96 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+// handle is an open file. All handles on one inode share its cluster.File,
+// so they see each other's writes.
+type handle struct {
+	f  *cluster.File
+	fs *FS
+}
+
+// Open implements gofs.NodeOpener. The kernel may keep its page cache
+// across opens (FOPEN_KEEP_CACHE): every change to file content goes
+// through this mount, so the kernel's cache is never stale.
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	f, err := n.fs.m.OpenFile(n.ino())
+	if err != nil {
+		return nil, 0, n.errno("open", err)
+	}
+	if flags&syscall.O_TRUNC != 0 && f.Size() > 0 {
+		if err := f.Truncate(ctx, 0); err != nil {
+			f.Close(ctx)
+			return nil, 0, n.errno("open", err)
+		}
+	}
+	return &handle{f: f, fs: n.fs}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (h *handle) errno(op string, err error) syscall.Errno { return errnoOf(h.fs.log, op, err) }
+
+// Read implements gofs.FileReader.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.f.ReadAt(ctx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.errno("read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write implements gofs.FileWriter.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.f.WriteAt(ctx, data, off)
+	if err != nil {
+		return uint32(n), h.errno("write", err)
+	}
+	return uint32(n), 0
+}
+
+// Flush implements gofs.FileFlusher. It runs at every close(2): the data
+// is then synced on its drives and the metadata committed, and a write
+// error is reported to close.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return h.errno("flush", h.f.Flush(ctx))
+}
+
+// Fsync implements gofs.FileFsyncer.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.errno("fsync", h.f.Flush(ctx))
+}
+
+// Release implements gofs.FileReleaser. The kernel ignores its result;
+// errors were already reported by Flush.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if err := h.f.Close(context.WithoutCancel(ctx)); err != nil {
+		h.fs.log.Error("release", "err", err)
+	}
+	return 0
+}
+
+// Allocate implements gofs.FileAllocater. dhdfs does not reserve space
+// ahead of writes (chunks are placed when written), so allocation only
+// grows the size when asked; FALLOC_FL_KEEP_SIZE is accepted as a no-op,
+// and punching holes is not supported.
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 0x1 // FALLOC_FL_KEEP_SIZE
+	switch mode {
+	case 0:
+		if end := int64(off + size); end > h.f.Size() {
+			return h.errno("fallocate", h.f.Truncate(ctx, end))
+		}
+		return 0
+	case keepSize:
+		return 0
+	}
+	return syscall.EOPNOTSUPP
+}

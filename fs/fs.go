@@ -1,0 +1,166 @@
+// Package fs exposes a dhdfs pool as a FUSE filesystem through go-fuse v2's
+// fs API. It translates kernel requests into cluster.Manager calls and
+// errors into errnos; everything else happens in package cluster. It is the
+// only package that imports go-fuse.
+package fs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+// Config is how a pool is mounted.
+type Config struct {
+	// AllowOther lets users other than the mounter use the mount; the
+	// kernel then checks permissions (default_permissions is always on).
+	AllowOther bool
+	// Debug logs every FUSE request and reply to stderr.
+	Debug bool
+	// Timeout is how long the kernel may cache names and attributes.
+	// Every change goes through this mount, so the caches stay correct.
+	Timeout time.Duration
+	// Logger receives errors; nil discards them.
+	Logger *slog.Logger
+	// FsName is shown as the source in /proc/mounts and df.
+	FsName string
+}
+
+// DefaultConfig returns the settings `dhdfs mount` uses without flags.
+func DefaultConfig() Config {
+	return Config{Timeout: time.Second, FsName: "dhdfs"}
+}
+
+// FS is a mounted pool.
+type FS struct {
+	m   *cluster.Manager
+	log *slog.Logger
+	cfg Config
+}
+
+// Node is a file, directory or symlink of the pool. Its go-fuse inode
+// number is the pool's inode number, so hard links show one inode and
+// numbers are never reused.
+type Node struct {
+	gofs.Inode
+	fs *FS
+}
+
+func (n *Node) ino() cluster.Ino { return cluster.Ino(n.StableAttr().Ino) }
+
+func (n *Node) errno(op string, err error) syscall.Errno { return errnoOf(n.fs.log, op, err) }
+
+// Mount mounts the pool at dir and returns the running server; the caller
+// waits on it and unmounts it.
+func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
+	if err := checkMountPoint(dir); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.FsName == "" {
+		cfg.FsName = "dhdfs"
+	}
+	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg}
+	root := &Node{fs: fsys}
+	timeout := cfg.Timeout
+	negative := time.Duration(0)
+	opts := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:       cfg.FsName,
+			Name:         "dhdfs",
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			AllowOther:   cfg.AllowOther,
+			Debug:        cfg.Debug,
+			DirectMount:  os.Geteuid() == 0,
+			Options:      []string{"default_permissions"},
+		},
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &negative,
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: uint64(cluster.RootIno), Mode: syscall.S_IFDIR},
+	}
+	srv, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// checkMountPoint gives clear errors for the usual mistakes before the
+// kernel gives an obscure one.
+func checkMountPoint(dir string) error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3")
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("mount point %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", dir)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("mount point %s: %w", dir, err)
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("mount point %s is not empty", dir)
+	}
+	return nil
+}
+
+// caller returns the uid and gid of the process making the request.
+func caller(ctx context.Context) cluster.Caller {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return cluster.Caller{Uid: c.Uid, Gid: c.Gid}
+	}
+	return cluster.Caller{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+}
+
+// fillAttr copies an inode's attributes into a FUSE reply.
+func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
+	out.Ino = uint64(i.Ino)
+	out.Mode = i.Mode
+	out.Nlink = i.Nlink
+	out.Uid, out.Gid = i.Uid, i.Gid
+	out.Size = uint64(i.Size)
+	out.Blocks = (uint64(i.Size) + 511) / 512
+	// Applications size their buffers by st_blksize: one chunk (up to the
+	// 1 MiB FUSE write limit) per request is what dhdfs does best.
+	out.Blksize = uint32(min(fsys.m.Config().ChunkSize, 1<<20))
+	setTime := func(ns int64, sec *uint64, nsec *uint32) {
+		*sec, *nsec = uint64(ns/1e9), uint32(ns%1e9)
+	}
+	setTime(i.Atime, &out.Atime, &out.Atimensec)
+	setTime(i.Mtime, &out.Mtime, &out.Mtimensec)
+	setTime(i.Ctime, &out.Ctime, &out.Ctimensec)
+}
+
+// newChild wraps a pool inode in a go-fuse inode and fills the entry reply.
+func (n *Node) newChild(ctx context.Context, i cluster.Inode, out *fuse.EntryOut) *gofs.Inode {
+	n.fs.fillAttr(&i, &out.Attr)
+	n.fs.m.Hold(i.Ino)
+	return n.NewInode(ctx, &Node{fs: n.fs}, gofs.StableAttr{Mode: i.Mode & syscall.S_IFMT, Ino: uint64(i.Ino)})
+}
+
+// OnForget implements gofs.NodeOnForgetter: the kernel no longer knows the
+// inode, so an unlinked one can go.
+func (n *Node) OnForget() {
+	if err := n.fs.m.Forget(n.ino()); err != nil {
+		n.fs.log.Error("free forgotten inode", "ino", n.ino(), "err", err)
+	}
+}

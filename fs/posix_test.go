@@ -1,0 +1,35 @@
+package fs
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+// go-fuse's POSIX suite against a real mount.
+func TestPosix(t *testing.T) {
+	skip := map[string]string{
+		// It expects two descriptors of one process to be distinct lock
+		// owners (go-fuse's loopback uses OFD locks). dhdfs leaves POSIX
+		// locks to the kernel, which, as on ext4, treats one process as one
+		// owner.
+		"FcntlFlockLocksFile": "per-descriptor lock owners are not implemented",
+	}
+	var names []string
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := skip[name]; ok {
+				t.Skip(why)
+			}
+			tm := mountPool(t, 3, cluster.MinChunkSize)
+			posixtest.All[name](t, tm.mnt)
+		})
+	}
+}
