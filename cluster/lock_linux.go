@@ -47,3 +47,18 @@ func (l *poolLock) release() {
 	_ = l.f.Close() // closing drops the flock
 	l.f = nil
 }
+
+// PoolInUse reports whether a process holds the pool in home, and its pid.
+func PoolInUse(home string) (pid int, inUse bool) {
+	l, err := lockPool(home)
+	if err == nil {
+		l.release()
+		return 0, false
+	}
+	if !errors.Is(err, ErrPoolInUse) {
+		return 0, false
+	}
+	b, _ := os.ReadFile(filepath.Join(home, lockFile))
+	pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, true
+}

@@ -58,8 +58,8 @@ type Manager struct {
 	files   map[Ino]*File    // guarded by filesMu: open regular files
 	held    map[Ino]struct{} // guarded by filesMu: inodes the kernel knows
 
-	cache  *chunkCache
-	raSem  chan struct{} // bounds read-ahead fetches in flight
+	cache *chunkCache
+	raSem chan struct{} // bounds read-ahead fetches in flight
 
 	closeOnce sync.Once
 }

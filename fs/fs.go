@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -119,6 +120,11 @@ func checkMountPoint(dir string) error {
 	defer f.Close()
 	if names, _ := f.Readdirnames(1); len(names) > 0 {
 		return fmt.Errorf("mount point %s is not empty", dir)
+	}
+	var here, parent syscall.Stat_t
+	if syscall.Stat(dir, &here) == nil && syscall.Stat(filepath.Join(dir, ".."), &parent) == nil &&
+		(here.Dev != parent.Dev || here.Ino == parent.Ino) {
+		return fmt.Errorf("%s is already a mount point", dir)
 	}
 	return nil
 }

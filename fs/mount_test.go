@@ -80,3 +80,8 @@ func unmount(t *testing.T, srv *fuse.Server) {
 }
 
 func (tm *testMount) path(name string) string { return filepath.Join(tm.mnt, name) }
+
+func init() {
+	// Tests remove drive directories; Badger cannot flush those on close.
+	nodes.CloseTimeout = time.Second
+}

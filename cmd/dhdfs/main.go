@@ -5,13 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
 	app := newApp()
-	if err := app.Run(os.Args); err != nil {
+	args := os.Args
+	if filepath.Base(args[0]) == helperName {
+		var err error
+		if args, err = helperArgs(args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	if err := app.Run(args); err != nil {
 		fmt.Fprintf(os.Stderr, "dhdfs: %v\n", err)
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
@@ -49,6 +58,9 @@ Start with:
 			cmdMkdir(),
 			cmdRm(),
 			cmdStatus(),
+			cmdMount(),
+			cmdUmount(),
+			cmdInstallHelper(),
 		},
 	}
 }

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/fs"
+)
+
+// readyFDEnv names the pipe a daemonised mount reports readiness on.
+const readyFDEnv = "DHDFS_READY_FD"
+
+func cmdMount() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount the pool as a directory (FUSE)",
+		ArgsUsage: "DIR",
+		Description: `Runs in the foreground until the pool is unmounted (dhdfs umount DIR,
+fusermount3 -u DIR, umount DIR, Ctrl-C or SIGTERM); with --daemon it returns
+once the mount is ready and logs to HOME/mount.log. Unmounting flushes every
+open file before the process exits. DIR must be an empty directory.
+
+Options for -o (comma-separated, as in fstab): allow_other, debug; the
+generic rw, defaults, auto, noauto, user, nouser, _netdev, nofail and
+x-systemd.* are accepted and ignored.
+
+Examples:
+   dhdfs mount /mnt/pool
+   dhdfs mount --daemon -o allow_other /mnt/pool
+   mount -t fuse.dhdfs /var/lib/dhdfs /mnt/pool     # after dhdfs install-helper`,
+		Flags: withCommon(
+			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "return once mounted; keep serving in the background"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users use the mount (the kernel checks permissions)"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request and reply to stderr"},
+			&cli.StringFlag{Name: "o", Usage: "mount options, comma-separated (see above)"},
+			&cli.StringFlag{Name: "log-file", Usage: "append logs here (default with --daemon: HOME/mount.log)"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := needArgs(c, 1, 1, "one mount point DIR"); err != nil {
+				return err
+			}
+			cfg := fs.DefaultConfig()
+			cfg.AllowOther, cfg.Debug = c.Bool("allow-other"), c.Bool("debug")
+			if err := applyMountOptions(&cfg, c.String("o")); err != nil {
+				return usageError(c, "%v", err)
+			}
+			dir, err := filepath.Abs(c.Args().First())
+			if err != nil {
+				return err
+			}
+			if c.Bool("daemon") && os.Getenv(readyFDEnv) == "" {
+				return daemonize(c, dir)
+			}
+			err = serve(c, dir, cfg)
+			if err != nil {
+				reportReady(err.Error()) // a no-op once the mount was ready
+			}
+			return err
+		},
+	}
+}
+
+// applyMountOptions reads fstab-style options into cfg.
+func applyMountOptions(cfg *fs.Config, opts string) error {
+	for _, o := range strings.Split(opts, ",") {
+		switch {
+		case o == "":
+		case o == "allow_other":
+			cfg.AllowOther = true
+		case o == "debug":
+			cfg.Debug = true
+		case o == "rw" || o == "defaults" || o == "auto" || o == "noauto" || o == "user" || o == "nouser" ||
+			o == "users" || o == "_netdev" || o == "nofail" || o == "dev" || o == "nodev" || o == "suid" ||
+			o == "nosuid" || o == "exec" || o == "noexec" || o == "atime" || o == "noatime" || o == "relatime" ||
+			strings.HasPrefix(o, "x-systemd.") || strings.HasPrefix(o, "comment="):
+		default:
+			return fmt.Errorf("unknown mount option %q", o)
+		}
+	}
+	return nil
+}
+
+// serve mounts the pool at dir and serves it until it is unmounted.
+func serve(c *cli.Context, dir string, cfg fs.Config) error {
+	log, closeLog, err := mountLogger(c)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	m, err := cluster.Open(c.String("home"), cluster.Options{Logger: log})
+	if errors.Is(err, cluster.ErrPoolInUse) {
+		return fmt.Errorf("cannot mount: %w (already mounted?)", err)
+	}
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	cfg.FsName = "dhdfs:" + c.String("home")
+	srv, err := fs.Mount(dir, m, cfg)
+	if err != nil {
+		m.Close()
+		return err
+	}
+	log.Info("mounted", "dir", dir, "home", c.String("home"), "pid", os.Getpid())
+	if err := reportReady(""); err != nil {
+		log.Warn("report readiness", "err", err)
+	}
+	if os.Getenv(readyFDEnv) == "" && isTerminal(os.Stderr) {
+		fmt.Fprintf(os.Stderr, "Mounted the pool at %s. Stop with Ctrl-C or 'dhdfs umount %s'.\n", dir, dir)
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sigs {
+			log.Info("unmounting", "signal", s.String())
+			if err := srv.Unmount(); err != nil {
+				// Files are open: detach now; the kernel finishes serving
+				// them and the server returns when the last one closes.
+				log.Warn("mount busy, detaching lazily", "err", err)
+				if err := lazyUnmount(dir); err != nil {
+					log.Error("unmount", "err", err)
+				}
+			}
+		}
+	}()
+	srv.Wait()
+	signal.Stop(sigs)
+	close(sigs)
+	// The kernel has flushed and released every file by now; make sure the
+	// buffers and the drives are synced before the pool closes.
+	err = m.Close()
+	log.Info("unmounted", "dir", dir, "err", err)
+	return err
+}
+
+func lazyUnmount(dir string) error {
+	if os.Geteuid() == 0 {
+		return unix.Unmount(dir, unix.MNT_DETACH)
+	}
+	return exec.Command(fusermount(), "-u", "-z", dir).Run()
+}
+
+func fusermount() string {
+	for _, name := range []string{"fusermount3", "fusermount"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return "fusermount3"
+}
+
+// mountLogger logs to --log-file, to HOME/mount.log for a daemon, else to
+// stderr.
+func mountLogger(c *cli.Context) (*slog.Logger, func(), error) {
+	path := c.String("log-file")
+	if path == "" && os.Getenv(readyFDEnv) != "" {
+		path = filepath.Join(c.String("home"), "mount.log")
+	}
+	var w io.Writer = os.Stderr
+	closer := func() {}
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		w, closer = f, func() { f.Close() }
+	}
+	level := slog.LevelInfo
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closer, nil
+}
+
+// daemonize starts this command again in a new session and waits until the
+// child reports that the mount is ready, or why it failed.
+func daemonize(c *cli.Context, dir string) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"mount", "--home", c.String("home")}
+	for _, f := range []string{"allow-other", "debug", "verbose"} {
+		if c.Bool(f) {
+			args = append(args, "--"+f)
+		}
+	}
+	if o := c.String("o"); o != "" {
+		args = append(args, "-o", o)
+	}
+	if l := c.String("log-file"); l != "" {
+		args = append(args, "--log-file", l)
+	}
+	args = append(args, dir)
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start mount daemon: %w", err)
+	}
+	w.Close()
+	msg, _ := io.ReadAll(io.LimitReader(r, 4096))
+	if s := strings.TrimSpace(string(msg)); s != "ok" {
+		if s == "" {
+			s = "the mount process exited before the mount was ready (see " + filepath.Join(c.String("home"), "mount.log") + ")"
+		}
+		return errors.New(s)
+	}
+	cmd.Process.Release()
+	return nil
+}
+
+// reportReady tells a waiting daemonize parent, once, that the mount is
+// ready (msg empty) or why it failed. Later calls do nothing.
+func reportReady(msg string) error {
+	var err error
+	readyOnce.Do(func() {
+		if os.Getenv(readyFDEnv) == "" {
+			return
+		}
+		f := os.NewFile(3, "ready")
+		defer f.Close()
+		if msg == "" {
+			msg = "ok"
+		}
+		_, err = f.WriteString(msg + "\n")
+	})
+	return err
+}
+
+var readyOnce sync.Once
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func (e *env) mountDir() string {
+	mnt := filepath.Join(e.dir, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	return mnt
+}
+
+// mounted reports whether dir is in /proc/mounts.
+func mounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/mounts")
+	return strings.Contains(string(b), " "+dir+" ")
+}
+
+// mountDaemon mounts the env's pool at its mount dir and registers an
+// unmount that runs even if the test fails.
+func (e *env) mountDaemon(args ...string) string {
+	mnt := e.mountDir()
+	e.ok(append(append([]string{"mount", "--daemon"}, args...), mnt)...)
+	e.t.Cleanup(func() {
+		if mounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+	if !mounted(mnt) {
+		e.t.Fatalf("%s is not mounted after mount --daemon", mnt)
+	}
+	return mnt
+}
+
+func TestMountDaemonCopyUmount(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init", "--chunk-size", "64KiB")
+	e.drives(4)
+	mnt := e.mountDaemon()
+	src := filepath.Join(e.dir, "src.bin")
+	data := randomFile(t, src, 3<<20+7, 11)
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	run("mkdir", filepath.Join(mnt, "docs"))
+	run("cp", src, filepath.Join(mnt, "docs/a.bin"))
+	run("cmp", src, filepath.Join(mnt, "docs/a.bin"))
+	if out := run("cat", filepath.Join(mnt, "docs/a.bin")); out != string(data) {
+		t.Fatal("cat through the mount differs")
+	}
+	if out := run("df", "-P", mnt); !strings.Contains(out, "dhdfs:") {
+		t.Fatalf("df: %q", out)
+	}
+	e.fails("already mounted", "mount", "--daemon", filepath.Join(e.dir, "mnt2-missing"))
+	e.ok("umount", mnt)
+	if mounted(mnt) {
+		t.Fatal("still mounted after dhdfs umount")
+	}
+	// Unmounted, the pool is the CLI's again, with the file in it.
+	if out := e.ok("ls", "/docs"); out != "a.bin\n" {
+		t.Fatalf("ls after umount: %q", out)
+	}
+	// The seed's scenario through the mount: a drive holding the first
+	// chunk offline, the file still reads back identical.
+	first := strings.Fields(strings.Split(e.ok("stat", "--chunks", "/docs/a.bin"), "\n")[8])[4]
+	e.ok("node", "offline", strings.Split(first, ",")[0])
+	mnt = e.mountDaemon()
+	run("cmp", src, filepath.Join(mnt, "docs/a.bin"))
+	e.ok("umount", mnt)
+}
+
+func TestMountErrors(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(2)
+	full := filepath.Join(e.dir, "full")
+	os.MkdirAll(full, 0o755)
+	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
+	e.fails("is not empty", "mount", full)
+	e.fails("no such file or directory", "mount", filepath.Join(e.dir, "missing"))
+	e.fails("expected one mount point DIR", "mount")
+	e.fails("unknown mount option", "mount", "-o", "bogus", e.mountDir())
+	e.fails("not a mounted dhdfs pool", "umount", e.dir)
+	mnt := e.mountDaemon()
+	e.fails("pool is in use by pid", "mount", filepath.Join(e.dir, "other"))
+	// A file held open keeps the mount busy; umount says so and leaves it.
+	f, err := os.Open(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fails("is busy", "umount", mnt)
+	f.Close()
+	e.ok("umount", mnt)
+}
+
+// SIGTERM and Ctrl-C unmount cleanly and flush what was written.
+func TestMountSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e := newEnv(t)
+			e.ok("init")
+			e.drives(2)
+			mnt := e.mountDir()
+			cmd := exec.Command(binary, "mount", mnt)
+			cmd.Env = append(os.Environ(), "DHDFS_HOME="+filepath.Join(e.dir, "home"))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if mounted(mnt) {
+					syscall.Unmount(mnt, syscall.MNT_DETACH)
+				}
+				cmd.Process.Kill()
+			})
+			for i := 0; !mounted(mnt); i++ {
+				if i == 200 {
+					t.Fatalf("not mounted: %s", stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("flushed"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Process.Signal(sig)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("mount exited with %v: %s", err, stderr.String())
+			}
+			if mounted(mnt) {
+				t.Fatal("stale mount left behind")
+			}
+			if out, _, _ := e.run(nil, "get", "/f", "-"); out != "flushed" {
+				t.Fatalf("after %v: %q", sig, out)
+			}
+		})
+	}
+}
+
+func TestHelperArgs(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want []string
+		err  bool
+	}{
+		{[]string{"/var/lib/dhdfs", "/mnt/pool"}, []string{"dhdfs", "mount", "--daemon", "--home", "/var/lib/dhdfs", "/mnt/pool"}, false},
+		{[]string{"/h", "/m", "-o", "rw,allow_other"}, []string{"dhdfs", "mount", "--daemon", "--home", "/h", "-o", "rw,allow_other", "/m"}, false},
+		{[]string{"/h", "/m", "-n", "-orw"}, []string{"dhdfs", "mount", "--daemon", "--home", "/h", "-o", "rw", "/m"}, false},
+		{[]string{"/h"}, nil, true},
+		{[]string{"/h", "/m", "-x"}, nil, true},
+	}
+	for _, tc := range tests {
+		got, err := helperArgs(tc.in)
+		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+			t.Errorf("helperArgs(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// mount(8) with an fstab-style call goes through the helper.
+func TestMountHelper(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(2)
+	bin := t.TempDir()
+	e.ok("install-helper", "--dir", bin)
+	mnt := e.mountDir()
+	out, err := exec.Command(filepath.Join(bin, "mount.fuse.dhdfs"), filepath.Join(e.dir, "home"), mnt, "-o", "rw,noauto").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if mounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+	if !mounted(mnt) {
+		t.Fatal("helper did not mount")
+	}
+	e.ok("umount", mnt)
+}
