@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ type Options struct {
 	WritesInFlight int
 	// CacheBytes bounds the cache of recently read chunks. Zero means 64 MiB.
 	CacheBytes int64
+	// WriteBufferBytes bounds the unflushed write buffers of all open files
+	// together (softly: see File.newBuf). Zero means 128 MiB.
+	WriteBufferBytes int64
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -57,6 +61,11 @@ type Manager struct {
 	filesMu sync.Mutex
 	files   map[Ino]*File    // guarded by filesMu: open regular files
 	held    map[Ino]struct{} // guarded by filesMu: inodes the kernel knows
+
+	// bufTokens holds a token per write buffer in use across open files;
+	// bufOverdraft counts buffers allocated past the limit.
+	bufTokens    chan struct{}
+	bufOverdraft atomic.Int64
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
@@ -139,9 +148,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.CacheBytes <= 0 {
 		opts.CacheBytes = 64 << 20
 	}
+	if opts.WriteBufferBytes <= 0 {
+		opts.WriteBufferBytes = 128 << 20
+	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{},
-		cache: newChunkCache(opts.CacheBytes), raSem: make(chan struct{}, 4)}
+		cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
 	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/dhdfs/dhdfs/nodes"
 )
@@ -104,14 +105,48 @@ func (f *File) Close(ctx context.Context) error {
 
 var bufPool sync.Pool // of *[]byte with cap ChunkSize
 
-func (f *File) newBuf() []byte {
+// newBuf returns an empty chunk buffer, counted against the pool-wide
+// limit on write buffers. When the limit is reached the caller's own dirty
+// chunks are staged first; if other files still hold every buffer after
+// bufWait, the buffer is allocated anyway rather than risk waiting forever
+// on idle files, so the limit is soft. f.mu is held.
+func (f *File) newBuf(ctx context.Context) []byte {
+	select {
+	case f.m.bufTokens <- struct{}{}:
+	default:
+		for _, idx := range mapKeys(f.dirty) {
+			f.stage(ctx, idx)
+		}
+		f.mu.Unlock()
+		select {
+		case f.m.bufTokens <- struct{}{}:
+		case <-time.After(bufWait):
+			f.m.bufOverdraft.Add(1)
+		}
+		f.mu.Lock()
+	}
 	if p, ok := bufPool.Get().(*[]byte); ok && int64(cap(*p)) == f.cs {
 		return (*p)[:0]
 	}
 	return make([]byte, 0, f.cs)
 }
 
-func freeBuf(b []byte) { bufPool.Put(&b) }
+// freeBuf returns a buffer from newBuf.
+func (m *Manager) freeBuf(b []byte) {
+	bufPool.Put(&b)
+	for o := m.bufOverdraft.Load(); o > 0; o = m.bufOverdraft.Load() {
+		if m.bufOverdraft.CompareAndSwap(o, o-1) {
+			return
+		}
+	}
+	select {
+	case <-m.bufTokens:
+	default:
+	}
+}
+
+// bufWait is how long a writer waits for a write buffer held by other files.
+const bufWait = time.Second
 
 // Size returns the file's logical size, unflushed writes included.
 func (f *File) Size() int64 {
@@ -190,22 +225,29 @@ func (f *File) takeErr() error {
 // in, loading the chunk's current content unless the write covers all of
 // it. f.mu is held; it may be released while waiting.
 func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) ([]byte, error) {
-	if b, ok := f.dirty[idx]; ok {
-		return b, nil
+	var buf []byte
+	for {
+		if b, ok := f.dirty[idx]; ok { // possibly made by another writer while we waited
+			if buf != nil {
+				f.m.freeBuf(buf)
+			}
+			return b, nil
+		}
+		if f.staging[idx] != nil {
+			f.cond.Wait()
+			continue
+		}
+		if buf != nil {
+			break
+		}
+		buf = f.newBuf(ctx) // may release f.mu: look again
 	}
-	for f.staging[idx] != nil {
-		f.cond.Wait()
-	}
-	if b, ok := f.dirty[idx]; ok { // another writer created it meanwhile
-		return b, nil
-	}
-	buf := f.newBuf()
 	// The bytes of the chunk that lie inside the file must be kept.
 	keep := min(max(f.size-idx*f.cs, 0), f.cs)
 	if keep > 0 && (in > 0 || int64(in+n) < keep) {
 		old, err := f.current(ctx, idx)
 		if err != nil {
-			freeBuf(buf)
+			f.m.freeBuf(buf)
 			return nil, err
 		}
 		buf = append(buf, old[:min(int64(len(old)), keep)]...)
@@ -251,7 +293,7 @@ func (f *File) stage(ctx context.Context, idx int64) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.staging, idx)
-		freeBuf(buf)
+		f.m.freeBuf(buf)
 		if err != nil {
 			if f.err == nil {
 				f.err = err
