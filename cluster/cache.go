@@ -76,7 +76,7 @@ func (c *chunkCache) contains(id nodes.ChunkID) bool {
 
 // add inserts data; c.mu must be held.
 func (c *chunkCache) add(id nodes.ChunkID, data []byte) {
-	if int64(len(data)) > c.limit {
+	if int64(len(data)) > c.limit { // also: a negative limit caches nothing
 		return
 	}
 	if _, ok := c.entries[id]; ok {

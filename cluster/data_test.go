@@ -351,3 +351,75 @@ func TestConcurrentPutsAndGets(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStatusFilesAtRisk(t *testing.T) {
+	tp := newTestPool(t, 3, 2)
+	tp.put("/a", randBytes(41, 3*MinChunkSize))
+	tp.put("/b", randBytes(42, MinChunkSize))
+	st, _ := tp.Status()
+	for name, n := range st.AtRisk {
+		if n != 0 {
+			t.Fatalf("with every copy online, %s has %d files at risk", name, n)
+		}
+	}
+	if _, err := tp.SetDriveOffline("d1", true); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = tp.Status()
+	// Every chunk that had a copy on d1 now has one online copy left, on
+	// d2 or d3; the files holding such chunks are at risk on that drive.
+	locsA, _ := tp.StatPath("/a", true)
+	locsB, _ := tp.StatPath("/b", true)
+	want := map[string]map[string]bool{}
+	for file, locs := range map[string][]ChunkLocation{"/a": locsA.Chunks, "/b": locsB.Chunks} {
+		for _, l := range locs {
+			if l.Online == 1 {
+				for _, d := range l.Drives {
+					if d != "d1" {
+						if want[d] == nil {
+							want[d] = map[string]bool{}
+						}
+						want[d][file] = true
+					}
+				}
+			}
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no chunk had a copy on d1: the test proves nothing")
+	}
+	for _, d := range []string{"d2", "d3"} {
+		if st.AtRisk[d] != int64(len(want[d])) {
+			t.Fatalf("at risk on %s = %d, want %d (%v)", d, st.AtRisk[d], len(want[d]), st.AtRisk)
+		}
+	}
+	if _, ok := st.AtRisk["d1"]; ok {
+		t.Fatal("an offline drive is listed as a risk")
+	}
+}
+
+func TestProbeDetectsAndRevives(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	data := randBytes(43, 2*MinChunkSize)
+	tp.put("/f", data)
+	d, _ := tp.driveByName("d2")
+	path := d.record().Path
+	saved := path + ".saved"
+	if err := os.Rename(path, saved); err != nil {
+		t.Fatal(err)
+	}
+	tp.ProbeDrives()
+	if st, reason := d.state(); st != StateFailed {
+		t.Fatalf("drive whose directory vanished is %s (%v), want failed", st, reason)
+	}
+	tp.mustEqual("/f", data)
+	if err := os.Rename(saved, path); err != nil {
+		t.Fatal(err)
+	}
+	tp.ProbeDrives()
+	if st, reason := d.state(); st != StateOnline {
+		t.Fatalf("drive whose directory came back is %s (%v), want online", st, reason)
+	}
+	tp.fault("d1", nodes.Faults{ReadErr: syscall.EIO})
+	tp.mustEqual("/f", data) // served by the revived d2
+}

@@ -263,3 +263,13 @@ func deviceString(dev uint64) string {
 	minor := (dev & 0xff) | (dev >> 12 & ^uint64(0xff))
 	return fmt.Sprintf("%d:%d", major, minor)
 }
+
+// DriveStates returns each drive's state by name, cheaply (for metrics).
+func (m *Manager) DriveStates() map[string]DriveState {
+	out := map[string]DriveState{}
+	for _, d := range m.driveList() {
+		st, _ := d.state()
+		out[d.record().Name] = st
+	}
+	return out
+}

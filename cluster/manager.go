@@ -33,11 +33,16 @@ type Options struct {
 	// WritesInFlight bounds how many chunks one writer replicates at once.
 	// Zero means 4.
 	WritesInFlight int
-	// CacheBytes bounds the cache of recently read chunks. Zero means 64 MiB.
+	// CacheBytes bounds the cache of recently read chunks. Zero means
+	// 64 MiB; negative disables the cache.
 	CacheBytes int64
 	// WriteBufferBytes bounds the unflushed write buffers of all open files
 	// together (softly: see File.newBuf). Zero means 128 MiB.
 	WriteBufferBytes int64
+	// ProbeInterval, if set, checks every drive that often: online drives
+	// whose directory vanished become failed, failed drives that work again
+	// come back online. Zero disables the checks (one-shot commands).
+	ProbeInterval time.Duration
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -67,9 +72,13 @@ type Manager struct {
 	bufTokens    chan struct{}
 	bufOverdraft atomic.Int64
 
+	changeHook atomic.Pointer[func(parent Ino, name string)]
+
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
 
+	done      chan struct{}  // closed by Close: stops background work
+	wg        sync.WaitGroup // background goroutines
 	closeOnce sync.Once
 }
 
@@ -83,6 +92,10 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 		return cfg, fmt.Errorf("%s: %w", home, ErrPoolExists)
 	}
 	if err := os.MkdirAll(home, 0o700); err != nil {
+		return cfg, fmt.Errorf("create home: %w", err)
+	}
+	// Home holds the metadata and the control socket: its owner's only.
+	if err := os.Chmod(home, 0o700); err != nil {
 		return cfg, fmt.Errorf("create home: %w", err)
 	}
 	lock, err := lockPool(home)
@@ -145,7 +158,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.WritesInFlight <= 0 {
 		opts.WritesInFlight = 4
 	}
-	if opts.CacheBytes <= 0 {
+	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 64 << 20
 	}
 	if opts.WriteBufferBytes <= 0 {
@@ -153,7 +166,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{},
-		cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
+		done: make(chan struct{}), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
 	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
 		return nil, err
@@ -180,6 +193,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		m.meta.close()
 		return nil, err
 	}
+	if opts.ProbeInterval > 0 {
+		m.startProber(opts.ProbeInterval)
+	}
 	return m, nil
 }
 
@@ -193,6 +209,8 @@ func (m *Manager) Home() string { return m.home }
 func (m *Manager) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		close(m.done)
+		m.wg.Wait()
 		err = m.FlushAll(context.Background())
 		err = errors.Join(err, m.syncAll(), m.meta.sync())
 		err = errors.Join(err, m.closeStores(), m.meta.close())

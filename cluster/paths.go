@@ -12,6 +12,20 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
+// SetChangeHook registers a function called after the path API changes
+// the name name in directory parent, so that a mount can tell the kernel
+// to drop what it cached. Changes made through the inode API (by the mount
+// itself) do not call it.
+func (m *Manager) SetChangeHook(h func(parent Ino, name string)) {
+	m.changeHook.Store(&h)
+}
+
+func (m *Manager) changed(parent Ino, name string) {
+	if h := m.changeHook.Load(); h != nil && *h != nil {
+		(*h)(parent, name)
+	}
+}
+
 // The path API serves the CLI (put, get, ls, rm, mkdir, stat) on top of the
 // inode API the filesystem uses. Paths are absolute within the pool and
 // symlinks are not followed.
@@ -88,6 +102,7 @@ func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inod
 		if errors.Is(err, ErrExist) {
 			return n, fmt.Errorf("%s: %w", p, ErrExist)
 		}
+		m.changed(dir.Ino, name)
 		return n, err
 	}
 	cur, err := m.GetAttr(RootIno)
@@ -101,6 +116,7 @@ func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inod
 			if errors.Is(lerr, ErrExist) { // created meanwhile by someone else
 				next, lerr = m.Lookup(cur.Ino, name)
 			}
+			m.changed(cur.Ino, name)
 		}
 		if lerr == nil && !next.IsDir() {
 			lerr = fmt.Errorf("/%s: %w", strings.Join(parts[:i+1], "/"), ErrNotDir)
@@ -143,6 +159,7 @@ func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint3
 	if err := m.meta.sync(); err != nil {
 		return Inode{}, err
 	}
+	m.changed(dir.Ino, name)
 	if err := m.maybeFree(replaced); err != nil {
 		m.log.Warn("free replaced file", "path", p, "err", err)
 	}
@@ -239,6 +256,7 @@ func (m *Manager) RemovePath(p string, recursive bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
+	defer m.changed(dir.Ino, name)
 	if !n.IsDir() {
 		return m.Unlink(dir.Ino, name)
 	}
@@ -259,6 +277,7 @@ func (m *Manager) removeTree(ino Ino) error {
 		return err
 	}
 	for _, e := range entries {
+		m.changed(ino, e.Name)
 		if e.Type == syscall.S_IFDIR {
 			if err := m.removeTree(e.Ino); err != nil {
 				return err
@@ -273,4 +292,35 @@ func (m *Manager) removeTree(ino Ino) error {
 		}
 	}
 	return nil
+}
+
+// Entry is a name with its attributes, as ls shows it.
+type Entry struct {
+	Name  string
+	Inode Inode
+}
+
+// List returns the entries of the directory at p, or p itself if it is
+// not a directory.
+func (m *Manager) List(p string) ([]Entry, error) {
+	n, err := m.Resolve(p)
+	if err != nil {
+		return nil, err
+	}
+	if !n.IsDir() {
+		return []Entry{{Name: path.Base(p), Inode: n}}, nil
+	}
+	entries, err := m.ReadDir(n.Ino)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(entries))
+	for _, e := range entries {
+		child, err := m.GetAttr(e.Ino)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Entry{Name: e.Name, Inode: child})
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -40,25 +41,32 @@ type Status struct {
 	// SharedDevice counts chunks with two copies on drives that share a
 	// device, so that one disk failure takes both.
 	SharedDevice int64 `json:"shared_device_chunks"`
+	// AtRisk counts, per online drive, the files that would become
+	// unreadable if that drive failed now: they have a chunk whose only
+	// copy on an online drive is there.
+	AtRisk map[string]int64 `json:"files_at_risk_by_drive"`
 }
 
 // Status computes the pool's status. It scans the metadata once.
 func (m *Manager) Status() (Status, error) {
 	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
-		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0}}
+		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}
 	device := map[uint32]uint64{}
 	seenDev := map[uint64]bool{}
+	names := map[uint32]string{}
 	for _, d := range m.driveList() {
 		state, _ := d.state()
 		st.Drives[state]++
 		rec := d.record()
 		device[d.num] = rec.Device
+		names[d.num] = rec.Name
 		s := d.usable()
 		if s == nil {
 			continue
 		}
 		online[d.num] = true
+		st.AtRisk[rec.Name] = 0
 		u, err := s.Usage()
 		if err != nil {
 			continue
@@ -71,6 +79,7 @@ func (m *Manager) Status() (Status, error) {
 		}
 	}
 	st.UsableFree = st.RawFree / int64(m.cfg.Replicas)
+	soleCopy := map[nodes.ChunkID]uint32{} // chunk → the one online drive holding it
 	err := m.meta.view(func(txn *badger.Txn) error {
 		err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
 			n, err := decodeInode(0, v)
@@ -89,7 +98,7 @@ func (m *Manager) Status() (Status, error) {
 		if err != nil {
 			return err
 		}
-		return scan(txn, []byte{kChunk}, false, func(k, v []byte) error {
+		err = scan(txn, []byte{kChunk}, false, func(k, v []byte) error {
 			c, err := decodeChunkRecord(v)
 			if err != nil {
 				return fmt.Errorf("chunk key %x: %w", k, err)
@@ -103,9 +112,11 @@ func (m *Manager) Status() (Status, error) {
 			live := 0
 			devs := map[uint64]bool{}
 			shared := false
+			var last uint32
 			for _, h := range c.Holders {
 				if online[h] {
 					live++
+					last = h
 				}
 				if devs[device[h]] {
 					shared = true
@@ -120,6 +131,31 @@ func (m *Manager) Status() (Status, error) {
 			}
 			if shared {
 				st.SharedDevice++
+			}
+			if live == 1 {
+				var id nodes.ChunkID
+				copy(id[:], k[1:])
+				soleCopy[id] = last
+			}
+			return nil
+		})
+		if err != nil || len(soleCopy) == 0 {
+			return err
+		}
+		risky := map[uint32]map[uint64]bool{}
+		return scan(txn, []byte{kFile}, false, func(k, v []byte) error {
+			ref, err := decodeChunkRef(v)
+			if err != nil {
+				return err
+			}
+			if h, ok := soleCopy[ref.ID]; ok {
+				if risky[h] == nil {
+					risky[h] = map[uint64]bool{}
+				}
+				if ino := binary.BigEndian.Uint64(k[1:9]); !risky[h][ino] {
+					risky[h][ino] = true
+					st.AtRisk[names[h]]++
+				}
 			}
 			return nil
 		})

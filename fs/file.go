@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -22,7 +23,8 @@ type handle struct {
 // Open implements gofs.NodeOpener. The kernel may keep its page cache
 // across opens (FOPEN_KEEP_CACHE): every change to file content goes
 // through this mount, so the kernel's cache is never stale.
-func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (n *Node) Open(ctx context.Context, flags uint32) (_ gofs.FileHandle, _ uint32, errno syscall.Errno) {
+	defer n.fs.observe("open", time.Now(), &errno)
 	f, err := n.fs.m.OpenFile(n.ino())
 	if err != nil {
 		return nil, 0, n.errno("open", err)
@@ -39,7 +41,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (h *handle) errno(op string, err error) syscall.Errno { return errnoOf(h.fs.log, op, err) }
 
 // Read implements gofs.FileReader.
-func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (_ fuse.ReadResult, errno syscall.Errno) {
+	defer h.fs.observe("read", time.Now(), &errno)
 	n, err := h.f.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.errno("read", err)
@@ -48,7 +51,8 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 // Write implements gofs.FileWriter.
-func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (_ uint32, errno syscall.Errno) {
+	defer h.fs.observe("write", time.Now(), &errno)
 	n, err := h.f.WriteAt(ctx, data, off)
 	if err != nil {
 		return uint32(n), h.errno("write", err)
@@ -59,18 +63,21 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // Flush implements gofs.FileFlusher. It runs at every close(2): the data
 // is then synced on its drives and the metadata committed, and a write
 // error is reported to close.
-func (h *handle) Flush(ctx context.Context) syscall.Errno {
+func (h *handle) Flush(ctx context.Context) (errno syscall.Errno) {
+	defer h.fs.observe("flush", time.Now(), &errno)
 	return h.errno("flush", h.f.Flush(ctx))
 }
 
 // Fsync implements gofs.FileFsyncer.
-func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+func (h *handle) Fsync(ctx context.Context, flags uint32) (errno syscall.Errno) {
+	defer h.fs.observe("fsync", time.Now(), &errno)
 	return h.errno("fsync", h.f.Flush(ctx))
 }
 
 // Release implements gofs.FileReleaser. The kernel ignores its result;
 // errors were already reported by Flush.
-func (h *handle) Release(ctx context.Context) syscall.Errno {
+func (h *handle) Release(ctx context.Context) (errno syscall.Errno) {
+	defer h.fs.observe("release", time.Now(), &errno)
 	if err := h.f.Close(context.WithoutCancel(ctx)); err != nil {
 		h.fs.log.Error("release", "err", err)
 	}
@@ -81,7 +88,8 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // ahead of writes (chunks are placed when written), so allocation only
 // grows the size when asked; FALLOC_FL_KEEP_SIZE is accepted as a no-op,
 // and punching holes is not supported.
-func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) (errno syscall.Errno) {
+	defer h.fs.observe("allocate", time.Now(), &errno)
 	const keepSize = 0x1 // FALLOC_FL_KEEP_SIZE
 	switch mode {
 	case 0:

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/metrics"
 )
 
 // Config is how a pool is mounted.
@@ -34,6 +36,8 @@ type Config struct {
 	Logger *slog.Logger
 	// FsName is shown as the source in /proc/mounts and df.
 	FsName string
+	// Metrics, if set, records every FUSE request.
+	Metrics *metrics.Metrics
 }
 
 // DefaultConfig returns the settings `dhdfs mount` uses without flags.
@@ -46,6 +50,9 @@ type FS struct {
 	m   *cluster.Manager
 	log *slog.Logger
 	cfg Config
+
+	mu    sync.Mutex
+	nodes map[cluster.Ino]*Node // guarded by mu: the nodes the kernel knows
 }
 
 // Node is a file, directory or symlink of the pool. Its go-fuse inode
@@ -54,6 +61,11 @@ type FS struct {
 type Node struct {
 	gofs.Inode
 	fs *FS
+}
+
+// observe records a request for metrics once it is answered.
+func (fsys *FS) observe(op string, start time.Time, errno *syscall.Errno) {
+	fsys.cfg.Metrics.FUSE(op, start, *errno)
 }
 
 func (n *Node) ino() cluster.Ino { return cluster.Ino(n.StableAttr().Ino) }
@@ -72,8 +84,22 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	if cfg.FsName == "" {
 		cfg.FsName = "dhdfs"
 	}
-	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg}
+	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg, nodes: map[cluster.Ino]*Node{}}
 	root := &Node{fs: fsys}
+	fsys.nodes[cluster.RootIno] = root
+	// Changes made by dhdfs commands through the control socket bypass the
+	// kernel: tell it to drop the names it cached. Never from inside a
+	// FUSE request (go-fuse can deadlock), so in a goroutine.
+	m.SetChangeHook(func(parent cluster.Ino, name string) {
+		go func() {
+			fsys.mu.Lock()
+			n := fsys.nodes[parent]
+			fsys.mu.Unlock()
+			if n != nil {
+				n.NotifyEntry(name)
+			}
+		}()
+	})
 	timeout := cfg.Timeout
 	negative := time.Duration(0)
 	opts := &gofs.Options{
@@ -160,12 +186,23 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 func (n *Node) newChild(ctx context.Context, i cluster.Inode, out *fuse.EntryOut) *gofs.Inode {
 	n.fs.fillAttr(&i, &out.Attr)
 	n.fs.m.Hold(i.Ino)
-	return n.NewInode(ctx, &Node{fs: n.fs}, gofs.StableAttr{Mode: i.Mode & syscall.S_IFMT, Ino: uint64(i.Ino)})
+	child := n.NewInode(ctx, &Node{fs: n.fs}, gofs.StableAttr{Mode: i.Mode & syscall.S_IFMT, Ino: uint64(i.Ino)})
+	if node, ok := child.Operations().(*Node); ok {
+		n.fs.mu.Lock()
+		n.fs.nodes[i.Ino] = node
+		n.fs.mu.Unlock()
+	}
+	return child
 }
 
 // OnForget implements gofs.NodeOnForgetter: the kernel no longer knows the
 // inode, so an unlinked one can go.
 func (n *Node) OnForget() {
+	n.fs.mu.Lock()
+	if n.fs.nodes[n.ino()] == n {
+		delete(n.fs.nodes, n.ino())
+	}
+	n.fs.mu.Unlock()
 	if err := n.fs.m.Forget(n.ino()); err != nil {
 		n.fs.log.Error("free forgotten inode", "ino", n.ino(), "err", err)
 	}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -12,7 +13,8 @@ import (
 
 // Getattr implements gofs.NodeGetattrer. The size includes writes still
 // buffered in open handles.
-func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer n.fs.observe("getattr", time.Now(), &errno)
 	i, err := n.fs.m.GetAttr(n.ino())
 	if err != nil {
 		return n.errno("getattr", err)
@@ -22,7 +24,8 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 }
 
 // Setattr implements gofs.NodeSetattrer: chmod, chown, utimens, truncate.
-func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer n.fs.observe("setattr", time.Now(), &errno)
 	var s cluster.SetAttrIn
 	if mode, ok := in.GetMode(); ok {
 		s.Mode = &mode
@@ -55,7 +58,8 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 
 // Access implements gofs.NodeAccesser. With default_permissions the kernel
 // checks permissions itself and rarely asks; this answers the same way.
-func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
+func (n *Node) Access(ctx context.Context, mask uint32) (errno syscall.Errno) {
+	defer n.fs.observe("access", time.Now(), &errno)
 	i, err := n.fs.m.GetAttr(n.ino())
 	if err != nil {
 		return n.errno("access", err)
@@ -83,7 +87,8 @@ func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
 // Statfs implements gofs.NodeStatfser: free space is the free space of the
 // drives' filesystems (each counted once) divided by the replication
 // factor, so df shows how much more file data fits.
-func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) (errno syscall.Errno) {
+	defer n.fs.observe("statfs", time.Now(), &errno)
 	total, free := n.fs.m.Capacity()
 	r := int64(n.fs.m.Config().Replicas)
 	const bsize = 4096

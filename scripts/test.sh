@@ -30,3 +30,4 @@ go test -race -count=1 -timeout 15m ./...
 
 echo "== fuzz (short)"
 go test -run='^$' -fuzz=FuzzDecoders -fuzztime=10s ./cluster/
+go test -run='^$' -fuzz=FuzzServer -fuzztime=10s ./cluster/control/

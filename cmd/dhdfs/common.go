@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func homeFlag() cli.Flag {
@@ -45,14 +46,10 @@ func logger(c *cli.Context) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// openPool opens the pool named by --home; the caller closes it.
-func openPool(c *cli.Context) (*cluster.Manager, error) {
-	return cluster.Open(c.String("home"), cluster.Options{Logger: logger(c)})
-}
-
-// withPool runs fn on the open pool and closes it, keeping fn's error first.
-func withPool(c *cli.Context, fn func(m *cluster.Manager) error) error {
-	m, err := openPool(c)
+// withPool runs fn on the pool named by --home: through the running mount
+// if there is one, else opened directly and closed after fn.
+func withPool(c *cli.Context, fn func(m control.API) error) error {
+	m, err := control.Open(c.String("home"), cluster.Options{Logger: logger(c)})
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdGet() *cli.Command {
@@ -31,7 +31,7 @@ Examples:
 				return err
 			}
 			src, dst := c.Args().Get(0), c.Args().Get(1)
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				if dst == "-" {
 					_, err := m.GetFile(c.Context, src, os.Stdout)
 					return err
@@ -51,7 +51,7 @@ Examples:
 					return err
 				}
 				defer os.Remove(tmp.Name()) // no-op after the rename
-				if _, err := m.WriteTo(c.Context, n.Ino, tmp); err != nil {
+				if _, err := m.GetFile(c.Context, src, tmp); err != nil {
 					tmp.Close()
 					return fmt.Errorf("get %s: %w", src, err)
 				}

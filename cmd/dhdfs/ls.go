@@ -3,13 +3,12 @@ package main
 import (
 	"fmt"
 	"io/fs"
-	"path"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdLs() *cli.Command {
@@ -29,35 +28,21 @@ func cmdLs() *cli.Command {
 			if p == "" {
 				p = "/"
 			}
-			return withPool(c, func(m *cluster.Manager) error {
-				n, err := m.Resolve(p)
+			return withPool(c, func(m control.API) error {
+				entries, err := m.List(p)
 				if err != nil {
 					return err
 				}
 				tw := newTable(c.App.Writer)
 				defer tw.Flush()
-				show := func(name string, n cluster.Inode) {
-					if !c.Bool("long") {
-						fmt.Fprintln(tw, name)
-						return
-					}
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", modeString(n.Mode), n.Nlink, n.Uid, n.Gid, n.Size,
-						n.MtimeTime().Format(time.DateTime), name)
-				}
-				if !n.IsDir() {
-					show(path.Base(p), n)
-					return nil
-				}
-				entries, err := m.ReadDir(n.Ino)
-				if err != nil {
-					return err
-				}
 				for _, e := range entries {
-					child, err := m.GetAttr(e.Ino)
-					if err != nil {
-						return err
+					if !c.Bool("long") {
+						fmt.Fprintln(tw, e.Name)
+						continue
 					}
-					show(e.Name, child)
+					n := e.Inode
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", modeString(n.Mode), n.Nlink, n.Uid, n.Gid, n.Size,
+						n.MtimeTime().Format(time.DateTime), e.Name)
 				}
 				return nil
 			})

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdMkdir() *cli.Command {
@@ -19,7 +19,7 @@ func cmdMkdir() *cli.Command {
 			if err := needArgs(c, 1, -1, "at least one PATH"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				for _, p := range c.Args().Slice() {
 					if _, err := m.MkdirPath(p, c.Bool("parents"), 0o755, callerOf()); err != nil {
 						return err

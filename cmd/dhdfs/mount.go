@@ -12,12 +12,16 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
+	"github.com/dhdfs/dhdfs/cluster/metrics"
 	"github.com/dhdfs/dhdfs/fs"
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // readyFDEnv names the pipe a daemonised mount reports readiness on.
@@ -47,6 +51,10 @@ Examples:
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request and reply to stderr"},
 			&cli.StringFlag{Name: "o", Usage: "mount options, comma-separated (see above)"},
 			&cli.StringFlag{Name: "log-file", Usage: "append logs here (default with --daemon: HOME/mount.log)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 (off by default)"},
+			&cli.DurationFlag{Name: "probe-every", Value: 10 * time.Second, Usage: "how often to check drives: failed ones come back when they work again"},
+			&cli.StringFlag{Name: "cache-size", Value: "64MiB", Usage: "memory for recently read chunks"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "one mount point DIR"); err != nil {
@@ -100,17 +108,43 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		return err
 	}
 	defer closeLog()
-	m, err := cluster.Open(c.String("home"), cluster.Options{Logger: log})
+	cacheBytes, err := parseSize(c.String("cache-size"))
+	if err != nil {
+		return err
+	}
+	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes}
+	if cacheBytes == 0 {
+		opts.CacheBytes = -1 // no cache
+	}
+	var met *metrics.Metrics
+	if addr := c.String("metrics"); addr != "" {
+		met = metrics.New()
+		opts.WrapStore = func(rec cluster.DriveRecord, s nodes.Store) nodes.Store { return met.Store(rec.Name, s) }
+		ln, err := met.Serve(addr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		defer ln.Close()
+	}
+	m, err := cluster.Open(c.String("home"), opts)
 	if errors.Is(err, cluster.ErrPoolInUse) {
 		return fmt.Errorf("cannot mount: %w (already mounted?)", err)
 	}
 	if err != nil {
 		return err
 	}
+	met.WatchPool(m, 30*time.Second)
 	cfg.Logger = log
+	cfg.Metrics = met
 	cfg.FsName = "dhdfs:" + c.String("home")
 	srv, err := fs.Mount(dir, m, cfg)
 	if err != nil {
+		m.Close()
+		return err
+	}
+	ctl, err := control.Serve(m, log)
+	if err != nil {
+		srv.Unmount()
 		m.Close()
 		return err
 	}
@@ -140,6 +174,9 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	srv.Wait()
 	signal.Stop(sigs)
 	close(sigs)
+	if err := ctl.Close(); err != nil {
+		log.Warn("close control socket", "err", err)
+	}
 	// The kernel has flushed and released every file by now; make sure the
 	// buffers and the drives are synced before the pool closes.
 	err = m.Close()
@@ -179,7 +216,10 @@ func mountLogger(c *cli.Context) (*slog.Logger, func(), error) {
 		}
 		w, closer = f, func() { f.Close() }
 	}
-	level := slog.LevelInfo
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
 	if c.Bool("verbose") {
 		level = slog.LevelDebug
 	}
@@ -207,9 +247,12 @@ func daemonize(c *cli.Context, dir string) error {
 	if o := c.String("o"); o != "" {
 		args = append(args, "-o", o)
 	}
-	if l := c.String("log-file"); l != "" {
-		args = append(args, "--log-file", l)
+	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size"} {
+		if v := c.String(f); v != "" {
+			args = append(args, "--"+f, v)
+		}
 	}
+	args = append(args, "--probe-every", c.Duration("probe-every").String())
 	args = append(args, dir)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")

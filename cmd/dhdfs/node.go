@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdNode() *cli.Command {
@@ -52,7 +53,7 @@ Examples:
 			if len(labels) == 0 {
 				labels = nil
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				info, warnings, err := m.AddDrive(c.Args().First(), cluster.AddDriveOptions{Name: c.String("name"), Labels: labels})
 				if err != nil {
 					return err
@@ -82,7 +83,7 @@ Examples:
 			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				drives, err := m.Drives()
 				if err != nil {
 					return err
@@ -148,7 +149,7 @@ Example:
 			if err := needArgs(c, 1, 1, "one drive NAME"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				info, err := m.SetDriveOffline(c.Args().First(), offline)
 				if err != nil {
 					return err

@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdPut() *cli.Command {
@@ -50,7 +50,7 @@ Examples:
 				}
 				r, mode = f, uint32(st.Mode().Perm())
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				target := dst
 				if strings.HasSuffix(dst, "/") || isPoolDir(m, dst) {
 					if src == "-" {
@@ -71,7 +71,7 @@ Examples:
 	}
 }
 
-func isPoolDir(m *cluster.Manager, p string) bool {
+func isPoolDir(m control.API, p string) bool {
 	n, err := m.Resolve(p)
 	return err == nil && n.IsDir()
 }

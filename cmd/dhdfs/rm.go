@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdRm() *cli.Command {
@@ -22,7 +22,7 @@ Examples:
 			if err := needArgs(c, 1, -1, "at least one PATH"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				for _, p := range c.Args().Slice() {
 					if err := m.RemovePath(p, c.Bool("recursive")); err != nil {
 						return err

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdStat() *cli.Command {
@@ -24,7 +24,7 @@ func cmdStat() *cli.Command {
 			if err := needArgs(c, 1, 1, "one PATH"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				st, err := m.StatPath(c.Args().First(), c.Bool("chunks"))
 				if err != nil {
 					return err

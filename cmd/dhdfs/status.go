@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
 func cmdStatus() *cli.Command {
@@ -26,7 +28,7 @@ Examples:
 			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return withPool(c, func(m *cluster.Manager) error {
+			return withPool(c, func(m control.API) error {
 				st, err := m.Status()
 				if err != nil {
 					return err
@@ -51,6 +53,16 @@ Examples:
 				fmt.Fprintf(w, "Files:     %s, %s, %s\n", plural(st.Files, "file"), plural(st.Dirs, "directory"), humanBytes(st.FileBytes))
 				fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %s on drives\n", st.Chunks, humanBytes(st.ChunkBytes), st.Copies, humanBytes(st.StoreUsed))
 				fmt.Fprintf(w, "Redundancy: %d under-replicated, %d lost, %d with copies sharing a device\n", st.UnderReplicated, st.Lost, st.SharedDevice)
+				var risky []string
+				for name, n := range st.AtRisk {
+					if n > 0 {
+						risky = append(risky, fmt.Sprintf("%s (%s)", name, plural(n, "file")))
+					}
+				}
+				sort.Strings(risky)
+				if len(risky) > 0 {
+					fmt.Fprintf(w, "At risk:   losing one of these drives now would make files unreadable: %s\n", strings.Join(risky, ", "))
+				}
 				return nil
 			})
 		},

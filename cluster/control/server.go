@@ -1,0 +1,218 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dhdfs/dhdfs/cluster"
+)
+
+// Server serves the API of an open pool on its control socket.
+type Server struct {
+	m    *cluster.Manager
+	log  *slog.Logger
+	ln   *net.UnixListener
+	path string
+	wg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+// Serve starts serving m on the control socket in m's home. The socket is
+// private to the pool's owner; a leftover socket from a killed mount is
+// replaced (the caller holds the pool lock, so no one else serves it).
+func Serve(m *cluster.Manager, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	home := m.Home()
+	if err := checkOwner(home); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	path := SocketPath(home)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	old := unix.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Server{m: m, log: log, ln: ln, path: path, ctx: ctx, stop: stop}
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+// Close stops accepting, waits for calls in progress and removes the socket.
+func (s *Server) Close() error {
+	s.ln.SetUnlinkOnClose(true)
+	err := s.ln.Close()
+	s.stop()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.AcceptUnix()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Error("control socket accept", "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer conn.Close()
+			if err := s.handle(conn); err != nil {
+				s.log.Warn("control call failed", "err", err)
+			}
+		}()
+	}
+}
+
+// peer returns the uid and gid of the connected process, from the kernel:
+// files a command creates belong to whoever ran it.
+func peer(conn *net.UnixConn) (cluster.Caller, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return cluster.Caller{}, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return cluster.Caller{}, err
+	}
+	if cerr != nil {
+		return cluster.Caller{}, cerr
+	}
+	return cluster.Caller{Uid: cred.Uid, Gid: cred.Gid}, nil
+}
+
+// Params of the calls.
+type (
+	pathParams struct {
+		Path      string `json:"path"`
+		Chunks    bool   `json:"chunks,omitempty"`
+		Parents   bool   `json:"parents,omitempty"`
+		Recursive bool   `json:"recursive,omitempty"`
+		Mode      uint32 `json:"mode,omitempty"`
+	}
+	driveParams struct {
+		Path    string            `json:"path,omitempty"`
+		Name    string            `json:"name,omitempty"`
+		Labels  map[string]string `json:"labels,omitempty"`
+		Offline bool              `json:"offline,omitempty"`
+	}
+	addResult struct {
+		Drive    cluster.DriveInfo `json:"drive"`
+		Warnings []string          `json:"warnings"`
+	}
+)
+
+func (s *Server) handle(conn *net.UnixConn) error {
+	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	var req request
+	if err := readLine(r, &req); err != nil {
+		return err
+	}
+	caller, err := peer(conn)
+	if err != nil {
+		return err
+	}
+	var pp pathParams
+	var dp driveParams
+	if len(req.Params) > 0 {
+		target := any(&pp)
+		if len(req.Method) > 6 && req.Method[:6] == "drive." {
+			target = &dp
+		}
+		if err := json.Unmarshal(req.Params, target); err != nil {
+			return writeLine(w, response{Error: toWire(fmt.Errorf("malformed params: %w", cluster.ErrInvalid))})
+		}
+	}
+	var result any
+	switch req.Method {
+	case "drive.add":
+		info, warnings, err2 := s.m.AddDrive(dp.Path, cluster.AddDriveOptions{Name: dp.Name, Labels: dp.Labels})
+		result, err = addResult{info, warnings}, err2
+	case "drive.list":
+		result, err = s.m.Drives()
+	case "drive.offline":
+		result, err = s.m.SetDriveOffline(dp.Name, dp.Offline)
+	case "status":
+		result, err = s.m.Status()
+	case "resolve":
+		result, err = s.m.Resolve(pp.Path)
+	case "list":
+		result, err = s.m.List(pp.Path)
+	case "stat":
+		result, err = s.m.StatPath(pp.Path, pp.Chunks)
+	case "mkdir":
+		result, err = s.m.MkdirPath(pp.Path, pp.Parents, pp.Mode, caller)
+	case "remove":
+		err = s.m.RemovePath(pp.Path, pp.Recursive)
+	case "put":
+		body := &frameReader{r: r}
+		result, err = s.m.PutFile(s.ctx, pp.Path, body, pp.Mode, caller)
+		if err != nil && !body.done {
+			// The client is still sending: answer anyway; it stops on
+			// the reply or the closed connection.
+			s.log.Debug("put failed mid-stream", "path", pp.Path, "err", err)
+		}
+	case "get":
+		return s.get(r, w, pp.Path)
+	default:
+		err = fmt.Errorf("unknown control method %q: %w", req.Method, cluster.ErrInvalid)
+	}
+	resp := response{Error: toWire(err)}
+	if err == nil && result != nil {
+		if resp.Result, err = json.Marshal(result); err != nil {
+			resp = response{Error: toWire(err)}
+		}
+	}
+	return writeLine(w, resp)
+}
+
+// get streams a file: a first line says whether it starts, frames carry
+// the bytes, a last line says how it ended.
+func (s *Server) get(r *bufio.Reader, w *bufio.Writer, p string) error {
+	n, err := s.m.Resolve(p)
+	if err == nil && !n.IsRegular() {
+		err = fmt.Errorf("%s: not a regular file: %w", p, cluster.ErrIsDir)
+	}
+	if err != nil {
+		return writeLine(w, response{Error: toWire(err)})
+	}
+	if err := writeLine(w, response{}); err != nil {
+		return err
+	}
+	fw := frameWriter{w: w}
+	size, err := s.m.GetFile(s.ctx, p, fw)
+	if cerr := fw.Close(); err == nil {
+		err = cerr
+	}
+	res, _ := json.Marshal(size)
+	return writeLine(w, response{Result: res, Error: toWire(err)})
+}
