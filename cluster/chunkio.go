@@ -214,12 +214,14 @@ func (m *Manager) readChunk(ctx context.Context, ref ChunkRef, buf []byte) ([]by
 		switch {
 		case errors.Is(err, nodes.ErrNotFound):
 			m.log.Warn("replica missing", "chunk", ref.ID.Short(), "drive", d.record().Name)
+			m.reportBad(ref.ID, num)
 			continue
 		case err != nil:
 			m.driveFailed(d, err)
 			continue
 		case len(data) != ref.Size || nodes.SumChunk(data) != ref.ID:
 			m.log.Warn("replica corrupt", "chunk", ref.ID.Short(), "drive", d.record().Name)
+			m.reportBad(ref.ID, num)
 			continue
 		}
 		return data, nil

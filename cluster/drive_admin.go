@@ -30,6 +30,8 @@ type DriveInfo struct {
 	Free   int64  `json:"free_bytes"`
 	Total  int64  `json:"total_bytes"`
 	Device string `json:"device"`
+	// Verified is when a scrub last checked every chunk on the drive.
+	Verified *time.Time `json:"last_verified,omitempty"`
 }
 
 // AddDriveOptions are the optional settings of a new drive.
@@ -165,6 +167,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	m.drives[rec.Num] = d
 	m.drivesMu.Unlock()
 	m.log.Info("drive added", "drive", rec.Name, "path", rec.Path)
+	m.kickHealer()
 	return m.driveInfo(d), warnings, nil
 }
 
@@ -199,6 +202,10 @@ func (m *Manager) driveInfo(d *drive) DriveInfo {
 	if reason != nil {
 		info.Reason = reason.Error()
 	}
+	if !rec.Verified.IsZero() {
+		v := rec.Verified
+		info.Verified = &v
+	}
 	if s := d.usable(); s != nil {
 		if u, err := s.Usage(); err == nil {
 			info.Used, info.Free, info.Total = u.Used, u.Free, u.Total
@@ -218,6 +225,9 @@ func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) 
 	}
 	d.mu.Lock()
 	rec := d.rec
+	if rec.Offline != offline {
+		rec.Since = time.Now().UTC()
+	}
 	rec.Offline = offline
 	d.mu.Unlock()
 	err = m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
@@ -254,6 +264,9 @@ func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) 
 		}
 	}
 	m.log.Info("drive state changed", "drive", rec.Name, "offline", offline)
+	if !offline {
+		m.kickHealer()
+	}
 	return m.driveInfo(d), nil
 }
 

@@ -23,6 +23,9 @@ const (
 	StateOffline DriveState = "offline"
 	// StateFailed drives could not be opened or returned an I/O error.
 	StateFailed DriveState = "failed"
+	// StateDraining drives are being emptied by `node drain`: they serve
+	// reads but take no new chunks.
+	StateDraining DriveState = "draining"
 )
 
 // DriveRecord is the persistent description of a drive, kept in the meta
@@ -36,9 +39,15 @@ type DriveRecord struct {
 	Path   string            `json:"path"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Offline is the user's choice; failure is runtime state, never stored.
-	Offline bool      `json:"offline,omitempty"`
-	Device  uint64    `json:"device"`
-	Added   time.Time `json:"added"`
+	Offline bool `json:"offline,omitempty"`
+	// Since is when the drive went offline.
+	Since time.Time `json:"since,omitempty"`
+	// Draining drives take no new chunks; `node drain` empties them.
+	Draining bool `json:"draining,omitempty"`
+	// Verified is when a scrub last read and checked every chunk on it.
+	Verified time.Time `json:"verified,omitempty"`
+	Device   uint64    `json:"device"`
+	Added    time.Time `json:"added"`
 }
 
 func (r *DriveRecord) encode() []byte {
@@ -65,10 +74,11 @@ const freeRefresh = time.Second
 type drive struct {
 	num uint32
 
-	mu      sync.Mutex
-	rec     DriveRecord // guarded by mu
-	store   nodes.Store // guarded by mu; nil while offline or failed to open
-	failure error       // guarded by mu; why the drive is failed, nil if not
+	mu       sync.Mutex
+	rec      DriveRecord // guarded by mu
+	store    nodes.Store // guarded by mu; nil while offline or failed to open
+	failure  error       // guarded by mu; why the drive is failed, nil if not
+	failedAt time.Time   // guarded by mu; when failure was set
 
 	free      atomic.Int64 // bytes free, estimated between statfs calls
 	freeStamp atomic.Int64 // unix nanos of the last statfs
@@ -92,6 +102,8 @@ func (d *drive) state() (DriveState, error) {
 		return StateOffline, nil
 	case d.failure != nil:
 		return StateFailed, d.failure
+	case d.rec.Draining:
+		return StateDraining, nil
 	default:
 		return StateOnline, nil
 	}
@@ -116,7 +128,29 @@ func (d *drive) fail(err error) bool {
 		return false
 	}
 	d.failure = err
+	d.failedAt = time.Now()
 	return true
+}
+
+// downSince returns when the drive stopped being usable, or the zero time
+// if it is usable.
+func (d *drive) downSince() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.rec.Offline:
+		return d.rec.Since
+	case d.failure != nil:
+		return d.failedAt
+	}
+	return time.Time{}
+}
+
+// placeable reports whether new copies may go to the drive.
+func (d *drive) placeable() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.rec.Offline && d.failure == nil && !d.rec.Draining && d.store != nil
 }
 
 // freeBytes returns the drive's free space, refreshed at most every
@@ -163,7 +197,7 @@ func (m *Manager) attachDrive(rec DriveRecord) *drive {
 	if !rec.Offline {
 		s, err := m.openDriveStore(rec)
 		if err != nil {
-			d.failure = err
+			d.failure, d.failedAt = err, time.Now()
 			m.log.Warn("drive failed to open", "drive", rec.Name, "path", rec.Path, "err", err)
 		}
 		d.store = s
@@ -229,8 +263,8 @@ func (m *Manager) driveFailed(d *drive, err error) {
 		m.log.Warn("drive is full", "drive", d.record().Name)
 		return
 	}
-	if errors.Is(err, nodes.ErrClosed) {
-		return // taken offline while the call ran
+	if errors.Is(err, nodes.ErrClosed) || errors.Is(err, nodes.ErrBusy) {
+		return // taken offline while the call ran, or briefly in maintenance
 	}
 	if d.fail(err) {
 		m.log.Error("drive failed", "drive", d.record().Name, "err", err)

@@ -309,27 +309,21 @@ func (m *Manager) freeOrphan(ino Ino) error {
 	})
 }
 
-// recover finishes work a crash interrupted: it frees orphaned inodes and
-// collects chunks whose last reference was dropped. It runs at open, before
-// any handle exists.
+// recover finishes work a crash interrupted: it frees orphaned inodes,
+// collects chunks whose last reference was dropped and, after a crash,
+// recounts references. It runs at open, before any handle exists.
 func (m *Manager) recover() error {
 	var orphans []Ino
-	var zero []nodes.ChunkID
+	var crashed bool
 	err := m.meta.view(func(txn *badger.Txn) error {
-		err := scan(txn, []byte{kOrphan}, true, func(k, _ []byte) error {
-			if len(k) == 9 {
-				orphans = append(orphans, Ino(binary.BigEndian.Uint64(k[1:])))
-			}
-			return nil
-		})
+		_, clean, err := get(txn, cleanKey)
+		crashed = !clean
 		if err != nil {
 			return err
 		}
-		return scan(txn, []byte{kZero}, true, func(k, _ []byte) error {
-			var id nodes.ChunkID
-			if len(k) == 1+len(id) {
-				copy(id[:], k[1:])
-				zero = append(zero, id)
+		return scan(txn, []byte{kOrphan}, true, func(k, _ []byte) error {
+			if len(k) == 9 {
+				orphans = append(orphans, Ino(binary.BigEndian.Uint64(k[1:])))
 			}
 			return nil
 		})
@@ -342,9 +336,108 @@ func (m *Manager) recover() error {
 			return fmt.Errorf("recover: free inode %d: %w", ino, err)
 		}
 	}
-	m.collect(zero)
-	if len(orphans)+len(zero) > 0 {
-		m.log.Info("recovered interrupted work", "orphans", len(orphans), "chunks", len(zero))
+	leaked := 0
+	if crashed {
+		// Writes staged before a crash took references that no file holds.
+		if leaked, err = m.recountRefs(); err != nil {
+			return fmt.Errorf("recover: %w", err)
+		}
 	}
-	return nil
+	zero, err := m.zeroChunks()
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	m.collect(zero)
+	if len(orphans)+len(zero)+leaked > 0 {
+		m.log.Info("recovered interrupted work", "orphans", len(orphans), "chunks", len(zero), "leaked_refs", leaked)
+	}
+	// Until a clean Close, the pool counts as crashed.
+	return m.meta.update(func(txn *badger.Txn) error { return del(txn, cleanKey) })
+}
+
+// cleanKey is present while the pool is closed cleanly.
+var cleanKey = []byte{kCounter, 'c'}
+
+// markClean records a clean close.
+func (m *Manager) markClean() error {
+	if err := m.meta.update(func(txn *badger.Txn) error { return set(txn, cleanKey, nil) }); err != nil {
+		return err
+	}
+	return m.meta.sync()
+}
+
+// zeroChunks lists chunks whose reference count fell to zero.
+func (m *Manager) zeroChunks() ([]nodes.ChunkID, error) {
+	var zero []nodes.ChunkID
+	err := m.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte{kZero}, true, func(k, _ []byte) error {
+			var id nodes.ChunkID
+			if len(k) == 1+len(id) {
+				copy(id[:], k[1:])
+				zero = append(zero, id)
+			}
+			return nil
+		})
+	})
+	return zero, err
+}
+
+// recountRefs sets every chunk's reference count to the number of file
+// slots pointing at it. Only safe when no write is staged: at open.
+func (m *Manager) recountRefs() (int, error) {
+	counts := map[nodes.ChunkID]uint64{}
+	var fixes []nodes.ChunkID
+	err := m.meta.view(func(txn *badger.Txn) error {
+		err := scan(txn, []byte{kFile}, false, func(_, v []byte) error {
+			ref, err := decodeChunkRef(v)
+			if err != nil {
+				return err
+			}
+			counts[ref.ID]++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return scan(txn, []byte{kChunk}, false, func(k, v []byte) error {
+			rec, err := decodeChunkRecord(v)
+			if err != nil {
+				return err
+			}
+			var id nodes.ChunkID
+			copy(id[:], k[1:])
+			if rec.Refs != counts[id] {
+				fixes = append(fixes, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	for start := 0; start < len(fixes); start += txnBatch {
+		batch := fixes[start:min(start+txnBatch, len(fixes))]
+		err := m.meta.update(func(txn *badger.Txn) error {
+			for _, id := range batch {
+				rec, ok, err := getChunkRecord(txn, id)
+				if err != nil || !ok {
+					return err
+				}
+				rec.Refs = counts[id]
+				if err := set(txn, chunkKey(kChunk, id), rec.encode()); err != nil {
+					return err
+				}
+				if rec.Refs == 0 {
+					if err := set(txn, chunkKey(kZero, id), nil); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return len(fixes), nil
 }

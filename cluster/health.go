@@ -93,6 +93,7 @@ func (m *Manager) tryRevive(d *drive) {
 	d.failure = nil
 	d.freeStamp.Store(0)
 	m.log.Info("drive back online", "drive", rec.Name)
+	m.kickHealer()
 }
 
 // probeStore writes, reads back and deletes a small unique chunk.

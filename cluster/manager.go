@@ -43,6 +43,18 @@ type Options struct {
 	// whose directory vanished become failed, failed drives that work again
 	// come back online. Zero disables the checks (one-shot commands).
 	ProbeInterval time.Duration
+	// HealInterval, if set, runs the healer in the background that often,
+	// and at once when a bad copy is found or a drive returns.
+	HealInterval time.Duration
+	// HealAfter is how long a drive may be offline or failed before the
+	// healer copies its chunks elsewhere; a drive briefly unplugged is not
+	// rebuilt. Zero means 10 minutes.
+	HealAfter time.Duration
+	// RepairRate bounds the bytes per second background healing and
+	// scrubbing copy or read; zero is unlimited.
+	RepairRate int64
+	// ScrubInterval, if set, scrubs every drive that often in the background.
+	ScrubInterval time.Duration
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -73,6 +85,11 @@ type Manager struct {
 	bufOverdraft atomic.Int64
 
 	changeHook atomic.Pointer[func(parent Ino, name string)]
+
+	badMu    sync.Mutex
+	bad      map[nodes.ChunkID]map[uint32]bool // guarded by badMu: copies found missing or corrupt
+	healKick chan struct{}                     // wakes the background healer
+	healMu   sync.Mutex                        // one heal, drain, rebalance or scrub at a time
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
@@ -115,7 +132,12 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 	now := time.Now().UnixNano()
 	root := Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
 		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Atime: now, Mtime: now, Ctime: now}
-	err = meta.update(func(txn *badger.Txn) error { return putInode(txn, &root) })
+	err = meta.update(func(txn *badger.Txn) error {
+		if err := set(txn, cleanKey, nil); err != nil {
+			return err
+		}
+		return putInode(txn, &root)
+	})
 	if err == nil {
 		err = meta.sync()
 	}
@@ -158,6 +180,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.WritesInFlight <= 0 {
 		opts.WritesInFlight = 4
 	}
+	if opts.HealAfter == 0 {
+		opts.HealAfter = 10 * time.Minute
+	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 64 << 20
 	}
@@ -166,7 +191,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{},
-		done: make(chan struct{}), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
+		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
 	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
 		return nil, err
@@ -196,6 +221,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.ProbeInterval > 0 {
 		m.startProber(opts.ProbeInterval)
 	}
+	if opts.HealInterval > 0 {
+		m.startHealer(opts.HealInterval)
+	}
+	if opts.ScrubInterval > 0 {
+		m.startScrubber(opts.ScrubInterval)
+	}
 	return m, nil
 }
 
@@ -213,6 +244,9 @@ func (m *Manager) Close() error {
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
 		err = errors.Join(err, m.syncAll(), m.meta.sync())
+		if err == nil {
+			err = m.markClean()
+		}
 		err = errors.Join(err, m.closeStores(), m.meta.close())
 		m.lock.release()
 	})

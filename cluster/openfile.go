@@ -26,10 +26,9 @@ const (
 // staged chunks are committed to the file's metadata after their drives
 // are synced, every commitEvery chunks and at Flush.
 type File struct {
-	m    *Manager
-	ino  Ino
-	cs   int64
-	want int
+	m   *Manager
+	ino Ino
+	cs  int64
 
 	handles int // guarded by Manager.filesMu
 
@@ -44,6 +43,7 @@ type File struct {
 	touched  map[uint32]bool    // guarded by mu: drives written since the last commit
 	err      error              // guarded by mu: a background failure, reported once
 	lastRead int64              // guarded by mu: end of the last read, to spot sequential reads
+	want     int                // guarded by mu: replication factor of new chunks
 }
 
 // OpenFile returns the shared File of the regular file ino, registering a
@@ -147,6 +147,13 @@ func (m *Manager) freeBuf(b []byte) {
 
 // bufWait is how long a writer waits for a write buffer held by other files.
 const bufWait = time.Second
+
+// setWant changes the replication factor for chunks written from now on.
+func (f *File) setWant(r int) {
+	f.mu.Lock()
+	f.want = r
+	f.mu.Unlock()
+}
 
 // Size returns the file's logical size, unflushed writes included.
 func (f *File) Size() int64 {
@@ -287,7 +294,7 @@ func (f *File) stage(ctx context.Context, idx int64) {
 	}
 	delete(f.dirty, idx)
 	f.staging[idx] = buf
-	want := f.want
+	want := f.want // read under f.mu
 	go func() {
 		ref, touched, err := f.m.stageChunk(context.WithoutCancel(ctx), buf, want)
 		f.mu.Lock()

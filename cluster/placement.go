@@ -33,7 +33,7 @@ func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint3
 	defer m.placeMu.Unlock()
 	var cands []candidate
 	for _, d := range m.driveList() {
-		if skip[d.num] || d.usable() == nil {
+		if skip[d.num] || !d.placeable() {
 			continue
 		}
 		free := d.freeBytes()

@@ -50,7 +50,7 @@ type Status struct {
 // Status computes the pool's status. It scans the metadata once.
 func (m *Manager) Status() (Status, error) {
 	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
-		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0}, AtRisk: map[string]int64{}}
+		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0, StateDraining: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}
 	device := map[uint32]uint64{}
 	seenDev := map[uint64]bool{}

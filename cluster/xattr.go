@@ -95,7 +95,7 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 		if err != nil || r < 1 || r > MaxReplicas {
 			return fmt.Errorf("%s must be a number from 1 to %d: %w", name, MaxReplicas, ErrInvalid)
 		}
-		return m.meta.update(func(txn *badger.Txn) error {
+		err = m.meta.update(func(txn *badger.Txn) error {
 			n, err := getInode(txn, ino)
 			if err != nil {
 				return err
@@ -103,6 +103,13 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 			n.Replicas, n.Ctime = uint8(r), now()
 			return putInode(txn, &n)
 		})
+		if err == nil {
+			if f := m.openFile(ino); f != nil {
+				f.setWant(r)
+			}
+			m.kickHealer() // existing chunks gain or lose copies
+		}
+		return err
 	}
 	return m.meta.update(func(txn *badger.Txn) error {
 		if _, err := getInode(txn, ino); err != nil {

@@ -26,12 +26,16 @@ const keyPrefix = 'c'
 // BadgerStore is the Store of a real drive: a Badger v4 database in the
 // drive directory's "chunks" subdirectory.
 type BadgerStore struct {
-	dir string
-	db  *badger.DB
+	dir  string
+	opts badger.Options
+	db   *badger.DB // replaced under mu by CollectGarbage
 	// mu is held shared by every call and exclusively by Close, so Badger
 	// is never closed under a running call.
 	mu     sync.RWMutex
 	closed atomic.Bool
+	// cycling is set while CollectGarbage reopens the database; calls then
+	// fail fast with ErrBusy so that callers use another copy.
+	cycling atomic.Bool
 }
 
 var _ Store = (*BadgerStore)(nil)
@@ -53,7 +57,7 @@ func badgerOptions(dir string, o Options) badger.Options {
 		WithLogger(BadgerLogger(o.Logger)).
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTables(1).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(2 << 20).
 		WithNumCompactors(2).
@@ -70,11 +74,12 @@ func badgerOptions(dir string, o Options) badger.Options {
 // OpenBadger opens (creating if needed) the chunk store inside the drive
 // directory dir. The caller checks the identity file first.
 func OpenBadger(dir string, o Options) (*BadgerStore, error) {
-	db, err := badger.Open(badgerOptions(filepath.Join(dir, storeDir), o))
+	opts := badgerOptions(filepath.Join(dir, storeDir), o)
+	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
 	}
-	return &BadgerStore{dir: dir, db: db}, nil
+	return &BadgerStore{dir: dir, opts: opts, db: db}, nil
 }
 
 func chunkKey(id ChunkID) []byte {
@@ -92,6 +97,9 @@ func (s *BadgerStore) enter() error {
 	for !s.mu.TryRLock() {
 		if s.closed.Load() {
 			return ErrClosed
+		}
+		if s.cycling.Load() {
+			return ErrBusy
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -229,6 +237,60 @@ func (s *BadgerStore) Usage() (Usage, error) {
 		return Usage{}, err
 	}
 	return Usage{Used: used, Free: free, Total: total}, nil
+}
+
+// CollectGarbage gives the space of deleted chunks back to the
+// filesystem. Badger learns which value-log bytes are dead only when it
+// compacts the keys that pointed at them, and it compacts only flushed
+// tables; deletions sit in the memtable until it fills, which with small
+// keys may be never. So the database is closed (flushing the memtable) and
+// reopened (its compaction then records the dead bytes), and value-log GC
+// rewrites the files that are mostly dead. Calls made meanwhile fail with
+// ErrBusy, so the pool reads and writes other drives for that moment.
+func (s *BadgerStore) CollectGarbage() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.cycling.Store(true)
+	s.mu.Lock()
+	err := s.db.Close()
+	if err == nil {
+		var db *badger.DB
+		db, err = badger.Open(s.opts)
+		if err == nil {
+			s.db = db
+		}
+	}
+	s.mu.Unlock()
+	s.cycling.Store(false)
+	if err != nil {
+		s.closed.Store(true)
+		return fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	// Wait (briefly) for the compaction of the flushed deletions.
+	for i := 0; i < 100; i++ {
+		if lv := s.db.Levels(); len(lv) == 0 || lv[0].NumTables == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The compaction hands Badger its discard statistics asynchronously:
+	// retry briefly until a rewrite happens or nothing is left to find.
+	for try := 0; try < 20; try++ {
+		rewrote := false
+		for s.db.RunValueLogGC(0.5) == nil {
+			rewrote = true
+		}
+		if rewrote {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
 }
 
 // CloseTimeout bounds how long Close waits for Badger. Badger retries a

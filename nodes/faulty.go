@@ -89,3 +89,11 @@ func (f *Faulty) Sync() error {
 	}
 	return f.Store.Sync()
 }
+
+// CollectGarbage passes through to the wrapped store.
+func (f *Faulty) CollectGarbage() error {
+	if gc, ok := f.Store.(GarbageCollector); ok {
+		return gc.CollectGarbage()
+	}
+	return nil
+}

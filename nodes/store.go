@@ -41,6 +41,9 @@ var (
 	ErrNotFound = errors.New("chunk not found")
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("drive store is closed")
+	// ErrBusy means the store is briefly unavailable for maintenance; the
+	// caller should use another copy rather than count it as a failure.
+	ErrBusy = errors.New("drive store is busy with maintenance")
 	// ErrNotDrive means a directory has no dhdfs identity file.
 	ErrNotDrive = errors.New("not a dhdfs drive")
 )
@@ -80,4 +83,10 @@ type Store interface {
 	Usage() (Usage, error)
 	// Close releases the store. It is safe to call more than once.
 	Close() error
+}
+
+// GarbageCollector is implemented by stores that need a nudge to give the
+// space of deleted chunks back to the filesystem.
+type GarbageCollector interface {
+	CollectGarbage() error
 }

@@ -138,3 +138,38 @@ func TestFaultyInjects(t *testing.T) {
 		})
 	}
 }
+
+func TestBadgerCollectGarbage(t *testing.T) {
+	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []nodes.ChunkID
+	for i := 0; i < 300; i++ {
+		data := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, 1<<20/3)
+		id := nodes.SumChunk(data)
+		if err := s.Put(id, data); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	keep := ids[0]
+	for _, id := range ids[1:] {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := s.Usage()
+	if err := s.CollectGarbage(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := s.Usage()
+	t.Logf("store used %d MiB before GC, %d MiB after", before.Used>>20, after.Used>>20)
+	if after.Used > before.Used/4 {
+		t.Fatalf("GC left %d of %d bytes", after.Used, before.Used)
+	}
+	if _, err := s.Get(keep, nil); err != nil {
+		t.Fatalf("a live chunk is gone after GC: %v", err)
+	}
+}

@@ -29,6 +29,13 @@ type API interface {
 	RemovePath(p string, recursive bool) error
 	PutFile(ctx context.Context, p string, r io.Reader, mode uint32, c cluster.Caller) (cluster.Inode, error)
 	GetFile(ctx context.Context, p string, w io.Writer) (int64, error)
+	Heal(ctx context.Context, progress cluster.ProgressFunc) (cluster.HealReport, error)
+	Scrub(ctx context.Context, progress cluster.ProgressFunc) (cluster.ScrubReport, error)
+	GC(ctx context.Context, progress cluster.ProgressFunc) (cluster.GCReport, error)
+	Rebalance(ctx context.Context, threshold float64, progress cluster.ProgressFunc) (cluster.MoveReport, error)
+	Drain(ctx context.Context, name string, progress cluster.ProgressFunc) (cluster.MoveReport, error)
+	Replace(ctx context.Context, old, newPath string, o cluster.AddDriveOptions, progress cluster.ProgressFunc) (cluster.MoveReport, error)
+	RemoveDrive(name string, force bool) (cluster.RemoveReport, error)
 	Close() error
 }
 

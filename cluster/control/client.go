@@ -17,7 +17,8 @@ import (
 
 // Client is the API of a pool served by a running mount.
 type Client struct {
-	path string
+	path     string
+	progress cluster.ProgressFunc // of the call under way; a Client makes one call at a time
 }
 
 var _ API = (*Client)(nil)
@@ -48,11 +49,20 @@ func (c *Client) dial() (net.Conn, error) {
 // call sends one request and decodes the result into out (may be nil).
 // body, if set, is streamed after the request (for put).
 func (c *Client) call(method string, params any, body io.Reader, out any) error {
+	return c.callProgress(context.Background(), method, params, body, out, nil)
+}
+
+// callProgress is call for long operations: progress lines go to progress,
+// and cancelling ctx hangs up, which stops the operation in the mount.
+func (c *Client) callProgress(ctx context.Context, method string, params any, body io.Reader, out any, progress cluster.ProgressFunc) error {
 	conn, err := c.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	c.progress = progress
 	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
 	if err := c.send(w, method, params); err != nil {
 		return err
@@ -88,8 +98,17 @@ func (c *Client) send(w *bufio.Writer, method string, params any) error {
 
 func (c *Client) receive(r *bufio.Reader, out any) error {
 	var resp response
-	if err := readLine(r, &resp); err != nil {
-		return fmt.Errorf("the mount did not answer: %w", err)
+	for {
+		resp = response{}
+		if err := readLine(r, &resp); err != nil {
+			return fmt.Errorf("the mount did not answer: %w", err)
+		}
+		if resp.Progress == nil {
+			break
+		}
+		if c.progress != nil {
+			c.progress(*resp.Progress)
+		}
 	}
 	if resp.Error != nil {
 		return fromWire(resp.Error)
@@ -187,3 +206,45 @@ func (c *Client) GetFile(ctx context.Context, p string, w io.Writer) (int64, err
 
 // Close implements API; a Client holds no resources between calls.
 func (c *Client) Close() error { return nil }
+
+// Heal implements API.
+func (c *Client) Heal(ctx context.Context, progress cluster.ProgressFunc) (cluster.HealReport, error) {
+	var res cluster.HealReport
+	return res, c.callProgress(ctx, "heal", nil, nil, &res, progress)
+}
+
+// Scrub implements API.
+func (c *Client) Scrub(ctx context.Context, progress cluster.ProgressFunc) (cluster.ScrubReport, error) {
+	var res cluster.ScrubReport
+	return res, c.callProgress(ctx, "scrub", nil, nil, &res, progress)
+}
+
+// GC implements API.
+func (c *Client) GC(ctx context.Context, progress cluster.ProgressFunc) (cluster.GCReport, error) {
+	var res cluster.GCReport
+	return res, c.callProgress(ctx, "gc", nil, nil, &res, progress)
+}
+
+// Rebalance implements API.
+func (c *Client) Rebalance(ctx context.Context, threshold float64, progress cluster.ProgressFunc) (cluster.MoveReport, error) {
+	var res cluster.MoveReport
+	return res, c.callProgress(ctx, "rebalance", driveParams{Threshold: threshold}, nil, &res, progress)
+}
+
+// Drain implements API.
+func (c *Client) Drain(ctx context.Context, name string, progress cluster.ProgressFunc) (cluster.MoveReport, error) {
+	var res cluster.MoveReport
+	return res, c.callProgress(ctx, "drive.drain", driveParams{Name: name}, nil, &res, progress)
+}
+
+// Replace implements API.
+func (c *Client) Replace(ctx context.Context, old, newPath string, o cluster.AddDriveOptions, progress cluster.ProgressFunc) (cluster.MoveReport, error) {
+	var res cluster.MoveReport
+	return res, c.callProgress(ctx, "drive.replace", driveParams{Name: old, Path: newPath, NewName: o.Name, Labels: o.Labels}, nil, &res, progress)
+}
+
+// RemoveDrive implements API.
+func (c *Client) RemoveDrive(name string, force bool) (cluster.RemoveReport, error) {
+	var res cluster.RemoveReport
+	return res, c.call("drive.remove", driveParams{Name: name, Force: force}, nil, &res)
+}

@@ -33,8 +33,10 @@ type request struct {
 }
 
 type response struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  *wireError      `json:"error,omitempty"`
+	// Progress lines may come before the final response of a long call.
+	Progress *cluster.Progress `json:"progress,omitempty"`
+	Result   json.RawMessage   `json:"result,omitempty"`
+	Error    *wireError        `json:"error,omitempty"`
 }
 
 type wireError struct {

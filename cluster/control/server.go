@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -120,10 +121,13 @@ type (
 		Mode      uint32 `json:"mode,omitempty"`
 	}
 	driveParams struct {
-		Path    string            `json:"path,omitempty"`
-		Name    string            `json:"name,omitempty"`
-		Labels  map[string]string `json:"labels,omitempty"`
-		Offline bool              `json:"offline,omitempty"`
+		Path      string            `json:"path,omitempty"`
+		Name      string            `json:"name,omitempty"`
+		NewName   string            `json:"new_name,omitempty"`
+		Labels    map[string]string `json:"labels,omitempty"`
+		Offline   bool              `json:"offline,omitempty"`
+		Force     bool              `json:"force,omitempty"`
+		Threshold float64           `json:"threshold,omitempty"`
 	}
 	addResult struct {
 		Drive    cluster.DriveInfo `json:"drive"`
@@ -145,7 +149,7 @@ func (s *Server) handle(conn *net.UnixConn) error {
 	var dp driveParams
 	if len(req.Params) > 0 {
 		target := any(&pp)
-		if len(req.Method) > 6 && req.Method[:6] == "drive." {
+		if len(req.Method) > 6 && req.Method[:6] == "drive." || req.Method == "rebalance" {
 			target = &dp
 		}
 		if err := json.Unmarshal(req.Params, target); err != nil {
@@ -183,6 +187,24 @@ func (s *Server) handle(conn *net.UnixConn) error {
 		}
 	case "get":
 		return s.get(r, w, pp.Path)
+	case "heal", "scrub", "gc", "rebalance", "drive.drain", "drive.replace":
+		ctx, progress := s.longCall(r, w)
+		switch req.Method {
+		case "heal":
+			result, err = s.m.Heal(ctx, progress)
+		case "scrub":
+			result, err = s.m.Scrub(ctx, progress)
+		case "gc":
+			result, err = s.m.GC(ctx, progress)
+		case "rebalance":
+			result, err = s.m.Rebalance(ctx, dp.Threshold, progress)
+		case "drive.drain":
+			result, err = s.m.Drain(ctx, dp.Name, progress)
+		case "drive.replace":
+			result, err = s.m.Replace(ctx, dp.Name, dp.Path, cluster.AddDriveOptions{Name: dp.NewName, Labels: dp.Labels}, progress)
+		}
+	case "drive.remove":
+		result, err = s.m.RemoveDrive(dp.Name, dp.Force)
 	default:
 		err = fmt.Errorf("unknown control method %q: %w", req.Method, cluster.ErrInvalid)
 	}
@@ -193,6 +215,25 @@ func (s *Server) handle(conn *net.UnixConn) error {
 		}
 	}
 	return writeLine(w, resp)
+}
+
+// longCall returns the context and progress reporter of a long call: the
+// context ends when the client goes away (Ctrl-C), and progress goes to
+// the client at most every 200ms.
+func (s *Server) longCall(r *bufio.Reader, w *bufio.Writer) (context.Context, cluster.ProgressFunc) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	go func() {
+		defer cancel()
+		r.ReadByte() // returns when the client hangs up
+	}()
+	var last time.Time
+	return ctx, func(p cluster.Progress) {
+		if time.Since(last) < 200*time.Millisecond && p.Done != p.Total {
+			return
+		}
+		last = time.Now()
+		writeLine(w, response{Progress: &p})
+	}
 }
 
 // get streams a file: a first line says whether it starts, frames carry

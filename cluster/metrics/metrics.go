@@ -215,3 +215,11 @@ func (s *store) Delete(id nodes.ChunkID) error {
 	s.observe("delete", start, err)
 	return err
 }
+
+// CollectGarbage passes through to the wrapped store.
+func (s *store) CollectGarbage() error {
+	if gc, ok := s.Store.(nodes.GarbageCollector); ok {
+		return gc.CollectGarbage()
+	}
+	return nil
+}

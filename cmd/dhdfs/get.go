@@ -51,7 +51,10 @@ Examples:
 					return err
 				}
 				defer os.Remove(tmp.Name()) // no-op after the rename
-				if _, err := m.GetFile(c.Context, src, tmp); err != nil {
+				_, wrap, done := copyProgress("get "+src, n.Size)
+				_, err = m.GetFile(c.Context, src, wrap(tmp))
+				done()
+				if err != nil {
 					tmp.Close()
 					return fmt.Errorf("get %s: %w", src, err)
 				}

@@ -55,6 +55,10 @@ Examples:
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 (off by default)"},
 			&cli.DurationFlag{Name: "probe-every", Value: 10 * time.Second, Usage: "how often to check drives: failed ones come back when they work again"},
 			&cli.StringFlag{Name: "cache-size", Value: "64MiB", Usage: "memory for recently read chunks"},
+			&cli.DurationFlag{Name: "heal-every", Value: time.Minute, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
+			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
+			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
+			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "one mount point DIR"); err != nil {
@@ -112,7 +116,13 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	if err != nil {
 		return err
 	}
-	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes}
+	rate, err := parseSize(c.String("repair-rate"))
+	if err != nil {
+		return err
+	}
+	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
+		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
+		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}
@@ -247,12 +257,14 @@ func daemonize(c *cli.Context, dir string) error {
 	if o := c.String("o"); o != "" {
 		args = append(args, "-o", o)
 	}
-	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size"} {
+	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
 	}
-	args = append(args, "--probe-every", c.Duration("probe-every").String())
+	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every"} {
+		args = append(args, "--"+f, c.Duration(f).String())
+	}
 	args = append(args, dir)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")

@@ -15,11 +15,12 @@ import (
 func cmdNode() *cli.Command {
 	return &cli.Command{
 		Name:  "node",
-		Usage: "add, list, and take drives offline or online",
+		Usage: "add, list, take offline or online, drain, remove and replace drives",
 		Description: `A drive (node) is a directory, ideally one per physical disk, that holds
 one chunk store. dhdfs writes an identity file into it so that a wrong or
 swapped path is noticed.`,
-		Subcommands: []*cli.Command{cmdNodeAdd(), cmdNodeList(), cmdNodeState("offline", true), cmdNodeState("online", false)},
+		Subcommands: []*cli.Command{cmdNodeAdd(), cmdNodeList(), cmdNodeState("offline", true), cmdNodeState("online", false),
+			cmdNodeDrain(), cmdNodeRemove(), cmdNodeReplace()},
 	}
 }
 
@@ -103,7 +104,7 @@ Examples:
 
 func printDrives(c *cli.Context, drives []cluster.DriveInfo) {
 	tw := newTable(c.App.Writer)
-	fmt.Fprintln(tw, "NAME\tSTATE\tCHUNKS\tUSED\tFREE\tDEVICE\tPATH\tLABELS\tID")
+	fmt.Fprintln(tw, "NAME\tSTATE\tCHUNKS\tUSED\tFREE\tDEVICE\tVERIFIED\tPATH\tLABELS\tID")
 	for _, d := range drives {
 		var labels []string
 		for k, v := range d.Labels {
@@ -114,8 +115,12 @@ func printDrives(c *cli.Context, drives []cluster.DriveInfo) {
 		if l == "" {
 			l = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, d.Chunks,
-			humanBytes(d.Used), humanBytes(d.Free), d.Device, d.Path, l, d.ID[:8])
+		verified := "never"
+		if d.Verified != nil {
+			verified = d.Verified.Local().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, d.Chunks,
+			humanBytes(d.Used), humanBytes(d.Free), d.Device, verified, d.Path, l, d.ID[:8])
 	}
 	tw.Flush()
 	for _, d := range drives {

@@ -58,7 +58,15 @@ Examples:
 					}
 					target = path.Join(dst, filepath.Base(src))
 				}
-				n, err := m.PutFile(c.Context, target, r, mode, callerOf())
+				size := int64(-1)
+				if f, ok := r.(*os.File); ok && f != os.Stdin {
+					if st, err := f.Stat(); err == nil {
+						size = st.Size()
+					}
+				}
+				wrap, _, done := copyProgress("put "+target, size)
+				n, err := m.PutFile(c.Context, target, wrap(r), mode, callerOf())
+				done()
 				if err != nil {
 					return err
 				}

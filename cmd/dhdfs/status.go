@@ -48,7 +48,8 @@ Examples:
 				}
 				fmt.Fprintf(w, "Pool:      %s (%s)\n", st.PoolID[:8], st.Home)
 				fmt.Fprintf(w, "Health:    %s\n", health)
-				fmt.Fprintf(w, "Drives:    %d online, %d offline, %d failed\n", st.Drives[cluster.StateOnline], st.Drives[cluster.StateOffline], st.Drives[cluster.StateFailed])
+				fmt.Fprintf(w, "Drives:    %d online, %d draining, %d offline, %d failed\n", st.Drives[cluster.StateOnline],
+					st.Drives[cluster.StateDraining], st.Drives[cluster.StateOffline], st.Drives[cluster.StateFailed])
 				fmt.Fprintf(w, "Capacity:  %s raw, %s raw free, %s usable free (replicas %d)\n", humanBytes(st.RawTotal), humanBytes(st.RawFree), humanBytes(st.UsableFree), st.Replicas)
 				fmt.Fprintf(w, "Files:     %s, %s, %s\n", plural(st.Files, "file"), plural(st.Dirs, "directory"), humanBytes(st.FileBytes))
 				fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %s on drives\n", st.Chunks, humanBytes(st.ChunkBytes), st.Copies, humanBytes(st.StoreUsed))

@@ -1,0 +1,203 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// Progress reports how far a long operation (heal, drain, scrub,
+// rebalance, gc) has come. Total may grow while it runs.
+type Progress struct {
+	Op    string `json:"op"`
+	Done  int64  `json:"done"`
+	Total int64  `json:"total"`
+	Bytes int64  `json:"bytes"`
+}
+
+// ProgressFunc receives progress; it may be nil.
+type ProgressFunc func(Progress)
+
+func (f ProgressFunc) report(p Progress) {
+	if f != nil {
+		f(p)
+	}
+}
+
+// throttle limits the bytes per second that background repair copies.
+type throttle struct {
+	rate  int64 // bytes per second; 0 is unlimited
+	start time.Time
+	bytes int64
+}
+
+func (t *throttle) wait(ctx context.Context, n int) error {
+	if t.rate <= 0 {
+		return ctx.Err()
+	}
+	if t.start.IsZero() {
+		t.start = time.Now()
+	}
+	t.bytes += int64(n)
+	ahead := time.Duration(float64(t.bytes)/float64(t.rate)*float64(time.Second)) - time.Since(t.start)
+	if ahead <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-time.After(ahead):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// updateDriveRecord changes a drive's persistent record.
+func (m *Manager) updateDriveRecord(d *drive, change func(*DriveRecord)) error {
+	d.mu.Lock()
+	rec := d.rec
+	change(&rec)
+	d.mu.Unlock()
+	err := m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	if err == nil {
+		err = m.meta.sync()
+	}
+	if err != nil {
+		return fmt.Errorf("update drive %s: %w", rec.Name, err)
+	}
+	d.mu.Lock()
+	d.rec = rec
+	d.mu.Unlock()
+	return nil
+}
+
+// chunkRecordOf reads the record of id.
+func (m *Manager) chunkRecordOf(id nodes.ChunkID) (chunkRecord, bool, error) {
+	var rec chunkRecord
+	var ok bool
+	err := m.meta.view(func(txn *badger.Txn) error {
+		var err error
+		rec, ok, err = getChunkRecord(txn, id)
+		return err
+	})
+	return rec, ok, err
+}
+
+// setHolders adds and removes holders of id in one transaction, keeping
+// the per-drive index in step. want, if non-zero, replaces the record's.
+func (m *Manager) setHolders(id nodes.ChunkID, add, remove []uint32, want uint8) error {
+	return m.meta.update(func(txn *badger.Txn) error {
+		rec, ok, err := getChunkRecord(txn, id)
+		if err != nil || !ok {
+			return err
+		}
+		for _, num := range remove {
+			if i := slices.Index(rec.Holders, num); i >= 0 {
+				rec.Holders = slices.Delete(rec.Holders, i, i+1)
+				if err := del(txn, holdingKey(num, id)); err != nil {
+					return err
+				}
+			}
+		}
+		for _, num := range add {
+			if !rec.holds(num) {
+				rec.Holders = append(rec.Holders, num)
+				if err := set(txn, holdingKey(num, id), nil); err != nil {
+					return err
+				}
+			}
+		}
+		if want > 0 {
+			rec.Want = want
+		}
+		return set(txn, chunkKey(kChunk, id), rec.encode())
+	})
+}
+
+// copyTo writes data (verified content of id) to the drives in targets, in
+// parallel, syncs them, and returns those that hold it now.
+func (m *Manager) copyTo(id nodes.ChunkID, data []byte, targets []*drive) []uint32 {
+	var mu sync.Mutex
+	var ok []uint32
+	var wg sync.WaitGroup
+	for _, d := range targets {
+		s := d.usable()
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Put(id, data)
+			if err == nil {
+				err = s.Sync()
+			}
+			if err != nil {
+				m.driveFailed(d, err)
+				return
+			}
+			mu.Lock()
+			ok = append(ok, d.num)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ok
+}
+
+// holdingsOf lists the chunks the pool has placed on drive num.
+func (m *Manager) holdingsOf(num uint32) ([]nodes.ChunkID, error) {
+	var ids []nodes.ChunkID
+	prefix := holdingPrefix(num)
+	err := m.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, prefix, true, func(k, _ []byte) error {
+			var id nodes.ChunkID
+			if len(k) == len(prefix)+len(id) {
+				copy(id[:], k[len(prefix):])
+				ids = append(ids, id)
+			}
+			return nil
+		})
+	})
+	return ids, err
+}
+
+// reportBad records that drive num returned a missing or corrupt copy of
+// id, for the healer to rewrite.
+func (m *Manager) reportBad(id nodes.ChunkID, num uint32) {
+	m.badMu.Lock()
+	if m.bad[id] == nil {
+		m.bad[id] = map[uint32]bool{}
+	}
+	m.bad[id][num] = true
+	m.badMu.Unlock()
+	m.kickHealer()
+}
+
+func (m *Manager) isBad(id nodes.ChunkID, num uint32) bool {
+	m.badMu.Lock()
+	defer m.badMu.Unlock()
+	return m.bad[id][num]
+}
+
+func (m *Manager) clearBad(id nodes.ChunkID, num uint32) {
+	m.badMu.Lock()
+	defer m.badMu.Unlock()
+	delete(m.bad[id], num)
+	if len(m.bad[id]) == 0 {
+		delete(m.bad, id)
+	}
+}
+
+// kickHealer wakes the background healer, if one runs.
+func (m *Manager) kickHealer() {
+	select {
+	case m.healKick <- struct{}{}:
+	default:
+	}
+}
