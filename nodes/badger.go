@@ -248,8 +248,22 @@ func (s *BadgerStore) Usage() (Usage, error) {
 // rewrites the files that are mostly dead. Calls made meanwhile fail with
 // ErrBusy, so the pool reads and writes other drives for that moment.
 func (s *BadgerStore) CollectGarbage() error {
+	// Under load the compaction after a reopen can lag; a second cycle
+	// catches what the first missed.
+	for cycle := 0; cycle < 3; cycle++ {
+		rewrote, err := s.gcCycle()
+		if err != nil || rewrote {
+			return err
+		}
+	}
+	return nil
+}
+
+// gcCycle reopens the database and runs value-log GC; it reports whether
+// any value-log file was rewritten.
+func (s *BadgerStore) gcCycle() (bool, error) {
 	if s.closed.Load() {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	s.cycling.Store(true)
 	s.mu.Lock()
@@ -265,32 +279,30 @@ func (s *BadgerStore) CollectGarbage() error {
 	s.cycling.Store(false)
 	if err != nil {
 		s.closed.Store(true)
-		return fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
+		return false, fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
 	}
 	if err := s.enter(); err != nil {
-		return err
+		return false, err
 	}
 	defer s.mu.RUnlock()
-	// Wait (briefly) for the compaction of the flushed deletions.
+	// Wait (briefly) for the compaction of the flushed deletions, which
+	// hands Badger its discard statistics; then rewrite mostly-dead files.
 	for i := 0; i < 100; i++ {
 		if lv := s.db.Levels(); len(lv) == 0 || lv[0].NumTables == 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The compaction hands Badger its discard statistics asynchronously:
-	// retry briefly until a rewrite happens or nothing is left to find.
-	for try := 0; try < 20; try++ {
-		rewrote := false
+	rewrote := false
+	for try := 0; try < 10 && !rewrote; try++ {
 		for s.db.RunValueLogGC(0.5) == nil {
 			rewrote = true
 		}
-		if rewrote {
-			break
+		if !rewrote {
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return nil
+	return rewrote, nil
 }
 
 // CloseTimeout bounds how long Close waits for Badger. Badger retries a
