@@ -160,8 +160,8 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 	}
 	rep.Chunks = int64(len(ids))
 	if len(ids) > 0 && !force {
-		return rep, fmt.Errorf("drive %s still holds %d chunks: drain it first (dhdfs node drain %s), or remove it with --force and let the healer re-create its copies: %w",
-			rec.Name, len(ids), rec.Name, ErrInvalid)
+		return rep, fmt.Errorf("drive %s still holds %d chunks: drain it first (dhdfs node drain %s), or remove it with --force and let the healer re-create its copies",
+			rec.Name, len(ids), rec.Name)
 	}
 	affected := map[nodes.ChunkID]bool{}
 	now := time.Now()

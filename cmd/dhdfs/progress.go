@@ -49,7 +49,7 @@ func (p *progressReporter) report(pr cluster.Progress) {
 		return
 	}
 	p.last, p.lastDone = time.Now(), pr.Done
-	fmt.Fprintf(os.Stderr, "%s: %d/%d done, %s copied\n", pr.Op, pr.Done, pr.Total, humanBytes(pr.Bytes))
+	fmt.Fprintf(os.Stderr, "%s: %d/%d done, %s processed\n", pr.Op, pr.Done, pr.Total, humanBytes(pr.Bytes))
 }
 
 func (p *progressReporter) finish() {
