@@ -212,3 +212,30 @@ func TestGCReclaimsGiB(t *testing.T) {
 	}
 	e.ok("umount", mnt)
 }
+
+// The mount heals by itself once a drive has been away past --heal-after.
+func TestBackgroundHeal(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init", "--chunk-size", "64KiB")
+	e.drives(3)
+	mnt := e.mountDaemon("--heal-every", "200ms", "--heal-after", "1s")
+	data := randomFile(t, filepath.Join(e.dir, "src"), 1<<20, 60)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("node", "offline", "d1")
+	if st := e.statusJSON(); st.UnderReplicated == 0 {
+		t.Fatalf("nothing under-replicated right after d1 went offline: %+v", st)
+	}
+	for i := 0; e.statusJSON().UnderReplicated != 0; i++ {
+		if i == 100 {
+			t.Fatalf("the mount never healed: %+v", e.statusJSON())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.ok("node", "offline", "d2") // a second failure, after healing: still readable
+	if got, err := readUncached(filepath.Join(mnt, "f")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after healing and a second failure: %v", err)
+	}
+	e.ok("umount", mnt)
+}
