@@ -423,3 +423,28 @@ func TestProbeDetectsAndRevives(t *testing.T) {
 	tp.fault("d1", nodes.Faults{ReadErr: syscall.EIO})
 	tp.mustEqual("/f", data) // served by the revived d2
 }
+
+// Small reads fetch and verify only the blocks they need, and still fall
+// back when a block is corrupt.
+func TestReadBlocks(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	data := randBytes(90, 3*MinChunkSize+500)
+	n := tp.put("/f", data)
+	locs, _ := tp.ChunkLocations(n.Ino)
+	ctx := context.Background()
+	for _, corrupt := range []bool{true, false} {
+		tp.fault(locs[1].Drives[0], nodes.Faults{Corrupt: corrupt})
+		for _, r := range []struct{ off, n int }{{0, 1}, {MinChunkSize + 100, 4096}, {2*MinChunkSize - 10, 20}, {3 * MinChunkSize, 500}} {
+			got := make([]byte, r.n)
+			k, err := tp.ReadAt(ctx, n.Ino, got, int64(r.off))
+			if err != nil && err != io.EOF || k != r.n || !bytes.Equal(got, data[r.off:r.off+r.n]) {
+				t.Fatalf("corrupt=%v ReadAt(%d, %d): %d %v", corrupt, r.off, r.n, k, err)
+			}
+		}
+	}
+	id, _ := nodes.ParseChunkID(locs[1].ID)
+	d, _ := tp.driveByName(locs[1].Drives[0])
+	if !tp.isBad(id, d.num) {
+		t.Fatal("a corrupt block was not reported")
+	}
+}

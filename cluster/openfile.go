@@ -391,21 +391,18 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	} else {
 		f.mu.Unlock() // committed data only: read without blocking writers
 	}
-	n, err := f.m.readRange(ctx, p, off, size, func(idx int64) ([]byte, error) {
+	n, err := f.m.readRange(ctx, p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
 		if !clean {
 			if b, ok := f.dirty[idx]; ok {
-				return b, nil
+				return b, 0, nil
 			}
 			if b, ok := f.staging[idx]; ok {
-				return b, nil
+				return b, 0, nil
 			}
-			return f.current(ctx, idx)
+			b, err := f.current(ctx, idx)
+			return b, 0, err
 		}
-		ref, ok, err := f.m.chunkAt(f.ino, idx)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return f.m.cachedChunk(ctx, ref)
+		return f.m.committedChunk(ctx, f.ino, idx, in, span, sequential)
 	})
 	if sequential && clean && off+int64(n) < size {
 		f.m.readAhead(f.ino, (off+int64(n))/f.cs+1)

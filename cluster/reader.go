@@ -18,19 +18,31 @@ func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int
 	if err != nil {
 		return 0, err
 	}
-	return m.readRange(ctx, p, off, n.Size, func(idx int64) ([]byte, error) {
-		ref, ok, err := m.chunkAt(ino, idx)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return m.cachedChunk(ctx, ref)
+	return m.readRange(ctx, p, off, n.Size, func(idx int64, in, span int) ([]byte, int, error) {
+		return m.committedChunk(ctx, ino, idx, in, span, false)
 	})
 }
 
-// readRange fills p from off of a file of the given size, taking each
-// chunk's content from chunk (nil for a hole); bytes past a chunk's end
-// read as zeros.
-func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chunk func(idx int64) ([]byte, error)) (int, error) {
+// committedChunk returns bytes of chunk idx of ino covering [in, in+span)
+// and their offset in the chunk: the whole chunk, through the cache, for
+// sequential reads (which will want the rest) or when cached; otherwise
+// just the blocks around the range.
+func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, span int, sequential bool) ([]byte, int, error) {
+	ref, ok, err := m.chunkAt(ino, idx)
+	if err != nil || !ok {
+		return nil, 0, err
+	}
+	if sequential || m.cache.contains(ref.ID) || span*4 >= ref.Size {
+		data, err := m.cachedChunk(ctx, ref)
+		return data, 0, err
+	}
+	return m.readBlocks(ctx, ref, in, span)
+}
+
+// readRange fills p from off of a file of the given size. chunk returns
+// bytes of chunk idx covering [in, in+span) (nil for a hole) and the chunk
+// offset of its first byte; bytes past what it returns read as zeros.
+func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chunk func(idx int64, in, span int) ([]byte, int, error)) (int, error) {
 	if off >= size {
 		return 0, io.EOF
 	}
@@ -44,13 +56,13 @@ func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chun
 		pos := off + int64(done)
 		idx, in := pos/cs, int(pos%cs)
 		span := min(len(want)-done, int(cs)-in)
-		data, err := chunk(idx)
+		data, base, err := chunk(idx, in, span)
 		if err != nil {
 			return done, fmt.Errorf("read inode at chunk %d: %w", idx, err)
 		}
 		copied := 0
-		if in < len(data) {
-			copied = copy(want[done:done+span], data[in:])
+		if rel := in - base; rel >= 0 && rel < len(data) {
+			copied = copy(want[done:done+span], data[rel:])
 		}
 		clear(want[done+copied : done+span])
 		done += span

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"syscall"
 	"time"
 
@@ -229,6 +230,23 @@ type chunkRecord struct {
 	Want uint8
 	// Holders are the numbers of the drives holding a copy.
 	Holders []uint32
+	// Sums are the CRC-32C of each VerifyBlock bytes of the chunk, so that a
+	// small read can fetch and verify one block instead of the chunk.
+	Sums []uint32
+}
+
+// VerifyBlock is the unit of partial chunk reads and their checksums.
+const VerifyBlock = 64 << 10
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// blockSums returns the CRC-32C of each VerifyBlock of data.
+func blockSums(data []byte) []uint32 {
+	sums := make([]uint32, 0, (len(data)+VerifyBlock-1)/VerifyBlock)
+	for off := 0; off < len(data); off += VerifyBlock {
+		sums = append(sums, crc32.Checksum(data[off:min(off+VerifyBlock, len(data))], castagnoli))
+	}
+	return sums
 }
 
 func (c *chunkRecord) encode() []byte {
@@ -240,6 +258,10 @@ func (c *chunkRecord) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(len(c.Holders)))
 	for _, h := range c.Holders {
 		b = binary.AppendUvarint(b, uint64(h))
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.Sums)))
+	for _, s := range c.Sums {
+		b = binary.BigEndian.AppendUint32(b, s)
 	}
 	return b
 }
@@ -261,6 +283,15 @@ func decodeChunkRecord(b []byte) (chunkRecord, error) {
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		c.Holders = append(c.Holders, d.u32())
+	}
+	ns := d.uvarint()
+	if ns != uint64((c.Size+VerifyBlock-1)/VerifyBlock) && ns != 0 {
+		d.fail()
+	}
+	for i := uint64(0); i < ns && d.err == nil; i++ {
+		if b4 := d.bytes(4); len(b4) == 4 {
+			c.Sums = append(c.Sums, binary.BigEndian.Uint32(b4))
+		}
 	}
 	return c, d.done("chunk record")
 }

@@ -22,7 +22,7 @@ func TestRecordRoundTrips(t *testing.T) {
 	if got, err := decodeChunkRef(r.encode()); err != nil || got != r {
 		t.Fatalf("chunk ref: %+v, %v", got, err)
 	}
-	c := chunkRecord{Size: 1 << 20, Refs: 9, Want: 2, Holders: []uint32{1, 4, 1 << 31}}
+	c := chunkRecord{Size: 1 << 20, Refs: 9, Want: 2, Holders: []uint32{1, 4, 1 << 31}, Sums: blockSums(make([]byte, 1<<20))}
 	if got, err := decodeChunkRecord(c.encode()); err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("chunk record: %+v, %v", got, err)
 	}

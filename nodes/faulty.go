@@ -66,6 +66,19 @@ func (f *Faulty) Get(id ChunkID, buf []byte) ([]byte, error) {
 	return b, err
 }
 
+// GetRange implements Store.
+func (f *Faulty) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
+	x := f.get()
+	if x.ReadErr != nil {
+		return nil, x.ReadErr
+	}
+	b, err := f.Store.GetRange(id, off, n, buf)
+	if err == nil && x.Corrupt && len(b) > 0 {
+		b[len(b)/2] ^= 0x5a
+	}
+	return b, err
+}
+
 // Has implements Store.
 func (f *Faulty) Has(id ChunkID) (bool, error) {
 	if x := f.get(); x.ReadErr != nil {

@@ -59,6 +59,19 @@ func (m *MemStore) Get(id ChunkID, buf []byte) ([]byte, error) {
 	return append(buf[:0], d...), nil
 }
 
+// GetRange implements Store.
+func (m *MemStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	d, ok := m.chunks[id]
+	if !ok {
+		return nil, fmt.Errorf("get chunk %s: %w", id.Short(), ErrNotFound)
+	}
+	return append(buf[:0], clip(d, off, n)...), nil
+}
+
 // Has implements Store.
 func (m *MemStore) Has(id ChunkID) (bool, error) {
 	if err := m.lock(); err != nil {

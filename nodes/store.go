@@ -70,6 +70,10 @@ type Store interface {
 	// Get returns the chunk's bytes appended to buf[:0] (buf may be nil).
 	// It returns an error wrapping ErrNotFound if the chunk is absent.
 	Get(id ChunkID, buf []byte) ([]byte, error)
+	// GetRange returns up to n bytes of the chunk from offset off (fewer at
+	// its end, none past it) appended to buf[:0], reading no more of the
+	// chunk than that where the store allows.
+	GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error)
 	// Has reports whether the chunk is stored.
 	Has(id ChunkID) (bool, error)
 	// Delete removes the chunk. Deleting an absent chunk succeeds.

@@ -202,6 +202,16 @@ func (s *store) Get(id nodes.ChunkID, buf []byte) ([]byte, error) {
 	return b, err
 }
 
+func (s *store) GetRange(id nodes.ChunkID, off, n int, buf []byte) ([]byte, error) {
+	start := time.Now()
+	b, err := s.Store.GetRange(id, off, n, buf)
+	s.observe("get", start, err)
+	if err == nil {
+		s.m.driveBytes.WithLabelValues(s.drive, "read").Add(float64(len(b)))
+	}
+	return b, err
+}
+
 func (s *store) Sync() error {
 	start := time.Now()
 	err := s.Store.Sync()

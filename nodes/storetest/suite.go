@@ -21,6 +21,7 @@ func Run(t *testing.T, open func(t *testing.T) nodes.Store) {
 		fn   func(t *testing.T, s nodes.Store)
 	}{
 		{"PutGet", testPutGet},
+		{"GetRange", testGetRange},
 		{"GetMissing", testGetMissing},
 		{"PutTwice", testPutTwice},
 		{"Delete", testDelete},
@@ -228,5 +229,32 @@ func testClosed(t *testing.T, s nodes.Store) {
 	}
 	if _, err := s.Get(id, nil); !errors.Is(err, nodes.ErrClosed) {
 		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+}
+
+func testGetRange(t *testing.T, s nodes.Store) {
+	id, data := chunk(9, 100000)
+	if err := s.Put(id, data); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ off, n, wantOff, wantN int }{
+		{0, 10, 0, 10},
+		{65536, 4096, 65536, 4096},
+		{99990, 100, 99990, 10}, // cut at the end
+		{100000, 10, 0, 0},      // past the end
+		{0, 1 << 20, 0, 100000},
+	}
+	for _, tc := range tests {
+		got, err := s.GetRange(id, tc.off, tc.n, nil)
+		if err != nil {
+			t.Fatalf("GetRange(%d, %d): %v", tc.off, tc.n, err)
+		}
+		if !bytes.Equal(got, data[tc.wantOff:tc.wantOff+tc.wantN]) {
+			t.Fatalf("GetRange(%d, %d) returned %d bytes, want %d", tc.off, tc.n, len(got), tc.wantN)
+		}
+	}
+	missing, _ := chunk(10, 5)
+	if _, err := s.GetRange(missing, 0, 5, nil); !errors.Is(err, nodes.ErrNotFound) {
+		t.Fatalf("GetRange of absent chunk: %v", err)
 	}
 }
