@@ -108,10 +108,10 @@ func (m *Manager) commitSlots(ino Ino, slots []slot, minSize int64, touch bool) 
 	return nil
 }
 
-// dropChunksFrom deletes every chunk of ino at index from or above, highest
-// first, lowering the size with each batch so that no chunk lies past it.
+// dropChunksFrom deletes every chunk of ino at index from or above, in
+// batches, then lowers the size to size. Until then the remaining chunks
+// all lie inside the old size, so no chunk is ever past the end.
 func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
-	cs := int64(m.cfg.ChunkSize)
 	prefix := inoKey(kFile, ino)
 	for {
 		var zero []nodes.ChunkID
@@ -120,17 +120,10 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 			zero = zero[:0:0]
 			var keys [][]byte
 			var ids []nodes.ChunkID
-			lowest := int64(-1)
 			opts := badger.DefaultIteratorOptions
-			opts.Reverse = true
 			opts.Prefix = prefix
 			it := txn.NewIterator(opts)
-			for it.Seek(append(append([]byte{}, prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)); it.Valid() && len(keys) < txnBatch; it.Next() {
-				k := it.Item().KeyCopy(nil)
-				idx := int64(binary.BigEndian.Uint64(k[len(prefix):]))
-				if idx < from {
-					break
-				}
+			for it.Seek(fileChunkKey(ino, from)); it.Valid() && len(keys) < txnBatch; it.Next() {
 				v, err := it.Item().ValueCopy(nil)
 				if err != nil {
 					it.Close()
@@ -141,12 +134,9 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 					it.Close()
 					return err
 				}
-				keys, ids, lowest = append(keys, k), append(ids, ref.ID), idx
+				keys, ids = append(keys, it.Item().KeyCopy(nil)), append(ids, ref.ID)
 			}
 			it.Close()
-			if len(keys) == 0 {
-				done = true
-			}
 			for i, k := range keys {
 				if err := del(txn, k); err != nil {
 					return err
@@ -159,6 +149,10 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 					zero = append(zero, ids[i])
 				}
 			}
+			if len(keys) == txnBatch {
+				return nil
+			}
+			done = true
 			n, err := getInode(txn, ino)
 			if errors.Is(err, ErrNotFound) {
 				return nil // freeing an orphan whose inode went first
@@ -166,11 +160,7 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 			if err != nil {
 				return err
 			}
-			if lowest >= 0 {
-				n.Size = min(n.Size, max(size, lowest*cs))
-			} else {
-				n.Size = min(n.Size, max(size, from*cs))
-			}
+			n.Size = min(n.Size, size)
 			return putInode(txn, &n)
 		})
 		if err != nil {

@@ -374,8 +374,8 @@ func BadgerLogger(l *slog.Logger) badger.Logger { return badgerLogger{l} }
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) log(level slog.Level, format string, args ...any) {
-	if b.l == nil {
-		return
+	if b.l == nil || !b.l.Enabled(context.Background(), level) {
+		return // skip the formatting: Badger logs a lot at debug level
 	}
 	b.l.Log(context.Background(), level, "badger: "+fmt.Sprintf(format, args...))
 }

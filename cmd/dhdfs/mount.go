@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -58,6 +61,7 @@ Examples:
 			&cli.DurationFlag{Name: "heal-every", Value: time.Minute, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
 			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
 			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060"},
 			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
 		),
 		Action: func(c *cli.Context) error {
@@ -135,6 +139,18 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		defer ln.Close()
+	}
+	if addr := c.String("pprof"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		defer ln.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go http.Serve(ln, mux)
 	}
 	m, err := cluster.Open(c.String("home"), opts)
 	if errors.Is(err, cluster.ErrPoolInUse) {
@@ -257,7 +273,7 @@ func daemonize(c *cli.Context, dir string) error {
 	if o := c.String("o"); o != "" {
 		args = append(args, "-o", o)
 	}
-	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate"} {
+	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate", "pprof"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
