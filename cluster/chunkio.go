@@ -94,19 +94,8 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 		}
 		cur.Refs++
 		cur.Want = max(cur.Want, uint8(want))
-		cur.Holders = slices.DeleteFunc(cur.Holders, func(h uint32) bool { return slices.Contains(gone, h) })
-		for _, num := range gone {
-			if err := del(txn, holdingKey(num, id)); err != nil {
-				return err
-			}
-		}
-		for _, num := range written {
-			if !cur.holds(num) {
-				cur.Holders = append(cur.Holders, num)
-				if err := set(txn, holdingKey(num, id), nil); err != nil {
-					return err
-				}
-			}
+		if err := cur.editHolders(txn, id, written, gone); err != nil {
+			return err
 		}
 		return set(txn, chunkKey(kChunk, id), cur.encode())
 	})

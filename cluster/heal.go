@@ -287,33 +287,9 @@ func (m *Manager) trimChoice(holders []uint32, n int) []uint32 {
 
 // startHealer runs Heal every interval, and soon after a kick, until Close.
 func (m *Manager) startHealer(interval time.Duration) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			<-m.done
-			cancel()
-		}()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-t.C:
-			case <-m.healKick:
-				// Let a burst of events (a drive returning) settle.
-				select {
-				case <-time.After(time.Second):
-				case <-m.done:
-					return
-				}
-			}
-			if _, err := m.Heal(ctx, nil); err != nil && !errors.Is(err, context.Canceled) {
-				m.log.Warn("background heal", "err", err)
-			}
+	m.runEvery(interval, m.healKick, func(ctx context.Context) {
+		if _, err := m.Heal(ctx, nil); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Warn("background heal", "err", err)
 		}
-	}()
+	})
 }

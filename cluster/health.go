@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -15,20 +16,7 @@ import (
 // open keep succeeding), and a failed drive that works again comes back
 // online.
 func (m *Manager) startProber(interval time.Duration) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-t.C:
-				m.ProbeDrives()
-			}
-		}
-	}()
+	m.runEvery(interval, nil, func(context.Context) { m.ProbeDrives() })
 }
 
 // ProbeDrives checks every drive that is not offline once.

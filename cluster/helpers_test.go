@@ -18,7 +18,7 @@ import (
 // nodes.Faulty so tests can make them misbehave.
 type testPool struct {
 	*Manager
-	t      *testing.T
+	t      testing.TB
 	home   string
 	paths  []string
 	mu     sync.Mutex
@@ -27,11 +27,16 @@ type testPool struct {
 
 func newTestPool(t *testing.T, drives, replicas int) *testPool {
 	t.Helper()
+	return newTestPoolTB(t, drives, replicas, MinChunkSize)
+}
+
+func newTestPoolTB(t testing.TB, drives, replicas, chunkSize int) *testPool {
+	t.Helper()
 	root := t.TempDir()
 	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}}
 	cfg := DefaultPoolConfig()
 	cfg.Replicas = replicas
-	cfg.ChunkSize = MinChunkSize
+	cfg.ChunkSize = chunkSize
 	if _, err := Init(tp.home, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -96,27 +96,68 @@ func (m *Manager) setHolders(id nodes.ChunkID, add, remove []uint32, want uint8)
 		if err != nil || !ok {
 			return err
 		}
-		for _, num := range remove {
-			if i := slices.Index(rec.Holders, num); i >= 0 {
-				rec.Holders = slices.Delete(rec.Holders, i, i+1)
-				if err := del(txn, holdingKey(num, id)); err != nil {
-					return err
-				}
-			}
-		}
-		for _, num := range add {
-			if !rec.holds(num) {
-				rec.Holders = append(rec.Holders, num)
-				if err := set(txn, holdingKey(num, id), nil); err != nil {
-					return err
-				}
-			}
+		if err := rec.editHolders(txn, id, add, remove); err != nil {
+			return err
 		}
 		if want > 0 {
 			rec.Want = want
 		}
 		return set(txn, chunkKey(kChunk, id), rec.encode())
 	})
+}
+
+// editHolders removes and adds holders of chunk id, keeping the per-drive
+// index in step inside txn. The caller writes the record.
+func (c *chunkRecord) editHolders(txn *badger.Txn, id nodes.ChunkID, add, remove []uint32) error {
+	for _, num := range remove {
+		if i := slices.Index(c.Holders, num); i >= 0 {
+			c.Holders = slices.Delete(c.Holders, i, i+1)
+			if err := del(txn, holdingKey(num, id)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, num := range add {
+		if !c.holds(num) {
+			c.Holders = append(c.Holders, num)
+			if err := set(txn, holdingKey(num, id), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// runEvery calls fn every interval, and also (after a second for a burst
+// of events to settle) when kick fires, until Close. fn's context ends at
+// Close.
+func (m *Manager) runEvery(interval time.Duration, kick <-chan struct{}, fn func(context.Context)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			<-m.done
+			cancel()
+		}()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.done:
+				return
+			case <-t.C:
+			case <-kick:
+				select {
+				case <-time.After(time.Second):
+				case <-m.done:
+					return
+				}
+			}
+			fn(ctx)
+		}
+	}()
 }
 
 // copyTo writes data (verified content of id) to the drives in targets, in

@@ -173,31 +173,14 @@ func (m *Manager) deleteOrphan(d *drive, s nodes.Store, id nodes.ChunkID) bool {
 
 // startScrubber scrubs every interval until Close.
 func (m *Manager) startScrubber(interval time.Duration) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			<-m.done
-			cancel()
-		}()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-t.C:
-				rep, err := m.Scrub(ctx, nil)
-				if err != nil && !errors.Is(err, context.Canceled) {
-					m.log.Warn("background scrub", "err", err)
-				}
-				m.log.Info("scrub done", "drives", rep.Drives, "verified", rep.Verified, "corrupt", rep.Corrupt,
-					"missing", rep.Missing, "repaired", rep.Repaired, "orphans", rep.Orphans)
-			}
+	m.runEvery(interval, nil, func(ctx context.Context) {
+		rep, err := m.Scrub(ctx, nil)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Warn("background scrub", "err", err)
 		}
-	}()
+		m.log.Info("scrub done", "drives", rep.Drives, "verified", rep.Verified, "corrupt", rep.Corrupt,
+			"missing", rep.Missing, "repaired", rep.Repaired, "orphans", rep.Orphans)
+	})
 }
 
 // GCReport says what gc reclaimed.
