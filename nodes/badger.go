@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,9 +283,10 @@ func (s *BadgerStore) Usage() (Usage, error) {
 // rewrites the files that are mostly dead. Calls made meanwhile fail with
 // ErrBusy, so the pool reads and writes other drives for that moment.
 func (s *BadgerStore) CollectGarbage() error {
-	// Under load the compaction after a reopen can lag; a second cycle
-	// catches what the first missed.
-	for cycle := 0; cycle < 3; cycle++ {
+	// A compaction that runs at reopen before Badger's read watermark has
+	// caught up discards nothing; the next cycle's range-spanning flush
+	// (see gcCycle) makes Badger compact that data again.
+	for cycle := 0; cycle < 4; cycle++ {
 		rewrote, err := s.gcCycle()
 		if err != nil || rewrote {
 			return err
@@ -299,9 +301,21 @@ func (s *BadgerStore) gcCycle() (bool, error) {
 	if s.closed.Load() {
 		return false, ErrClosed
 	}
+	// Two tombstones at the ends of the chunk key space make the table
+	// flushed at close span every chunk, so its compaction at reopen merges
+	// (and so re-examines) whatever a previous compaction left behind.
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete([]byte{keyPrefix}); err != nil {
+			return err
+		}
+		return txn.Delete(append([]byte{keyPrefix}, bytes.Repeat([]byte{0xff}, len(ChunkID{})+1)...))
+	})
+	if err != nil {
+		return false, fmt.Errorf("collect garbage on %s: %w", s.dir, err)
+	}
 	s.cycling.Store(true)
 	s.mu.Lock()
-	err := s.db.Close()
+	err = s.db.Close()
 	if err == nil {
 		var db *badger.DB
 		db, err = badger.Open(s.opts)
@@ -328,7 +342,7 @@ func (s *BadgerStore) gcCycle() (bool, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	rewrote := false
-	for try := 0; try < 10 && !rewrote; try++ {
+	for try := 0; try < 5 && !rewrote; try++ {
 		for s.db.RunValueLogGC(0.5) == nil {
 			rewrote = true
 		}
