@@ -26,13 +26,7 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 	mu.Lock()
 	defer mu.Unlock()
 
-	var rec chunkRecord
-	var exists bool
-	err := m.meta.view(func(txn *badger.Txn) error {
-		var err error
-		rec, exists, err = getChunkRecord(txn, id)
-		return err
-	})
+	rec, exists, err := m.chunkRecordOf(id)
 	if err != nil {
 		return ref, nil, err
 	}
@@ -348,13 +342,7 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 	mu := &m.stripes[id[0]]
 	mu.Lock()
 	defer mu.Unlock()
-	var rec chunkRecord
-	var ok bool
-	err := m.meta.view(func(txn *badger.Txn) error {
-		var err error
-		rec, ok, err = getChunkRecord(txn, id)
-		return err
-	})
+	rec, ok, err := m.chunkRecordOf(id)
 	if err != nil {
 		return err
 	}

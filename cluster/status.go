@@ -230,14 +230,3 @@ func (m *Manager) ChunkLocations(ino Ino) ([]ChunkLocation, error) {
 	})
 	return out, err
 }
-
-// chunkHolders returns the drive numbers holding id (for tests and repair).
-func (m *Manager) chunkHolders(id nodes.ChunkID) ([]uint32, error) {
-	var rec chunkRecord
-	err := m.meta.view(func(txn *badger.Txn) error {
-		var err error
-		rec, _, err = getChunkRecord(txn, id)
-		return err
-	})
-	return rec.Holders, err
-}

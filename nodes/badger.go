@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -128,25 +129,7 @@ func (s *BadgerStore) Put(id ChunkID, data []byte) error {
 
 // Get implements Store.
 func (s *BadgerStore) Get(id ChunkID, buf []byte) ([]byte, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(id))
-		if err != nil {
-			return err
-		}
-		buf, err = item.ValueCopy(buf[:0])
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, err)
-	}
-	return buf, nil
+	return s.GetRange(id, 0, math.MaxInt, buf)
 }
 
 // GetRange implements Store. The value is read through Badger's mapping
