@@ -182,8 +182,6 @@ if [ "$scale" = 1 ]; then
 	done
 	rm -f "$work/big.bin"
 	echo "== scale: 100,000 files"
-	mkdir -p "$work/many"
-	"$work/bin/benchfiles" -n 100000 -size 0 create "$work/mnt" >/dev/null 2>&1 || true
 	dhdfs mount --daemon "$work/mnt"
 	"$work/bin/benchfiles" -n 100000 -size 16 create "$work/mnt/" >/dev/null
 	dhdfs umount "$work/mnt"
@@ -191,4 +189,5 @@ if [ "$scale" = 1 ]; then
 	echo "mount ready in $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }') s with 100,000 files"
 	a=$(now); ls -l "$work/mnt" | wc -l >/dev/null; b=$(now)
 	echo "ls -l of a directory of 100,000 entries: $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }') s"
+	dhdfs umount "$work/mnt"
 fi
