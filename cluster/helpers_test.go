@@ -23,6 +23,7 @@ type testPool struct {
 	paths  []string
 	mu     sync.Mutex
 	faulty map[string]*nodes.Faulty // by drive name
+	opts   Options                  // for open; WrapStore is set by open
 }
 
 func newTestPool(t *testing.T, drives, replicas int) *testPool {
@@ -32,8 +33,13 @@ func newTestPool(t *testing.T, drives, replicas int) *testPool {
 
 func newTestPoolTB(t testing.TB, drives, replicas, chunkSize int) *testPool {
 	t.Helper()
+	return newTestPoolWith(t, drives, replicas, chunkSize, Options{})
+}
+
+func newTestPoolWith(t testing.TB, drives, replicas, chunkSize int, opts Options) *testPool {
+	t.Helper()
 	root := t.TempDir()
-	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}}
+	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, opts: opts}
 	cfg := DefaultPoolConfig()
 	cfg.Replicas = replicas
 	cfg.ChunkSize = chunkSize
@@ -56,13 +62,15 @@ func newTestPoolTB(t testing.TB, drives, replicas, chunkSize int) *testPool {
 
 func (tp *testPool) open() {
 	tp.t.Helper()
-	m, err := Open(tp.home, Options{WrapStore: func(rec DriveRecord, s nodes.Store) nodes.Store {
+	opts := tp.opts
+	opts.WrapStore = func(rec DriveRecord, s nodes.Store) nodes.Store {
 		f := nodes.NewFaulty(s)
 		tp.mu.Lock()
 		tp.faulty[rec.Name] = f
 		tp.mu.Unlock()
 		return f
-	}})
+	}
+	m, err := Open(tp.home, opts)
 	if err != nil {
 		tp.t.Fatal(err)
 	}
@@ -76,6 +84,17 @@ func (tp *testPool) reopen() {
 		tp.t.Fatal(err)
 	}
 	tp.open()
+}
+
+// syncs returns how many times the pool synced each drive, by name.
+func (tp *testPool) syncs() map[string]int64 {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	n := map[string]int64{}
+	for name, f := range tp.faulty {
+		n[name] = f.Syncs()
+	}
+	return n
 }
 
 func (tp *testPool) fault(name string, f nodes.Faults) {

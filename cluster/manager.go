@@ -55,6 +55,13 @@ type Options struct {
 	RepairRate int64
 	// ScrubInterval, if set, scrubs every drive that often in the background.
 	ScrubInterval time.Duration
+	// SyncInterval, if set, makes closing a file commit it without waiting
+	// for the disks, as local filesystems do: the data and metadata reach
+	// the stores' files at close, so a killed process loses nothing, and
+	// are synced to disk by a background Sync that often, by fsync, or at
+	// Close. A power loss can then take up to that much of the latest
+	// changes. Zero syncs every close that changed a file.
+	SyncInterval time.Duration
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -90,6 +97,10 @@ type Manager struct {
 	bad      map[nodes.ChunkID]map[uint32]bool // guarded by badMu: copies found missing or corrupt
 	healKick chan struct{}                     // wakes the background healer
 	healMu   sync.Mutex                        // one heal, drain, rebalance or scrub at a time
+
+	syncMu     sync.Mutex      // one Sync at a time
+	unsyncedMu sync.Mutex      // guards unsynced
+	unsynced   map[uint32]bool // drives written since the last Sync
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
@@ -190,7 +201,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		opts.WriteBufferBytes = 128 << 20
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
-		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{},
+		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},
 		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, 4)}
 	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
@@ -227,6 +238,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.ScrubInterval > 0 {
 		m.startScrubber(opts.ScrubInterval)
 	}
+	if opts.SyncInterval > 0 {
+		m.startSyncer(opts.SyncInterval)
+	}
 	return m, nil
 }
 
@@ -243,7 +257,7 @@ func (m *Manager) Close() error {
 		close(m.done)
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
-		err = errors.Join(err, m.syncAll(), m.meta.sync())
+		err = errors.Join(err, m.Sync(), m.syncAll(), m.meta.sync())
 		if err == nil {
 			err = m.markClean()
 		}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"sync/atomic"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -74,6 +75,10 @@ var (
 // Every change that spans keys is one transaction.
 type metaDB struct {
 	db *badger.DB
+	// changes counts committed transactions; synced is its value at the
+	// start of the last successful sync. They differ while some committed
+	// change may not be on disk.
+	changes, synced atomic.Uint64
 }
 
 func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
@@ -97,17 +102,26 @@ func (m *metaDB) close() error { return m.db.Close() }
 
 // sync makes every committed transaction durable.
 func (m *metaDB) sync() error {
+	c := m.changes.Load()
 	if err := m.db.Sync(); err != nil {
 		return fmt.Errorf("sync metadata: %w", err)
 	}
+	for s := m.synced.Load(); s < c && !m.synced.CompareAndSwap(s, c); s = m.synced.Load() {
+	}
 	return nil
 }
+
+// unsynced reports whether a committed change may not be on disk yet.
+func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }
 
 // update runs fn in a read-write transaction, retrying when a concurrent
 // transaction touched the same keys (FUSE calls arrive in parallel).
 func (m *metaDB) update(fn func(txn *badger.Txn) error) error {
 	for attempt := 0; ; attempt++ {
 		err := m.db.Update(fn)
+		if err == nil {
+			m.changes.Add(1)
+		}
 		if !errors.Is(err, badger.ErrConflict) || attempt == 1000 {
 			return err
 		}

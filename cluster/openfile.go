@@ -23,8 +23,9 @@ const (
 //
 // Writes land in per-chunk buffers. A buffer is staged (hashed and
 // replicated) in the background once full, or when too many are dirty;
-// staged chunks are committed to the file's metadata after their drives
-// are synced, every commitEvery chunks and at Flush.
+// staged chunks are committed to the file's metadata every commitEvery
+// chunks and at Flush. A durable commit syncs their drives first; a lazy
+// one leaves that to the pool's next Sync (see Options.SyncInterval).
 type File struct {
 	m   *Manager
 	ino Ino
@@ -207,7 +208,7 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		f.stage(ctx, slices.Min(mapKeys(f.dirty)))
 	}
 	if len(f.pending) >= commitEvery {
-		if err := f.commit(); err != nil {
+		if err := f.commit(f.m.durableClose()); err != nil {
 			return done, err
 		}
 	}
@@ -329,9 +330,11 @@ func (f *File) drain(ctx context.Context) error {
 	return f.takeErr()
 }
 
-// commit syncs the drives written since the last commit and points the
-// file at the staged chunks. f.mu is held.
-func (f *File) commit() error {
+// commit points the file at the staged chunks. A durable commit first
+// syncs the drives written since the last commit, so that the metadata
+// never names a copy that is not on disk; a lazy one leaves them to the
+// next pool Sync. f.mu is held.
+func (f *File) commit(durable bool) error {
 	if len(f.pending) == 0 && !f.modified {
 		return nil
 	}
@@ -339,8 +342,12 @@ func (f *File) commit() error {
 	for t := range f.touched {
 		nums = append(nums, t)
 	}
-	if err := f.m.syncDrives(nums); err != nil {
-		return err
+	if durable {
+		if err := f.m.syncDrives(nums); err != nil {
+			return err
+		}
+	} else {
+		f.m.markUnsynced(nums)
 	}
 	slots := make([]slot, 0, len(f.pending))
 	for idx, ref := range f.pending {
@@ -358,25 +365,45 @@ func (f *File) commit() error {
 	return nil
 }
 
-// Flush makes every write so far durable: the data synced on its drives
-// and the metadata committed and synced.
+// Flush commits every write so far, as at close(2): other processes and a
+// restarted pool see it. It is durable, synced to the disks, when the pool
+// syncs at every close (Options.SyncInterval zero); otherwise at the next
+// Sync.
 func (f *File) Flush(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.flushLocked(ctx)
+	return f.flushLocked(ctx, f.m.durableClose())
 }
 
-func (f *File) flushLocked(ctx context.Context) error {
+// Fsync makes every write so far durable, as fsync(2): the data synced on
+// its drives and the metadata committed and synced, including earlier lazy
+// commits of the file and the creation of its name.
+func (f *File) Fsync(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.flushLocked(ctx, true); err != nil {
+		return err
+	}
+	if f.m.pendingSync() {
+		return f.m.Sync()
+	}
+	return nil
+}
+
+// flushLocked stages and commits every write; durable syncs them too when
+// there were any. f.mu is held.
+func (f *File) flushLocked(ctx context.Context, durable bool) error {
 	if err := f.drain(ctx); err != nil {
 		return err
 	}
-	if len(f.pending) == 0 && !f.modified {
-		return nil
-	}
-	if err := f.commit(); err != nil {
+	changed := len(f.pending) > 0 || f.modified
+	if err := f.commit(durable); err != nil {
 		return err
 	}
-	return f.m.meta.sync()
+	if durable && changed {
+		return f.m.Sync()
+	}
+	return nil
 }
 
 // ReadAt reads into p from off, like io.ReaderAt.
@@ -414,14 +441,18 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (f *File) Truncate(ctx context.Context, size int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.flushLocked(ctx); err != nil {
+	durable := f.m.durableClose()
+	if err := f.flushLocked(ctx, durable); err != nil {
 		return err
 	}
 	if err := f.m.truncate(ctx, f.ino, size); err != nil {
 		return err
 	}
 	f.size = size
-	return f.m.meta.sync()
+	if durable {
+		return f.m.meta.sync()
+	}
+	return nil
 }
 
 // releaseLater drops a staged reference that a newer write superseded.

@@ -60,18 +60,24 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (_ uint32, e
 	return uint32(n), 0
 }
 
-// Flush implements gofs.FileFlusher. It runs at every close(2): the data
-// is then synced on its drives and the metadata committed, and a write
+// Flush implements gofs.FileFlusher. It runs at every close(2): the
+// writes are committed (visible to a remounted pool, durable once the pool
+// next syncs, or at once when mounted with --sync-every 0), and a write
 // error is reported to close.
 func (h *handle) Flush(ctx context.Context) (errno syscall.Errno) {
 	defer h.fs.observe("flush", time.Now(), &errno)
 	return h.errno("flush", h.f.Flush(ctx))
 }
 
-// Fsync implements gofs.FileFsyncer.
-func (h *handle) Fsync(ctx context.Context, flags uint32) (errno syscall.Errno) {
-	defer h.fs.observe("fsync", time.Now(), &errno)
-	return h.errno("fsync", h.f.Flush(ctx))
+// Fsync implements gofs.NodeFsyncer, for files and directories alike: a
+// file's writes are committed and everything is synced to disk, so a
+// rename or create made durable by fsync on its directory stays.
+func (n *Node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) (errno syscall.Errno) {
+	defer n.fs.observe("fsync", time.Now(), &errno)
+	if h, ok := f.(*handle); ok {
+		return n.errno("fsync", h.f.Fsync(ctx))
+	}
+	return n.errno("fsync", n.fs.m.Sync())
 }
 
 // Release implements gofs.FileReleaser. The kernel ignores its result;

@@ -33,7 +33,8 @@ func mountPool(t *testing.T, drives int, chunkSize int) *testMount {
 		t.Fatal(err)
 	}
 	tm := &testMount{t: t, faulty: map[string]*nodes.Faulty{}}
-	m, err := cluster.Open(home, cluster.Options{WrapStore: func(rec cluster.DriveRecord, s nodes.Store) nodes.Store {
+	// Closes commit lazily, as with dhdfs mount, with a busy background syncer.
+	m, err := cluster.Open(home, cluster.Options{SyncInterval: 200 * time.Millisecond, WrapStore: func(rec cluster.DriveRecord, s nodes.Store) nodes.Store {
 		f := nodes.NewFaulty(s)
 		tm.faulty[rec.Name] = f
 		return f

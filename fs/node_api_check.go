@@ -27,11 +27,11 @@ var (
 	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
 	_ = (gofs.NodeListxattrer)((*Node)(nil))
 	_ = (gofs.NodeOnForgetter)((*Node)(nil))
+	_ = (gofs.NodeFsyncer)((*Node)(nil))
 
 	_ = (gofs.FileReader)((*handle)(nil))
 	_ = (gofs.FileWriter)((*handle)(nil))
 	_ = (gofs.FileFlusher)((*handle)(nil))
-	_ = (gofs.FileFsyncer)((*handle)(nil))
 	_ = (gofs.FileReleaser)((*handle)(nil))
 	_ = (gofs.FileAllocater)((*handle)(nil))
 )

@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +24,12 @@ type Faulty struct {
 	Store
 	mu     sync.Mutex
 	faults Faults // guarded by mu
+	syncs  atomic.Int64
 }
+
+// Syncs returns how many times Sync was called: tests use it to check
+// when the pool forces data to disk.
+func (f *Faulty) Syncs() int64 { return f.syncs.Load() }
 
 // NewFaulty wraps s.
 func NewFaulty(s Store) *Faulty { return &Faulty{Store: s} }
@@ -97,6 +103,7 @@ func (f *Faulty) Delete(id ChunkID) error {
 
 // Sync implements Store.
 func (f *Faulty) Sync() error {
+	f.syncs.Add(1)
 	if x := f.get(); x.WriteErr != nil {
 		return x.WriteErr
 	}
