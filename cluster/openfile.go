@@ -410,7 +410,9 @@ func (f *File) flushLocked(ctx context.Context, durable bool) error {
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	size := f.size
-	sequential := off == f.lastRead
+	// The kernel splits a sequential read into 128 KiB requests that arrive
+	// in parallel and out of order: near the last one counts as sequential.
+	sequential := off >= f.lastRead-f.cs && off <= f.lastRead+f.cs
 	f.lastRead = off + int64(len(p))
 	clean := len(f.dirty)+len(f.staging)+len(f.pending) == 0
 	if !clean {

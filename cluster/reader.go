@@ -79,10 +79,15 @@ func (m *Manager) cachedChunk(ctx context.Context, ref ChunkRef) ([]byte, error)
 	return m.cache.get(ref.ID, func() ([]byte, error) { return m.readChunk(ctx, ref, nil) })
 }
 
-// readAhead fetches chunks idx and idx+1 of ino into the cache in the
-// background, unless they are there already or enough fetches are running.
+// readAheadChunks is how many chunks past the one being read a sequential
+// reader fetches in the background: enough to keep a disk busy.
+const readAheadChunks = 4
+
+// readAhead fetches chunks idx to idx+readAheadChunks-1 of ino into the
+// cache in the background, unless they are there already or enough fetches
+// are running.
 func (m *Manager) readAhead(ino Ino, idx int64) {
-	for i := idx; i < idx+2; i++ {
+	for i := idx; i < idx+readAheadChunks; i++ {
 		ref, ok, err := m.chunkAt(ino, i)
 		if err != nil || !ok || m.cache.contains(ref.ID) {
 			continue
