@@ -1,11 +1,11 @@
 package cluster
 
 import (
-	"sync/atomic"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
