@@ -18,12 +18,12 @@ import (
 // nodes.Faulty so tests can make them misbehave.
 type testPool struct {
 	*Manager
-	t      testing.TB
-	home   string
-	paths  []string
-	mu     sync.Mutex
-	faulty map[string]*nodes.Faulty // by drive name
-	opts   Options                  // for open; WrapStore is set by open
+	t        testing.TB
+	home     string
+	paths    []string
+	mu       sync.Mutex
+	faulty   map[string]*nodes.Faulty // by drive name
+	openOpts Options                  // for open; WrapStore is set by open
 }
 
 func newTestPool(t *testing.T, drives, replicas int) *testPool {
@@ -39,7 +39,7 @@ func newTestPoolTB(t testing.TB, drives, replicas, chunkSize int) *testPool {
 func newTestPoolWith(t testing.TB, drives, replicas, chunkSize int, opts Options) *testPool {
 	t.Helper()
 	root := t.TempDir()
-	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, opts: opts}
+	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, openOpts: opts}
 	cfg := DefaultPoolConfig()
 	cfg.Replicas = replicas
 	cfg.ChunkSize = chunkSize
@@ -62,7 +62,7 @@ func newTestPoolWith(t testing.TB, drives, replicas, chunkSize int, opts Options
 
 func (tp *testPool) open() {
 	tp.t.Helper()
-	opts := tp.opts
+	opts := tp.openOpts
 	opts.WrapStore = func(rec DriveRecord, s nodes.Store) nodes.Store {
 		f := nodes.NewFaulty(s)
 		tp.mu.Lock()

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dhdfs/dhdfs/cluster"
 )
 
 // These tests run the built binary as a user would.
@@ -232,9 +234,22 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := e.ok("node", "list")
+			// The drives' contents, not their filesystems' free space, which
+			// other tests change meanwhile.
+			drives := func() string {
+				var list []cluster.DriveInfo
+				if err := json.Unmarshal([]byte(e.ok("node", "list", "--json")), &list); err != nil {
+					t.Fatal(err)
+				}
+				var b strings.Builder
+				for _, d := range list {
+					fmt.Fprintf(&b, "%s %s %s %d %d\n", d.Name, d.Path, d.State, d.Chunks, d.Used)
+				}
+				return b.String()
+			}
+			before := drives()
 			e.fails(tc.want, tc.args...)
-			if after := e.ok("node", "list"); after != before {
+			if after := drives(); after != before {
 				t.Fatalf("a failed command changed the drives:\n%s\n%s", before, after)
 			}
 		})
