@@ -62,6 +62,7 @@ Start with:
 			cmdScrub(),
 			cmdRebalance(),
 			cmdGC(),
+			cmdFsck(),
 			cmdMount(),
 			cmdUmount(),
 			cmdInstallHelper(),
