@@ -326,11 +326,18 @@ func (m *Manager) recover() error {
 			return fmt.Errorf("recover: free inode %d: %w", ino, err)
 		}
 	}
-	leaked := 0
+	leaked, swept := 0, 0
 	if crashed {
-		// Writes staged before a crash took references that no file holds.
+		// Writes staged before a crash took references that no file holds,
+		// and may have stored copies they never recorded.
 		if leaked, err = m.recountRefs(); err != nil {
 			return fmt.Errorf("recover: %w", err)
+		}
+		for _, d := range m.driveList() {
+			if s := d.usable(); s != nil {
+				n, _ := m.sweepOrphans(d, s)
+				swept += n
+			}
 		}
 	}
 	zero, err := m.zeroChunks()
@@ -338,8 +345,8 @@ func (m *Manager) recover() error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	m.collect(zero)
-	if len(orphans)+len(zero)+leaked > 0 {
-		m.log.Info("recovered interrupted work", "orphans", len(orphans), "chunks", len(zero), "leaked_refs", leaked)
+	if len(orphans)+len(zero)+leaked+swept > 0 {
+		m.log.Info("recovered interrupted work", "orphans", len(orphans), "chunks", len(zero), "leaked_refs", leaked, "orphan_copies", swept)
 	}
 	// Until a clean Close, the pool counts as crashed.
 	return m.meta.update(func(txn *badger.Txn) error { return del(txn, cleanKey) })

@@ -171,6 +171,25 @@ func (m *Manager) deleteOrphan(d *drive, s nodes.Store, id nodes.ChunkID) bool {
 	return true
 }
 
+// sweepOrphans deletes drive d's copies that no record names: left by a
+// write that died between storing its copies and recording them, or on a
+// drive that was replaced while away.
+func (m *Manager) sweepOrphans(d *drive, s nodes.Store) (int, error) {
+	var ids []nodes.ChunkID
+	if err := s.Iterate(func(id nodes.ChunkID, _ int64) error { ids = append(ids, id); return nil }); err != nil {
+		m.driveFailed(d, err)
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		rec, ok, err := m.chunkRecordOf(id)
+		if err == nil && (!ok || !rec.holds(d.num)) && m.deleteOrphan(d, s, id) {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // startScrubber scrubs every interval until Close.
 func (m *Manager) startScrubber(interval time.Duration) {
 	m.runEvery(interval, nil, func(ctx context.Context) {
@@ -219,16 +238,10 @@ func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, erro
 		if u, err := s.Usage(); err == nil {
 			rep.UsedBefore += u.Used
 		}
-		var ids []nodes.ChunkID
-		if err := s.Iterate(func(id nodes.ChunkID, _ int64) error { ids = append(ids, id); return nil }); err != nil {
-			m.driveFailed(d, err)
+		n, err := m.sweepOrphans(d, s)
+		rep.Orphans += int64(n)
+		if err != nil {
 			continue
-		}
-		for _, id := range ids {
-			rec, ok, err := m.chunkRecordOf(id)
-			if err == nil && (!ok || !rec.holds(d.num)) && m.deleteOrphan(d, s, id) {
-				rep.Orphans++
-			}
 		}
 		if gc, ok := s.(nodes.GarbageCollector); ok {
 			if err := gc.CollectGarbage(); err != nil {

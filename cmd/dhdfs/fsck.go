@@ -72,7 +72,7 @@ Examples:
 				if c.Bool("repair") {
 					hint = ""
 				}
-				return cli.Exit(fmt.Sprintf("dhdfs: %d problems left%s", n, hint), 1)
+				return cli.Exit(fmt.Sprintf("%d problems left%s", n, hint), 1)
 			}
 			return nil
 		},
