@@ -62,6 +62,10 @@ type Options struct {
 	// Close. A power loss can then take up to that much of the latest
 	// changes. Zero syncs every close that changed a file.
 	SyncInterval time.Duration
+	// MirrorInterval, if set, copies the metadata changes to every drive
+	// that often (see MirrorMeta), bounding what losing home loses. Close
+	// mirrors in any case.
+	MirrorInterval time.Duration
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -101,6 +105,8 @@ type Manager struct {
 	syncMu     sync.Mutex      // one Sync at a time
 	unsyncedMu sync.Mutex      // guards unsynced
 	unsynced   map[uint32]bool // drives written since the last Sync
+
+	mir mirror // the metadata mirror on the drives
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
@@ -238,8 +244,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.ScrubInterval > 0 {
 		m.startScrubber(opts.ScrubInterval)
 	}
+	m.loadMirrorState()
 	if opts.SyncInterval > 0 {
 		m.startSyncer(opts.SyncInterval)
+	}
+	if opts.MirrorInterval > 0 {
+		m.startMirror(opts.MirrorInterval)
 	}
 	return m, nil
 }
@@ -260,6 +270,11 @@ func (m *Manager) Close() error {
 		err = errors.Join(err, m.Sync(), m.syncAll(), m.meta.sync())
 		if err == nil {
 			err = m.markClean()
+		}
+		// After the clean mark, so a pool recovered from the mirror opens
+		// clean too.
+		if _, merr := m.MirrorMeta(); merr != nil {
+			m.log.Warn("mirror metadata", "err", merr)
 		}
 		err = errors.Join(err, m.closeStores(), m.meta.close())
 		m.lock.release()

@@ -63,6 +63,7 @@ Start with:
 			cmdRebalance(),
 			cmdGC(),
 			cmdFsck(),
+			cmdRecover(),
 			cmdMount(),
 			cmdUmount(),
 			cmdInstallHelper(),

@@ -62,6 +62,7 @@ Examples:
 			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
 			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
 			&cli.DurationFlag{Name: "sync-every", Value: 5 * time.Second, Usage: "how often committed writes are synced to disk; close commits, fsync syncs at once (0: every close syncs)"},
+			&cli.DurationFlag{Name: "mirror-every", Value: 5 * time.Second, Usage: "how often metadata changes are mirrored to every drive (dhdfs recover rebuilds home from one); 0: only at unmount"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060"},
 			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
 		),
@@ -127,7 +128,8 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	}
 	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
 		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
-		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every")}
+		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
+		MirrorInterval: c.Duration("mirror-every")}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}
@@ -279,7 +281,7 @@ func daemonize(c *cli.Context, dir string) error {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every"} {
+	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every"} {
 		args = append(args, "--"+f, c.Duration(f).String())
 	}
 	args = append(args, dir)

@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// RebuildReport says what RebuildHome restored.
+type RebuildReport struct {
+	Pool     string `json:"pool_id"`
+	Drive    string `json:"drive"`
+	Segments int    `json:"segments"`
+	// Through is when the last loaded segment was written: changes made
+	// after it are not in the rebuilt metadata.
+	Through time.Time  `json:"through"`
+	Fsck    FsckReport `json:"fsck"`
+}
+
+// RebuildHome rebuilds a lost home in home from the metadata mirror on the
+// drive at drivePath: the pool config and the chain of metadata backups
+// are loaded into a new meta store, the drive's path is updated (it may
+// have moved), and the rebuilt pool is opened as after a crash (references
+// recounted, copies no record names deleted) and checked with fsck
+// --repair, which also drops copies the records name but the drives lost.
+// The other drives are found at their recorded paths.
+func RebuildHome(ctx context.Context, drivePath, home string, opts Options, progress ProgressFunc) (RebuildReport, error) {
+	var rep RebuildReport
+	real, err := resolvePath(drivePath)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", drivePath, err)
+	}
+	id, err := nodes.ReadIdentity(real)
+	if err != nil {
+		return rep, err
+	}
+	dir := filepath.Join(real, mirrorDirName)
+	var cfg PoolConfig
+	if err := nodes.ReadJSONFile(filepath.Join(dir, configFile), &cfg); err != nil {
+		return rep, fmt.Errorf("%s has no metadata mirror: %w", real, err)
+	}
+	if cfg.PoolID != id.PoolID {
+		return rep, fmt.Errorf("%s: mirror of pool %s on a drive of pool %s: %w", real, cfg.PoolID, id.PoolID, ErrBadDrive)
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return rep, fmt.Errorf("read metadata mirror: %w", err)
+	}
+	chain, err := chainFrom(segs)
+	if err != nil {
+		return rep, fmt.Errorf("%s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
+		return rep, fmt.Errorf("%s: %w", home, ErrPoolExists)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(home, metaDir)); len(entries) > 0 {
+		return rep, fmt.Errorf("%s has metadata; refusing to overwrite: %w", home, ErrPoolExists)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return rep, fmt.Errorf("create home: %w", err)
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		return rep, fmt.Errorf("create home: %w", err)
+	}
+	lock, err := lockPool(home)
+	if err != nil {
+		return rep, err
+	}
+	err = loadChain(home, dir, chain, id, real)
+	if err == nil {
+		err = writeConfig(home, cfg)
+	}
+	lock.release()
+	if err != nil {
+		return rep, err
+	}
+	rep.Pool, rep.Segments = cfg.PoolID, len(chain)
+	if st, err := os.Stat(filepath.Join(dir, chain[len(chain)-1].name)); err == nil {
+		rep.Through = st.ModTime()
+	}
+	m, err := Open(home, opts)
+	if err != nil {
+		return rep, err
+	}
+	if d := m.driveByID(id.DriveID); d != nil {
+		rep.Drive = d.record().Name
+	}
+	rep.Fsck, err = m.Fsck(ctx, true, progress)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	return rep, err
+}
+
+// loadChain loads the mirror's segments into a new meta store in home and
+// points the drive record of the drive it came from at its current path.
+func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath string) error {
+	meta, err := openMeta(filepath.Join(home, metaDir), nil)
+	if err != nil {
+		return err
+	}
+	for _, s := range chain {
+		f, err := os.Open(filepath.Join(dir, s.name))
+		if err != nil {
+			meta.close()
+			return fmt.Errorf("read metadata mirror: %w", err)
+		}
+		err = meta.db.Load(f, 256)
+		f.Close()
+		if err != nil {
+			meta.close()
+			return fmt.Errorf("load metadata mirror %s: %w", s.name, err)
+		}
+	}
+	err = meta.update(func(txn *badger.Txn) error {
+		// Opened as after a crash: references recounted, orphans swept.
+		if err := del(txn, cleanKey); err != nil {
+			return err
+		}
+		var key []byte
+		var found DriveRecord
+		err := scan(txn, []byte{kDrive}, false, func(k, v []byte) error {
+			if rec, err := decodeDriveRecord(v); err == nil && rec.ID == id.DriveID {
+				key, found = slices.Clone(k), rec
+				return errStop
+			}
+			return nil
+		})
+		if err != nil || key == nil {
+			return err
+		}
+		found.Path = drivePath
+		return set(txn, key, found.encode())
+	})
+	if err == nil {
+		err = meta.sync()
+	}
+	if cerr := meta.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild metadata: %w", err)
+	}
+	return nil
+}
+
+// driveByID returns the drive with the given identity, or nil.
+func (m *Manager) driveByID(id string) *drive {
+	for _, d := range m.driveList() {
+		if d.record().ID == id {
+			return d
+		}
+	}
+	return nil
+}
