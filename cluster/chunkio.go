@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -254,7 +255,7 @@ func (m *Manager) recordForRead(ref ChunkRef) (chunkRecord, error) {
 // fetch's result passes verify.
 func (m *Manager) fromHolders(ctx context.Context, ref ChunkRef, rec chunkRecord, fetch func(nodes.Store) ([]byte, error), verify func([]byte) bool) ([]byte, error) {
 	tried := 0
-	for _, num := range rec.Holders {
+	for _, num := range m.readOrder(rec.Holders) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -263,7 +264,9 @@ func (m *Manager) fromHolders(ctx context.Context, ref ChunkRef, rec chunkRecord
 			continue
 		}
 		tried++
+		start := time.Now()
 		data, err := fetch(s)
+		d.observeRead(time.Since(start))
 		switch {
 		case errors.Is(err, nodes.ErrNotFound):
 			m.log.Warn("replica missing", "chunk", ref.ID.Short(), "drive", d.record().Name)

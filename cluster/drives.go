@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,7 +88,44 @@ type drive struct {
 	// what placement has sent it since. It breaks ties between drives with
 	// equal free space, as when several share one filesystem.
 	written atomic.Int64
+	// readNanos is a moving average of the drive's read latency: reads try
+	// the fastest holder first, so a slow or dying disk is read last.
+	readNanos atomic.Int64
 }
+
+// observeRead folds one read's latency into the drive's average.
+func (d *drive) observeRead(took time.Duration) {
+	for {
+		old := d.readNanos.Load()
+		next := int64(took)
+		if old > 0 {
+			next = old + (int64(took)-old)/8
+		}
+		if d.readNanos.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// readOrder returns the holders to read from, fastest first. One read in
+// readExplore keeps the record's order, so a drive that was slow once is
+// measured again rather than shunned for good.
+func (m *Manager) readOrder(holders []uint32) []uint32 {
+	if len(holders) < 2 || m.reads.Add(1)%readExplore == 0 {
+		return holders
+	}
+	order := slices.Clone(holders)
+	lat := func(num uint32) int64 {
+		if d := m.driveByNum(num); d != nil {
+			return d.readNanos.Load()
+		}
+		return 0
+	}
+	slices.SortStableFunc(order, func(a, b uint32) int { return cmp.Compare(lat(a), lat(b)) })
+	return order
+}
+
+const readExplore = 32
 
 func (d *drive) record() DriveRecord {
 	d.mu.Lock()
@@ -184,10 +223,14 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	var st nodes.Store = s
 	if m.opts.WrapStore != nil {
-		return m.opts.WrapStore(rec, s), nil
+		st = m.opts.WrapStore(rec, st)
 	}
-	return s, nil
+	if m.opts.DriveTimeout > 0 {
+		st = nodes.WithTimeout(st, m.opts.DriveTimeout)
+	}
+	return st, nil
 }
 
 // attachDrive opens the drive's store (unless it is offline) and adds it

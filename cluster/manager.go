@@ -66,6 +66,10 @@ type Options struct {
 	// that often (see MirrorMeta), bounding what losing home loses. Close
 	// mirrors in any case.
 	MirrorInterval time.Duration
+	// DriveTimeout bounds each chunk operation on a drive: a drive that
+	// hangs longer is marked failed and its copies are read from others.
+	// Zero means 30 s; negative waits forever.
+	DriveTimeout time.Duration
 }
 
 // Manager is an open pool. It is safe for concurrent use.
@@ -106,7 +110,8 @@ type Manager struct {
 	unsyncedMu sync.Mutex      // guards unsynced
 	unsynced   map[uint32]bool // drives written since the last Sync
 
-	mir mirror // the metadata mirror on the drives
+	mir   mirror       // the metadata mirror on the drives
+	reads atomic.Int64 // chunk reads, to pick which explore (readOrder)
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
@@ -196,6 +201,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	if opts.WritesInFlight <= 0 {
 		opts.WritesInFlight = 4
+	}
+	if opts.DriveTimeout == 0 {
+		opts.DriveTimeout = 30 * time.Second
 	}
 	if opts.HealAfter == 0 {
 		opts.HealAfter = 10 * time.Minute

@@ -63,6 +63,8 @@ Examples:
 			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
 			&cli.DurationFlag{Name: "sync-every", Value: 5 * time.Second, Usage: "how often committed writes are synced to disk; close commits, fsync syncs at once (0: every close syncs)"},
 			&cli.DurationFlag{Name: "mirror-every", Value: 5 * time.Second, Usage: "how often metadata changes are mirrored to every drive (dhdfs recover rebuilds home from one); 0: only at unmount"},
+			&cli.StringFlag{Name: "debug-faults", Hidden: true, Usage: "inject drive faults for testing: DRIVE:FAULT[,FAULT...][;...]"},
+			&cli.DurationFlag{Name: "drive-timeout", Value: 30 * time.Second, Usage: "how long a drive may take to answer before it counts as failed"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060"},
 			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
 		),
@@ -129,7 +131,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
 		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
 		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
-		MirrorInterval: c.Duration("mirror-every")}
+		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout")}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}
@@ -154,6 +156,14 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		go http.Serve(ln, mux)
+	}
+	if spec := c.String("debug-faults"); spec != "" {
+		faults, err := parseFaults(spec)
+		if err != nil {
+			return err
+		}
+		injectFaults(&opts, faults)
+		log.Warn("injecting drive faults", "spec", spec)
 	}
 	m, err := cluster.Open(c.String("home"), opts)
 	if errors.Is(err, cluster.ErrPoolInUse) {
@@ -276,12 +286,12 @@ func daemonize(c *cli.Context, dir string) error {
 	if o := c.String("o"); o != "" {
 		args = append(args, "-o", o)
 	}
-	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate", "pprof"} {
+	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate", "pprof", "debug-faults"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every"} {
+	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every", "drive-timeout"} {
 		args = append(args, "--"+f, c.Duration(f).String())
 	}
 	args = append(args, dir)

@@ -1,0 +1,99 @@
+package nodes
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrTimeout means a drive did not answer within its time limit: a hung
+// disk (a dying drive retrying a sector, a dead USB bridge), which must
+// not hang the whole pool.
+var ErrTimeout = errors.New("drive did not answer in time")
+
+// WithTimeout wraps s so that each chunk operation gives up with
+// ErrTimeout after limit. The call itself cannot be cancelled and goes on
+// in the background; its late result is dropped (a late Put leaves an
+// unrecorded copy, which the orphan sweep deletes). Whole-store operations
+// (Iterate, Close, garbage collection) are not limited.
+func WithTimeout(s Store, limit time.Duration) Store {
+	return &timeoutStore{Store: s, limit: limit}
+}
+
+type timeoutStore struct {
+	Store
+	limit time.Duration
+}
+
+// within runs op, giving up after t.limit.
+func within[T any](t *timeoutStore, what string, op func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := op()
+		ch <- result{v, err}
+	}()
+	timer := time.NewTimer(t.limit)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-timer.C:
+		var zero T
+		return zero, fmt.Errorf("%s: %w (%v)", what, ErrTimeout, t.limit)
+	}
+}
+
+func (t *timeoutStore) Put(id ChunkID, data []byte) error {
+	_, err := within(t, "put chunk "+id.Short(), func() (struct{}, error) { return struct{}{}, t.Store.Put(id, data) })
+	return err
+}
+
+// Get implements Store. The wrapped store reads into a buffer of its own:
+// after a timeout the caller may reuse buf while the late read would still
+// be filling it.
+func (t *timeoutStore) Get(id ChunkID, buf []byte) ([]byte, error) {
+	b, err := within(t, "get chunk "+id.Short(), func() ([]byte, error) { return t.Store.Get(id, nil) })
+	if err != nil || buf == nil {
+		return b, err
+	}
+	return append(buf[:0], b...), nil
+}
+
+// GetRange implements Store, reading into its own buffer as Get does.
+func (t *timeoutStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
+	b, err := within(t, "get chunk "+id.Short(), func() ([]byte, error) { return t.Store.GetRange(id, off, n, nil) })
+	if err != nil || buf == nil {
+		return b, err
+	}
+	return append(buf[:0], b...), nil
+}
+
+func (t *timeoutStore) Has(id ChunkID) (bool, error) {
+	return within(t, "look up chunk "+id.Short(), func() (bool, error) { return t.Store.Has(id) })
+}
+
+func (t *timeoutStore) Delete(id ChunkID) error {
+	_, err := within(t, "delete chunk "+id.Short(), func() (struct{}, error) { return struct{}{}, t.Store.Delete(id) })
+	return err
+}
+
+func (t *timeoutStore) Sync() error {
+	_, err := within(t, "sync", func() (struct{}, error) { return struct{}{}, t.Store.Sync() })
+	return err
+}
+
+func (t *timeoutStore) Usage() (Usage, error) {
+	return within(t, "usage", t.Store.Usage)
+}
+
+// CollectGarbage passes through to the wrapped store, without a limit.
+func (t *timeoutStore) CollectGarbage() error {
+	if gc, ok := t.Store.(GarbageCollector); ok {
+		return gc.CollectGarbage()
+	}
+	return nil
+}
