@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +49,45 @@ func within(path, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
+// dhdfsMountOf returns the mount point of the dhdfs mount holding path,
+// if the innermost mount holding it is one.
+func dhdfsMountOf(path string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	best, fstype := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 1 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if within(path, mp) && len(mp) >= len(best) {
+			best, fstype = mp, g[0]
+		}
+	}
+	return best, fstype == "fuse.dhdfs"
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 // resolvePath returns the absolute, symlink-free form of path.
 func resolvePath(path string) (string, error) {
 	abs, err := filepath.Abs(path)
@@ -85,6 +125,11 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	}
 	if within(real, home) || within(home, real) {
 		return bad("overlaps the pool's home %s", m.home)
+	}
+	// A drive inside a dhdfs mount would store the pool in itself (or in
+	// another pool), and deadlock or lose everything with that mount.
+	if mnt, ok := dhdfsMountOf(real); ok {
+		return bad("lies inside the dhdfs mount at %s", mnt)
 	}
 	if o.Name != "" && !driveNameRE.MatchString(o.Name) {
 		return bad("drive name %q must be 1-64 letters, digits, '.', '_' or '-'", o.Name)
