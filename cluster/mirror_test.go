@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -125,6 +127,37 @@ func TestRebuildHome(t *testing.T) {
 			}
 			// The drives now belong to the rebuilt home; the next case
 			// rebuilds again from the same drives.
+		})
+	}
+}
+
+func TestDecodeSegment(t *testing.T) {
+	entry := append(binary.LittleEndian.AppendUint64(nil, 3), 1, 2, 3)
+	good := encodeSegment(entry)
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)-1] ^= 1
+	tests := []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"valid", good, true},
+		{"empty stream", encodeSegment(nil), true},
+		{"no magic", entry, false},
+		{"flipped bit", flipped, false},
+		{"truncated", good[:len(good)-1], false},
+		{"length past the end", encodeSegment(binary.LittleEndian.AppendUint64(nil, 1<<62)), false},
+		{"partial length", encodeSegment([]byte{1, 2, 3}), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeSegment(tc.b)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v, want ok %v", err, tc.ok)
+			}
+			if tc.ok && !bytes.Equal(got, tc.b[len(segmentMagic)+4:]) {
+				t.Fatal("wrong stream")
+			}
 		})
 	}
 }

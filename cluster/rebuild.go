@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -73,7 +74,7 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 	if err != nil {
 		return rep, err
 	}
-	err = loadChain(home, dir, chain, id, real)
+	loaded, err := loadChain(home, dir, chain, id, real)
 	if err == nil {
 		err = writeConfig(home, cfg)
 	}
@@ -81,8 +82,8 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 	if err != nil {
 		return rep, err
 	}
-	rep.Pool, rep.Segments = cfg.PoolID, len(chain)
-	if st, err := os.Stat(filepath.Join(dir, chain[len(chain)-1].name)); err == nil {
+	rep.Pool, rep.Segments = cfg.PoolID, loaded
+	if st, err := os.Stat(filepath.Join(dir, chain[loaded-1].name)); err == nil {
 		rep.Through = st.ModTime()
 	}
 	m, err := Open(home, opts)
@@ -99,25 +100,32 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 	return rep, err
 }
 
-// loadChain loads the mirror's segments into a new meta store in home and
-// points the drive record of the drive it came from at its current path.
-func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath string) error {
+// loadChain loads the mirror's segments into a new meta store in home,
+// up to the first damaged one, and points the drive record of the drive
+// it came from at its current path. It returns how many it loaded.
+func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath string) (int, error) {
 	meta, err := openMeta(filepath.Join(home, metaDir), nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for _, s := range chain {
-		f, err := os.Open(filepath.Join(dir, s.name))
+	loaded := 0
+	for i, s := range chain {
+		b, err := os.ReadFile(filepath.Join(dir, s.name))
+		var stream []byte
+		if err == nil {
+			stream, err = decodeSegment(b)
+		}
+		if err != nil && i > 0 {
+			break // a damaged increment ends the chain: load what precedes it
+		}
+		if err == nil {
+			err = meta.db.Load(bytes.NewReader(stream), 256)
+		}
 		if err != nil {
 			meta.close()
-			return fmt.Errorf("read metadata mirror: %w", err)
+			return 0, fmt.Errorf("load metadata mirror %s: %w", s.name, err)
 		}
-		err = meta.db.Load(f, 256)
-		f.Close()
-		if err != nil {
-			meta.close()
-			return fmt.Errorf("load metadata mirror %s: %w", s.name, err)
-		}
+		loaded++
 	}
 	err = meta.update(func(txn *badger.Txn) error {
 		// Opened as after a crash: references recounted, orphans swept.
@@ -146,9 +154,9 @@ func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath s
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("rebuild metadata: %w", err)
+		return 0, fmt.Errorf("rebuild metadata: %w", err)
 	}
-	return nil
+	return loaded, nil
 }
 
 // driveByID returns the drive with the given identity, or nil.

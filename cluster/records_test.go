@@ -1,9 +1,14 @@
 package cluster
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/dhdfs/dhdfs/nodes"
 )
@@ -62,11 +67,32 @@ func TestRecordDecodersRejectBadInput(t *testing.T) {
 func FuzzDecoders(f *testing.F) {
 	f.Add((&Inode{Mode: 0o100644, Target: "abc"}).encode())
 	f.Add((&chunkRecord{Size: 5, Refs: 1, Want: 2, Holders: []uint32{1, 2}}).encode())
+	f.Add(encodeSegment(binary.LittleEndian.AppendUint64(nil, 0)))
+	f.Add(encodeSegment(binary.LittleEndian.AppendUint64(nil, 3)))
+	f.Add([]byte(`{"format":1,"pool_id":"x","replicas":2,"chunk_size":1048576}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeInode(1, b)
 		decodeDentry(b)
 		decodeChunkRef(b)
 		decodeChunkRecord(b)
 		decodeDriveRecord(b)
+		if stream, err := decodeSegment(b); err == nil {
+			// What passes the checks must load, or fail, without a panic.
+			db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = db.Load(bytes.NewReader(stream), 16)
+			db.Close()
+		}
+		// The JSON files: pool config, drive identity, mirror state.
+		var cfg PoolConfig
+		if json.Unmarshal(b, &cfg) == nil {
+			_ = cfg.Validate()
+		}
+		var id nodes.Identity
+		_ = json.Unmarshal(b, &id)
+		var mr mirrorRecord
+		_ = json.Unmarshal(b, &mr)
 	})
 }
