@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,9 +32,15 @@ func mounted(dir string) bool {
 func (e *env) mountDaemon(args ...string) string {
 	mnt := e.mountDir()
 	e.ok(append(append([]string{"mount", "--daemon"}, args...), mnt)...)
+	pid, _ := strconv.Atoi(strings.TrimSpace(readFile(e.t, filepath.Join(e.dir, "home", "lock"))))
 	e.t.Cleanup(func() {
 		if mounted(mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+		// The mount process writes to home and the drives until it exits:
+		// wait, so that removing the test's directories does not race it.
+		for i := 0; i < 500 && pid > 0 && pidAlive(pid); i++ {
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 	if !mounted(mnt) {
