@@ -121,30 +121,41 @@ type Manager struct {
 	closeOnce sync.Once
 }
 
+// newHome makes home ready for a new pool: created private to its owner
+// (it holds the metadata and the control socket), locked, and holding no
+// pool yet.
+func newHome(home string) (*poolLock, error) {
+	if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
+		return nil, fmt.Errorf("%s: %w", home, ErrPoolExists)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("create home: %w", err)
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		return nil, fmt.Errorf("create home: %w", err)
+	}
+	lock, err := lockPool(home)
+	if err != nil {
+		return nil, err
+	}
+	if entries, _ := os.ReadDir(filepath.Join(home, metaDir)); len(entries) > 0 {
+		lock.release()
+		return nil, fmt.Errorf("%s has metadata but no %s; refusing to overwrite: %w", home, configFile, ErrPoolExists)
+	}
+	return lock, nil
+}
+
 // Init creates a pool in home with the given settings.
 func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 	cfg.Format = configFormat
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}
-	if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
-		return cfg, fmt.Errorf("%s: %w", home, ErrPoolExists)
-	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return cfg, fmt.Errorf("create home: %w", err)
-	}
-	// Home holds the metadata and the control socket: its owner's only.
-	if err := os.Chmod(home, 0o700); err != nil {
-		return cfg, fmt.Errorf("create home: %w", err)
-	}
-	lock, err := lockPool(home)
+	lock, err := newHome(home)
 	if err != nil {
 		return cfg, err
 	}
 	defer lock.release()
-	if entries, _ := os.ReadDir(filepath.Join(home, metaDir)); len(entries) > 0 {
-		return cfg, fmt.Errorf("%s has metadata but no %s; refusing to overwrite: %w", home, configFile, ErrPoolExists)
-	}
 	cfg.PoolID = nodes.NewID()
 	cfg.Created = time.Now().UTC().Truncate(time.Second)
 	meta, err := openMeta(filepath.Join(home, metaDir), nil)

@@ -58,19 +58,7 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", dir, err)
 	}
-	if _, err := os.Stat(filepath.Join(home, configFile)); err == nil {
-		return rep, fmt.Errorf("%s: %w", home, ErrPoolExists)
-	}
-	if entries, _ := os.ReadDir(filepath.Join(home, metaDir)); len(entries) > 0 {
-		return rep, fmt.Errorf("%s has metadata; refusing to overwrite: %w", home, ErrPoolExists)
-	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return rep, fmt.Errorf("create home: %w", err)
-	}
-	if err := os.Chmod(home, 0o700); err != nil {
-		return rep, fmt.Errorf("create home: %w", err)
-	}
-	lock, err := lockPool(home)
+	lock, err := newHome(home)
 	if err != nil {
 		return rep, err
 	}

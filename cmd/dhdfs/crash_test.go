@@ -172,10 +172,7 @@ func TestCrashRecovery(t *testing.T) {
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		rng := rand.New(rand.NewPCG(seed, 0xc7a5))
 		e.mountDaemon()
-		pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(e.dir, "home", "lock"))))
-		if err != nil {
-			t.Fatalf("mount pid: %v", err)
-		}
+		pid := e.mountPid()
 		// Each round adds workers and keeps the earlier ones' files: a
 		// crash must not harm what was synced in an earlier round either.
 		for i := 0; i < 2; i++ {
@@ -202,16 +199,8 @@ func TestCrashRecovery(t *testing.T) {
 			}()
 		}
 		time.Sleep(time.Duration(150+rng.IntN(500)) * time.Millisecond)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		killMount(t, pid, mnt)
 		wg.Wait()
-		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-			t.Fatalf("seed %d: unmount the dead mount: %v", seed, err)
-		}
-		for i := 0; i < 100 && pidAlive(pid); i++ {
-			time.Sleep(20 * time.Millisecond)
-		}
 		out := e.ok("fsck")
 		if !strings.Contains(out, ": 0 problems") {
 			t.Fatalf("seed %d: fsck after the crash:\n%s", seed, out)
@@ -253,6 +242,21 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// killMount kills the mount process with SIGKILL, detaches its dead
+// mount and waits until the process is gone.
+func killMount(t *testing.T, pid int, mnt string) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("unmount the dead mount: %v", err)
+	}
+	for i := 0; i < 100 && pidAlive(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func pidAlive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 func readFile(t *testing.T, path string) string {
@@ -288,10 +292,7 @@ func TestLoseHome(t *testing.T) {
 	disks := e.drives(3)
 	home := filepath.Join(e.dir, "home")
 	mnt := e.mountDaemon("--mirror-every", "300ms")
-	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, filepath.Join(home, "lock"))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid := e.mountPid()
 	old := randomFile(t, filepath.Join(e.dir, "old.bin"), 200<<10, 1)
 	if err := writeSynced(filepath.Join(mnt, "old.bin"), old); err != nil {
 		t.Fatal(err)
@@ -304,15 +305,7 @@ func TestLoseHome(t *testing.T) {
 	if err := writeSynced(filepath.Join(mnt, "late.bin"), late); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 100 && pidAlive(pid); i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
+	killMount(t, pid, mnt)
 	if err := os.RemoveAll(home); err != nil {
 		t.Fatal(err)
 	}

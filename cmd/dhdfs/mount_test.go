@@ -27,12 +27,22 @@ func mounted(dir string) bool {
 	return strings.Contains(string(b), " "+dir+" ")
 }
 
+// mountPid returns the pid of the process holding the pool: the mount.
+func (e *env) mountPid() int {
+	e.t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(readFile(e.t, filepath.Join(e.dir, "home", "lock"))))
+	if err != nil {
+		e.t.Fatalf("mount pid: %v", err)
+	}
+	return pid
+}
+
 // mountDaemon mounts the env's pool at its mount dir and registers an
 // unmount that runs even if the test fails.
 func (e *env) mountDaemon(args ...string) string {
 	mnt := e.mountDir()
 	e.ok(append(append([]string{"mount", "--daemon"}, args...), mnt)...)
-	pid, _ := strconv.Atoi(strings.TrimSpace(readFile(e.t, filepath.Join(e.dir, "home", "lock"))))
+	pid := e.mountPid()
 	e.t.Cleanup(func() {
 		if mounted(mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
