@@ -387,6 +387,9 @@ func (f *fsck) relink(lost []Ino) {
 // lostFound returns /lost+found, creating it.
 func lostFound(txn *badger.Txn) (Ino, error) {
 	if e, ok, err := getDentry(txn, RootIno, LostFound); err != nil || ok {
+		if err == nil && e.Type != syscall.S_IFDIR {
+			err = fmt.Errorf("/%s is not a directory; rename it and run fsck --repair again: %w", LostFound, ErrNotDir)
+		}
 		return e.Ino, err
 	}
 	n, err := counter(txn, inoCounterKey, uint64(RootIno)+1)

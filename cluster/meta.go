@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,18 @@ func (m *metaDB) sync() error {
 	for s := m.synced.Load(); s < c && !m.synced.CompareAndSwap(s, c); s = m.synced.Load() {
 	}
 	return nil
+}
+
+// backup writes the changes after version since (all of it for 0) to w
+// as a Badger backup stream and returns the last version written. One
+// goroutine: Badger's default of eight each fill a 32 MiB buffer, which
+// would make every mirror round cost hundreds of MiB.
+func (m *metaDB) backup(w io.Writer, since uint64) (uint64, error) {
+	st := m.db.NewStream()
+	st.NumGo = 1
+	st.SinceTs = since
+	st.LogPrefix = "dhdfs mirror"
+	return st.Backup(w, since)
 }
 
 // unsynced reports whether a committed change may not be on disk yet.

@@ -119,7 +119,7 @@ func (m *Manager) MirrorMeta() (int, error) {
 	}
 	if needInc {
 		var buf bytes.Buffer
-		v, err := m.meta.db.Backup(&buf, m.mir.Since)
+		v, err := m.meta.backup(&buf, m.mir.Since)
 		if err != nil {
 			return 0, fmt.Errorf("mirror metadata: %w", err)
 		}
@@ -130,7 +130,7 @@ func (m *Manager) MirrorMeta() (int, error) {
 	}
 	if needFull {
 		var buf bytes.Buffer
-		v, err := m.meta.db.Backup(&buf, 0)
+		v, err := m.meta.backup(&buf, 0)
 		if err != nil {
 			return 0, fmt.Errorf("mirror metadata: %w", err)
 		}

@@ -59,6 +59,8 @@ cleanup() {
 		grep -q " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"; }
 	done
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	# The dhdfs mount writes to home and the drives until it has exited.
+	for _ in $(seq 300); do [ -n "${dpid:-}" ] && kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
