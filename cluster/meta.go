@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/pb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dhdfs/dhdfs/nodes"
 )
@@ -112,17 +115,70 @@ func (m *metaDB) sync() error {
 	return nil
 }
 
-// backup writes the changes after version since (all of it for 0) to w
-// as a Badger backup stream and returns the last version written. One
-// goroutine: Badger's default of eight each fill a 32 MiB buffer, which
-// would make every mirror round cost hundreds of MiB.
+// backup writes the changes after version since (everything for 0) to w
+// in the format of Badger's backups, which DB.Load reads: the newest
+// version of each key changed, deletions as tombstones. It returns the
+// last version written (0 if none). Badger's own DB.Backup does the same
+// through its Stream framework, whose eight workers each take a 32 MiB
+// buffer: every mirror round then cost over 100 MiB of memory.
 func (m *metaDB) backup(w io.Writer, since uint64) (uint64, error) {
-	st := m.db.NewStream()
-	st.NumGo = 1
-	st.SinceTs = since
-	st.LogPrefix = "dhdfs mirror"
-	return st.Backup(w, since)
+	txn := m.db.NewTransaction(false)
+	defer txn.Discard()
+	// AllVersions: without it the iterator hides tombstones.
+	it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, SinceTs: since})
+	defer it.Close()
+	var list pb.KVList
+	var last uint64
+	size := 0
+	flush := func() error {
+		if len(list.Kv) == 0 {
+			return nil
+		}
+		b, err := proto.Marshal(&list)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b)))); err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		list.Kv, size = list.Kv[:0], 0
+		return err
+	}
+	var prev []byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		if prev != nil && bytes.Equal(item.Key(), prev) {
+			continue // an older version of a key already written
+		}
+		kv := &pb.KV{Key: item.KeyCopy(nil), Version: item.Version(), ExpiresAt: item.ExpiresAt(), UserMeta: []byte{item.UserMeta()}}
+		prev = kv.Key
+		if item.IsDeletedOrExpired() {
+			kv.Meta = []byte{badgerBitDelete}
+		} else {
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return 0, fmt.Errorf("back up metadata: %w", err)
+			}
+			kv.Value, kv.Meta = v, []byte{0}
+		}
+		last = max(last, kv.Version)
+		list.Kv = append(list.Kv, kv)
+		if size += len(kv.Key) + len(kv.Value); size >= 1<<20 {
+			if err := flush(); err != nil {
+				return 0, fmt.Errorf("back up metadata: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, fmt.Errorf("back up metadata: %w", err)
+	}
+	return last, nil
 }
+
+// badgerBitDelete is Badger's entry flag for a deletion (bitDelete, not
+// exported), as its backups carry it.
+const badgerBitDelete = 1 << 0
 
 // unsynced reports whether a committed change may not be on disk yet.
 func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }

@@ -44,6 +44,7 @@ type File struct {
 	touched  map[uint32]bool    // guarded by mu: drives written since the last commit
 	err      error              // guarded by mu: a background failure, reported once
 	lastRead int64              // guarded by mu: end of the last read, to spot sequential reads
+	streak   int                // guarded by mu: reads in a row near the one before
 	want     int                // guarded by mu: replication factor of new chunks
 }
 
@@ -406,13 +407,26 @@ func (f *File) flushLocked(ctx context.Context, durable bool) error {
 	return nil
 }
 
+// nearRead is how far from the end of the previous read a read may start
+// and still continue a sequential run: the kernel's read-ahead requests
+// arrive up to a few of its 128 KiB windows out of order.
+const nearRead = 512 << 10
+
 // ReadAt reads into p from off, like io.ReaderAt.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	size := f.size
 	// The kernel splits a sequential read into 128 KiB requests that arrive
-	// in parallel and out of order: near the last one counts as sequential.
-	sequential := off >= f.lastRead-f.cs && off <= f.lastRead+f.cs
+	// in parallel and out of order: a run of requests each near the one
+	// before counts as sequential. One near request is not enough: random
+	// reads land near the last one now and then, and would each fetch
+	// whole chunks ahead.
+	if off >= f.lastRead-nearRead && off <= f.lastRead+nearRead {
+		f.streak++
+	} else {
+		f.streak = 0
+	}
+	sequential := f.streak >= 2
 	f.lastRead = off + int64(len(p))
 	clean := len(f.dirty)+len(f.staging)+len(f.pending) == 0
 	if !clean {

@@ -17,25 +17,51 @@ var ErrTimeout = errors.New("drive did not answer in time")
 // unrecorded copy, which the orphan sweep deletes). Whole-store operations
 // (Iterate, Close, garbage collection) are not limited.
 func WithTimeout(s Store, limit time.Duration) Store {
-	return &timeoutStore{Store: s, limit: limit}
+	return &timeoutStore{Store: s, limit: limit, jobs: make(chan func())}
 }
 
 type timeoutStore struct {
 	Store
 	limit time.Duration
+	// jobs hands calls to idle workers. Workers outlive calls because a
+	// fresh goroutine per call grows its stack through Badger's deep call
+	// path every time, which cost a fifth of a small read.
+	jobs chan func()
 }
 
-// within runs op, giving up after t.limit.
+// workerIdle is how long a worker waits for another call before exiting.
+const workerIdle = 10 * time.Second
+
+func (t *timeoutStore) worker(job func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		job()
+		idle.Reset(workerIdle)
+		select {
+		case job = <-t.jobs:
+		case <-idle.C:
+			return
+		}
+	}
+}
+
+// within runs op on a worker, giving up after t.limit.
 func within[T any](t *timeoutStore, what string, op func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
 	}
 	ch := make(chan result, 1)
-	go func() {
+	job := func() {
 		v, err := op()
 		ch <- result{v, err}
-	}()
+	}
+	select {
+	case t.jobs <- job:
+	default:
+		go t.worker(job) // none idle: one more worker
+	}
 	timer := time.NewTimer(t.limit)
 	defer timer.Stop()
 	select {
