@@ -49,3 +49,11 @@ cat "$mnt/docs/notes.bin" | cmp - "$work/notes.bin"
 echo "identical: the file survived the loss of drive $first"
 step dhdfs umount "$mnt"
 step dhdfs status
+
+echo; echo "Bring $first back, heal, check, then lose the pool's home and rebuild it from one drive."
+step dhdfs node online "$first"
+step dhdfs heal
+step dhdfs fsck
+step rm -rf "$DHDFS_HOME"
+step dhdfs recover --from "$work/disk2" --home "$DHDFS_HOME"
+step dhdfs ls -l /docs

@@ -49,6 +49,10 @@ func (p *progressReporter) report(pr cluster.Progress) {
 		return
 	}
 	p.last, p.lastDone = time.Now(), pr.Done
+	if pr.Bytes == 0 { // an operation that counts items, not bytes (fsck)
+		fmt.Fprintf(os.Stderr, "%s: %d/%d done\n", pr.Op, pr.Done, pr.Total)
+		return
+	}
 	fmt.Fprintf(os.Stderr, "%s: %d/%d done, %s processed\n", pr.Op, pr.Done, pr.Total, humanBytes(pr.Bytes))
 }
 
