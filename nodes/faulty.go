@@ -14,7 +14,8 @@ type Faults struct {
 	ReadErr error
 	// WriteErr, if set, is returned by Put, Delete and Sync.
 	WriteErr error
-	// Corrupt flips a byte of every chunk Get or GetRange returns.
+	// Corrupt flips one bit, at a different place each time, of every chunk
+	// Get or GetRange returns: the smallest damage a checksum must catch.
 	Corrupt bool
 	// Latency delays every call.
 	Latency time.Duration
@@ -120,7 +121,8 @@ func (f *Faulty) read(get func() ([]byte, error)) ([]byte, error) {
 	}
 	b, err := get()
 	if err == nil && x.Corrupt && len(b) > 0 {
-		b[len(b)/2] ^= 0x5a
+		bit := f.reads.Load() * 7919 % int64(len(b)*8)
+		b[bit/8] ^= 1 << (bit % 8)
 	}
 	return b, err
 }
