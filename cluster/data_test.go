@@ -104,6 +104,7 @@ func TestReadFallback(t *testing.T) {
 			locs, _ := tp.ChunkLocations(n.Ino)
 			id, _ := nodes.ParseChunkID(locs[0].ID)
 			tc.break_(tp, locs[0].Drives[0], id)
+			tp.readFirst(locs[0].Drives[0])
 			tp.mustEqual("/f", data)
 			buf := make([]byte, 100)
 			if k, err := tp.ReadAt(context.Background(), n.Ino, buf, 10); err != nil || k != 100 || !bytes.Equal(buf, data[10:110]) {
@@ -118,7 +119,8 @@ func TestReadErrorMarksDriveFailed(t *testing.T) {
 	data := randBytes(5, MinChunkSize)
 	n := tp.put("/f", data)
 	locs, _ := tp.ChunkLocations(n.Ino)
-	first := locs[0].Drives[0] // the drive a read tries first
+	first := locs[0].Drives[0]
+	tp.readFirst(first)
 	tp.fault(first, nodes.Faults{ReadErr: syscall.EIO})
 	tp.mustEqual("/f", data)
 	d, _ := tp.driveByName(first)
@@ -432,6 +434,7 @@ func TestReadBlocks(t *testing.T) {
 	n := tp.put("/f", data)
 	locs, _ := tp.ChunkLocations(n.Ino)
 	ctx := context.Background()
+	tp.readFirst(locs[1].Drives[0])
 	for _, corrupt := range []bool{true, false} {
 		tp.fault(locs[1].Drives[0], nodes.Faults{Corrupt: corrupt})
 		for _, r := range []struct{ off, n int }{{0, 1}, {MinChunkSize + 100, 4096}, {2*MinChunkSize - 10, 20}, {3 * MinChunkSize, 500}} {

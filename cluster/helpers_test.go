@@ -97,6 +97,20 @@ func (tp *testPool) syncs() map[string]int64 {
 	return n
 }
 
+// readFirst makes reads try drive name before the others: they go to the
+// drive with the lowest recent latency.
+func (tp *testPool) readFirst(name string) {
+	tp.t.Helper()
+	for _, d := range tp.driveList() {
+		d.readNanos.Store(int64(time.Second))
+	}
+	d, err := tp.driveByName(name)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	d.readNanos.Store(1)
+}
+
 func (tp *testPool) fault(name string, f nodes.Faults) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()

@@ -173,6 +173,7 @@ func TestReadTriggersRepairOfCorruptCopy(t *testing.T) {
 	if err := d.usable().Put(id, bad); err != nil { // overwrite the stored copy
 		t.Fatal(err)
 	}
+	tp.readFirst(first)
 	tp.mustEqual("/f", data)
 	if !tp.isBad(id, d.num) {
 		t.Fatal("a corrupt copy found by a read was not reported")
