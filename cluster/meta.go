@@ -151,6 +151,13 @@ func (m *metaDB) backup(w io.Writer, since uint64) (uint64, error) {
 		if prev != nil && bytes.Equal(item.Key(), prev) {
 			continue // an older version of a key already written
 		}
+		if bytes.Equal(item.Key(), cleanKey) {
+			// Every open and close flips it; a rebuilt pool opens as
+			// after a crash anyway. Leaving it out spares read-only
+			// commands a mirror write to every drive.
+			prev = item.KeyCopy(nil)
+			continue
+		}
 		kv := &pb.KV{Key: item.KeyCopy(nil), Version: item.Version(), ExpiresAt: item.ExpiresAt(), UserMeta: []byte{item.UserMeta()}}
 		prev = kv.Key
 		if item.IsDeletedOrExpired() {
