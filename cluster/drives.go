@@ -114,14 +114,14 @@ func (m *Manager) readOrder(holders []uint32) []uint32 {
 	if len(holders) < 2 || m.reads.Add(1)%readExplore == 0 {
 		return holders
 	}
-	order := slices.Clone(holders)
-	lat := func(num uint32) int64 {
+	lat := make(map[uint32]int64, len(holders))
+	for _, num := range holders {
 		if d := m.driveByNum(num); d != nil {
-			return d.readNanos.Load()
+			lat[num] = d.readNanos.Load()
 		}
-		return 0
 	}
-	slices.SortStableFunc(order, func(a, b uint32) int { return cmp.Compare(lat(a), lat(b)) })
+	order := slices.Clone(holders)
+	slices.SortStableFunc(order, func(a, b uint32) int { return cmp.Compare(lat[a], lat[b]) })
 	return order
 }
 

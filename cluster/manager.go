@@ -286,7 +286,7 @@ func (m *Manager) Close() error {
 		close(m.done)
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
-		err = errors.Join(err, m.Sync(), m.syncAll(), m.meta.sync())
+		err = errors.Join(err, m.syncAll(), m.meta.sync())
 		if err == nil {
 			err = m.markClean()
 		}

@@ -105,7 +105,7 @@ func (m *Manager) MirrorMeta() (int, error) {
 		if d.usable() == nil {
 			continue
 		}
-		targets = append(targets, target{d, m.mir.Since == 0 || m.mir.Incs >= maxIncrements || m.mir.UpTo[d.num] != m.mir.Seq || m.mir.Seq == 0})
+		targets = append(targets, target{d, m.mir.Since == 0 || m.mir.Incs >= maxIncrements || m.mir.UpTo[d.num] != m.mir.Seq})
 	}
 	if len(targets) == 0 {
 		return 0, nil

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"slices"
 	"time"
 )
 
@@ -38,7 +37,6 @@ func (m *Manager) Sync() error {
 	}
 	clear(m.unsynced)
 	m.unsyncedMu.Unlock()
-	slices.Sort(nums)
 	if err := m.syncDrives(nums); err != nil {
 		m.markUnsynced(nums)
 		return err

@@ -23,9 +23,9 @@ func WithTimeout(s Store, limit time.Duration) Store {
 type timeoutStore struct {
 	Store
 	limit time.Duration
-	// jobs hands calls to idle workers. Workers outlive calls because a
-	// fresh goroutine per call grows its stack through Badger's deep call
-	// path every time, which cost a fifth of a small read.
+	// jobs hands calls to idle workers. Workers outlive calls: with a new
+	// goroutine per call the deadline cost 13% of random 4 KiB reads
+	// through the mount, with long-lived workers about 5%.
 	jobs chan func()
 }
 
