@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -52,40 +52,12 @@ func within(path, dir string) bool {
 // dhdfsMountOf returns the mount point of the dhdfs mount holding path,
 // if the innermost mount holding it is one.
 func dhdfsMountOf(path string) (string, bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return "", false
 	}
-	best, fstype := "", ""
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if within(path, mp) && len(mp) >= len(best) {
-			best, fstype = mp, g[0]
-		}
-	}
-	return best, fstype == "fuse.dhdfs"
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	m, ok := mountinfo.Innermost(mounts, path)
+	return m.MountPoint, ok && m.FSType == "fuse.dhdfs"
 }
 
 // resolvePath returns the absolute, symlink-free form of path.

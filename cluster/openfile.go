@@ -409,19 +409,35 @@ func (f *File) flushLocked(ctx context.Context, durable bool) error {
 
 // nearRead is how far from the end of the previous read a read may start
 // and still continue a sequential run: the kernel's read-ahead requests
-// arrive up to a few of its 128 KiB windows out of order.
+// arrive up to a few of its windows out of order. Windows are 128 KiB by
+// default; with a larger read-ahead they are up to 1 MiB, so a read may
+// also be two of its own lengths away.
 const nearRead = 512 << 10
 
 // ReadAt reads into p from off, like io.ReaderAt.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	_, n, err := f.read(ctx, p, off, false)
+	return n, err
+}
+
+// ReadShared reads len(p) bytes from off, like ReadAt, but returns them
+// as a list of slices, some of which may be shared with the chunk cache
+// rather than copied into p: the caller must not modify them. At the end
+// of the file it returns what there is and io.EOF.
+func (f *File) ReadShared(ctx context.Context, p []byte, off int64) ([][]byte, int, error) {
+	return f.read(ctx, p, off, true)
+}
+
+func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]byte, int, error) {
 	f.mu.Lock()
 	size := f.size
-	// The kernel splits a sequential read into 128 KiB requests that arrive
-	// in parallel and out of order: a run of requests each near the one
-	// before counts as sequential. One near request is not enough: random
-	// reads land near the last one now and then, and would each fetch
-	// whole chunks ahead.
-	if off >= f.lastRead-nearRead && off <= f.lastRead+nearRead {
+	// The kernel splits a sequential read into requests of its read-ahead
+	// window that arrive in parallel and out of order: a run of requests
+	// each near the one before counts as sequential. One near request is
+	// not enough: random reads land near the last one now and then, and
+	// would each fetch whole chunks ahead.
+	near := max(nearRead, 2*int64(len(p)))
+	if off >= f.lastRead-near && off <= f.lastRead+near {
 		f.streak++
 	} else {
 		f.streak = 0
@@ -430,11 +446,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	f.lastRead = off + int64(len(p))
 	clean := len(f.dirty)+len(f.staging)+len(f.pending) == 0
 	if !clean {
+		// Buffered writes change under f.mu: copy them, never share.
 		defer f.mu.Unlock()
+		share = false
 	} else {
 		f.mu.Unlock() // committed data only: read without blocking writers
 	}
-	n, err := f.m.readRange(ctx, p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
+	vec, n, err := f.m.readSpans(p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
 		if !clean {
 			if b, ok := f.dirty[idx]; ok {
 				return b, 0, nil
@@ -446,11 +464,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return b, 0, err
 		}
 		return f.m.committedChunk(ctx, f.ino, idx, in, span, sequential)
-	})
+	}, share)
 	if sequential && clean && off+int64(n) < size {
 		f.m.readAhead(f.ino, (off+int64(n))/f.cs+1)
 	}
-	return n, err
+	return vec, n, err
 }
 
 // Truncate sets the file's size. Unflushed writes are committed first.

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestOpenFileWriteBack(t *testing.T) {
@@ -171,5 +172,143 @@ func TestBackgroundSync(t *testing.T) {
 			t.Fatal("background sync did not run")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Sequential readers get the chunks ahead fetched in the background, also
+// when the kernel's whole-chunk requests arrive out of order; random
+// readers do not.
+func TestSequentialReadAhead(t *testing.T) {
+	const cs = 1 << 20
+	const chunks = 10
+	for _, tc := range []struct {
+		name  string
+		reads []int64 // offsets of reads of length size
+		size  int
+		ahead bool
+	}{
+		{"in order, 128 KiB windows", []int64{0, 128 << 10, 256 << 10}, 128 << 10, true},
+		{"whole chunks out of order", []int64{0, 2 * cs, 1 * cs}, cs, true},
+		{"whole chunks in order", []int64{0, cs, 2 * cs}, cs, true},
+		{"random whole chunks", []int64{0, 5 * cs, 2 * cs}, cs, false},
+		{"random small reads", []int64{0, 4 * cs, 8 * cs}, 4096, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := newTestPoolTB(t, 2, 2, cs)
+			in := tp.put("/f", randBytes(7, chunks*cs))
+			tp.reopen() // an empty chunk cache
+			f, err := tp.OpenFile(in.Ino)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close(context.Background())
+			read := map[int64]bool{}
+			buf := make([]byte, tc.size)
+			for _, off := range tc.reads {
+				if _, err := f.ReadAt(context.Background(), buf, off); err != nil {
+					t.Fatal(err)
+				}
+				read[off/cs] = true
+			}
+			// The chunks no read touched: read-ahead fetches some of
+			// them within moments, or none should appear.
+			cached := func() []int64 {
+				var got []int64
+				for idx := int64(0); idx < chunks; idx++ {
+					ref, ok, err := tp.chunkAt(in.Ino, idx)
+					if err != nil || !ok {
+						t.Fatalf("chunk %d: %v %v", idx, ok, err)
+					}
+					if !read[idx] && tp.cache.contains(ref.ID) {
+						got = append(got, idx)
+					}
+				}
+				return got
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for len(cached()) == 0 && tc.ahead && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !tc.ahead {
+				time.Sleep(200 * time.Millisecond)
+			}
+			if got := cached(); (len(got) > 0) != tc.ahead {
+				t.Fatalf("chunks fetched ahead: %v, want some: %v", got, tc.ahead)
+			}
+		})
+	}
+}
+
+// ReadShared returns the bytes ReadAt would, sharing the chunk cache's
+// slices for committed data and copying buffered writes and holes.
+func TestReadShared(t *testing.T) {
+	const cs = MinChunkSize
+	tp := newTestPoolTB(t, 2, 2, cs)
+	ctx := context.Background()
+	data := randBytes(3, 5*cs+100)
+	in := tp.put("/f", data)
+	// A hole: chunk 6 and 7 are never written; the file ends in chunk 8.
+	f, err := tp.OpenFile(in.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(ctx)
+	tail := randBytes(4, 500)
+	if _, err := f.WriteAt(ctx, tail, 8*cs); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 8*cs+len(tail))
+	copy(want, data)
+	copy(want[8*cs:], tail)
+
+	inside := func(b, p []byte) bool {
+		if len(b) == 0 || len(p) == 0 {
+			return true
+		}
+		s, e := &p[0], &p[len(p)-1]
+		return uintptr(unsafe.Pointer(&b[0])) >= uintptr(unsafe.Pointer(s)) && uintptr(unsafe.Pointer(&b[0])) <= uintptr(unsafe.Pointer(e))
+	}
+	check := func(name string, off int64, n int, wantShared bool) {
+		t.Helper()
+		p := make([]byte, n)
+		vec, got, err := f.ReadShared(ctx, p, off)
+		end := min(int(off)+n, len(want))
+		if err != nil && err != io.EOF || got != max(end-int(off), 0) {
+			t.Fatalf("%s: read %d, %v; want %d", name, got, err, end-int(off))
+		}
+		var all []byte
+		shared := false
+		for _, b := range vec {
+			all = append(all, b...)
+			shared = shared || !inside(b, p)
+		}
+		if !bytes.Equal(all, want[off:end]) {
+			t.Fatalf("%s: bytes differ", name)
+		}
+		if shared != wantShared {
+			t.Fatalf("%s: shared = %v, want %v", name, shared, wantShared)
+		}
+	}
+	// Buffered writes: copied, never shared.
+	check("unflushed", 0, 3*cs, false)
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		off    int64
+		n      int
+		shared bool
+	}{
+		{"whole chunk", 0, cs, true},
+		{"across chunks", cs / 2, 2 * cs, true},
+		{"small inside a chunk", cs + 10, 100, true},
+		{"inside a short chunk", 5*cs + 10, 50, true},
+		{"from a short chunk into the hole", 5*cs + 50, cs, false}, // zeros past its data: copied
+		{"only the hole", 6 * cs, cs, false},
+		{"past the end", 8*cs + 400, cs, true},
+		{"at the end", int64(len(want)), 10, false},
+	} {
+		check(tc.name, tc.off, tc.n, tc.shared)
 	}
 }

@@ -18,7 +18,7 @@ func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int
 	if err != nil {
 		return 0, err
 	}
-	return m.readRange(ctx, p, off, n.Size, func(idx int64, in, span int) ([]byte, int, error) {
+	return m.readRange(p, off, n.Size, func(idx int64, in, span int) ([]byte, int, error) {
 		return m.committedChunk(ctx, ino, idx, in, span, false)
 	})
 }
@@ -42,15 +42,30 @@ func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, sp
 // readRange fills p from off of a file of the given size. chunk returns
 // bytes of chunk idx covering [in, in+span) (nil for a hole) and the chunk
 // offset of its first byte; bytes past what it returns read as zeros.
-func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chunk func(idx int64, in, span int) ([]byte, int, error)) (int, error) {
+func (m *Manager) readRange(p []byte, off, size int64, chunk chunkFunc) (int, error) {
+	_, n, err := m.readSpans(p, off, size, chunk, false)
+	return n, err
+}
+
+// chunkFunc returns bytes of chunk idx covering [in, in+span) (nil for a
+// hole) and the chunk offset of its first byte.
+type chunkFunc func(idx int64, in, span int) ([]byte, int, error)
+
+// readSpans reads like readRange and returns the bytes read as a list of
+// slices. With share, a span that chunk returns whole is handed out as
+// chunk's own slice, not copied into p: for immutable data (cached or
+// freshly fetched chunks) that saves a copy per byte on the way to the
+// kernel. Other spans are copied into p.
+func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bool) ([][]byte, int, error) {
 	if off >= size {
-		return 0, io.EOF
+		return nil, 0, io.EOF
 	}
 	want := p
 	if rest := size - off; int64(len(p)) > rest {
 		want = p[:rest]
 	}
 	cs := int64(m.cfg.ChunkSize)
+	var vec [][]byte
 	done := 0
 	for done < len(want) {
 		pos := off + int64(done)
@@ -58,19 +73,25 @@ func (m *Manager) readRange(ctx context.Context, p []byte, off, size int64, chun
 		span := min(len(want)-done, int(cs)-in)
 		data, base, err := chunk(idx, in, span)
 		if err != nil {
-			return done, fmt.Errorf("read inode at chunk %d: %w", idx, err)
+			return vec, done, fmt.Errorf("read inode at chunk %d: %w", idx, err)
 		}
-		copied := 0
-		if rel := in - base; rel >= 0 && rel < len(data) {
-			copied = copy(want[done:done+span], data[rel:])
+		rel := in - base
+		if share && rel >= 0 && rel+span <= len(data) {
+			vec = append(vec, data[rel:rel+span])
+		} else {
+			copied := 0
+			if rel >= 0 && rel < len(data) {
+				copied = copy(want[done:done+span], data[rel:])
+			}
+			clear(want[done+copied : done+span])
+			vec = append(vec, want[done:done+span])
 		}
-		clear(want[done+copied : done+span])
 		done += span
 	}
 	if len(want) < len(p) {
-		return done, io.EOF
+		return vec, done, io.EOF
 	}
-	return done, nil
+	return vec, done, nil
 }
 
 // cachedChunk returns a chunk through the chunk cache. The slice is shared

@@ -43,11 +43,13 @@ func (h *handle) errno(op string, err error) syscall.Errno { return errnoOf(h.fs
 // Read implements gofs.FileReader.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (_ fuse.ReadResult, errno syscall.Errno) {
 	defer h.fs.observe("read", time.Now(), &errno)
-	n, err := h.f.ReadAt(ctx, dest, off)
+	// Cached chunks go to the kernel as they are, in one writev, without
+	// a copy into dest.
+	vec, _, err := h.f.ReadShared(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.errno("read", err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultVector(vec), 0
 }
 
 // Write implements gofs.FileWriter.

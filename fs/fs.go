@@ -6,6 +6,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,11 +39,25 @@ type Config struct {
 	FsName string
 	// Metrics, if set, records every FUSE request.
 	Metrics *metrics.Metrics
+	// ReadAhead is how far the kernel reads ahead of a sequential reader,
+	// and so the size of its read requests (at most 1 MiB each). Zero
+	// leaves the kernel's default (128 KiB). Setting it needs root; a
+	// mount without leaves the default and logs why.
+	ReadAhead int
 }
+
+// DefaultReadAhead is one chunk of the default size: the kernel then asks
+// for a whole chunk per request, the largest it sends.
+const DefaultReadAhead = 1 << 20
+
+// MaxReadAhead bounds Config.ReadAhead: past a few MiB, read-ahead only
+// costs random readers (each cache miss next to cached data reads up to
+// this much) and memory.
+const MaxReadAhead = 64 << 20
 
 // DefaultConfig returns the settings `dhdfs mount` uses without flags.
 func DefaultConfig() Config {
-	return Config{Timeout: time.Second, FsName: "dhdfs"}
+	return Config{Timeout: time.Second, FsName: "dhdfs", ReadAhead: DefaultReadAhead}
 }
 
 // FS is a mounted pool.
@@ -84,6 +99,15 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	if cfg.FsName == "" {
 		cfg.FsName = "dhdfs"
 	}
+	if cfg.ReadAhead < 0 || cfg.ReadAhead > MaxReadAhead {
+		return nil, fmt.Errorf("read-ahead %d bytes: want 0 (the kernel's default) up to %d MiB", cfg.ReadAhead, MaxReadAhead>>20)
+	}
+	// The mount table names the mount point without symlinks; resolve it
+	// before mounting, as afterwards that would be a request to ourselves.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mount point %s: %w", dir, err)
+	}
 	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg, nodes: map[cluster.Ino]*Node{}}
 	root := &Node{fs: fsys}
 	fsys.nodes[cluster.RootIno] = root
@@ -107,7 +131,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 			FsName:       cfg.FsName,
 			Name:         "dhdfs",
 			MaxWrite:     1 << 20,
-			MaxReadAhead: 1 << 20,
+			MaxReadAhead: max(cfg.ReadAhead, 1<<20),
 			AllowOther:   cfg.AllowOther,
 			Debug:        cfg.Debug,
 			DirectMount:  os.Geteuid() == 0,
@@ -122,6 +146,13 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	srv, err := gofs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	if cfg.ReadAhead > 0 {
+		if err := setReadAhead(real, cfg.ReadAhead); errors.Is(err, os.ErrPermission) {
+			fsys.log.Info("kernel read-ahead left at its default: raising it needs root", "dir", dir)
+		} else if err != nil {
+			fsys.log.Warn("kernel read-ahead left at its default", "err", err)
+		}
 	}
 	return srv, nil
 }

@@ -25,6 +25,12 @@ type testMount struct {
 
 func mountPool(t *testing.T, drives int, chunkSize int) *testMount {
 	t.Helper()
+	return mountPoolWith(t, drives, chunkSize, func(*Config) {})
+}
+
+// mountPoolWith mounts with the default Config changed by edit.
+func mountPoolWith(t *testing.T, drives int, chunkSize int, edit func(*Config)) *testMount {
+	t.Helper()
 	root := t.TempDir()
 	home := filepath.Join(root, "home")
 	cfg := cluster.DefaultPoolConfig()
@@ -58,6 +64,7 @@ func mountPool(t *testing.T, drives int, chunkSize int) *testMount {
 	}
 	cfgm := DefaultConfig()
 	cfgm.Debug = os.Getenv("DHDFS_FUSE_DEBUG") != ""
+	edit(&cfgm)
 	srv, err := Mount(mnt, m, cfgm)
 	if err != nil {
 		t.Fatal(err)

@@ -40,8 +40,8 @@ fusermount3 -u DIR, umount DIR, Ctrl-C or SIGTERM); with --daemon it returns
 once the mount is ready and logs to HOME/mount.log. Unmounting flushes every
 open file before the process exits. DIR must be an empty directory.
 
-Options for -o (comma-separated, as in fstab): allow_other, debug; the
-generic rw, defaults, auto, noauto, user, nouser, _netdev, nofail and
+Options for -o (comma-separated, as in fstab): allow_other, debug,
+read_ahead=SIZE; the generic rw, defaults, auto, noauto, user, nouser, _netdev, nofail and
 x-systemd.* are accepted and ignored.
 
 Examples:
@@ -58,6 +58,7 @@ Examples:
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 (off by default)"},
 			&cli.DurationFlag{Name: "probe-every", Value: 10 * time.Second, Usage: "how often to check drives: failed ones come back when they work again"},
 			&cli.StringFlag{Name: "cache-size", Value: "64MiB", Usage: "memory for recently read chunks"},
+			&cli.StringFlag{Name: "read-ahead", Value: "1MiB", Usage: "how far the kernel reads ahead of sequential readers, also its read request size (as root; 0: the kernel's 128KiB)"},
 			&cli.DurationFlag{Name: "heal-every", Value: time.Minute, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
 			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
 			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
@@ -74,6 +75,9 @@ Examples:
 			}
 			cfg := fs.DefaultConfig()
 			cfg.AllowOther, cfg.Debug = c.Bool("allow-other"), c.Bool("debug")
+			if err := setReadAhead(&cfg, c.String("read-ahead")); err != nil {
+				return usageError(c, "--read-ahead: %v", err)
+			}
 			if err := applyMountOptions(&cfg, c.String("o")); err != nil {
 				return usageError(c, "%v", err)
 			}
@@ -102,6 +106,10 @@ func applyMountOptions(cfg *fs.Config, opts string) error {
 			cfg.AllowOther = true
 		case o == "debug":
 			cfg.Debug = true
+		case strings.HasPrefix(o, "read_ahead="):
+			if err := setReadAhead(cfg, strings.TrimPrefix(o, "read_ahead=")); err != nil {
+				return fmt.Errorf("read_ahead: %w", err)
+			}
 		case o == "rw" || o == "defaults" || o == "auto" || o == "noauto" || o == "user" || o == "nouser" ||
 			o == "users" || o == "_netdev" || o == "nofail" || o == "dev" || o == "nodev" || o == "suid" ||
 			o == "nosuid" || o == "exec" || o == "noexec" || o == "atime" || o == "noatime" || o == "relatime" ||
@@ -110,6 +118,19 @@ func applyMountOptions(cfg *fs.Config, opts string) error {
 			return fmt.Errorf("unknown mount option %q", o)
 		}
 	}
+	return nil
+}
+
+// setReadAhead parses a read-ahead size into cfg.
+func setReadAhead(cfg *fs.Config, size string) error {
+	n, err := parseSize(size)
+	if err != nil {
+		return err
+	}
+	if n > fs.MaxReadAhead {
+		return fmt.Errorf("%s is more than the %d MiB allowed", size, fs.MaxReadAhead>>20)
+	}
+	cfg.ReadAhead = int(n)
 	return nil
 }
 

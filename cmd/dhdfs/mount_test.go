@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dhdfs/dhdfs/fs"
 )
 
 func (e *env) mountDir() string {
@@ -83,6 +85,9 @@ func TestMountDaemonCopyUmount(t *testing.T) {
 	if out := run("df", "-P", mnt); !strings.Contains(out, "dhdfs:") {
 		t.Fatalf("df: %q", out)
 	}
+	if ra, err := fs.ReadAhead(mnt); os.Geteuid() == 0 && (err != nil || ra != fs.DefaultReadAhead) {
+		t.Fatalf("read-ahead of the mount = %d, %v; want %d", ra, err, fs.DefaultReadAhead)
+	}
 	e.fails("already mounted", "mount", "--daemon", filepath.Join(e.dir, "mnt2-missing"))
 	e.ok("umount", mnt)
 	if mounted(mnt) {
@@ -96,7 +101,10 @@ func TestMountDaemonCopyUmount(t *testing.T) {
 	// chunk offline, the file still reads back identical.
 	first := strings.Fields(strings.Split(e.ok("stat", "--chunks", "/docs/a.bin"), "\n")[8])[4]
 	e.ok("node", "offline", strings.Split(first, ",")[0])
-	mnt = e.mountDaemon()
+	mnt = e.mountDaemon("-o", "read_ahead=2MiB")
+	if ra, err := fs.ReadAhead(mnt); os.Geteuid() == 0 && (err != nil || ra != 2<<20) {
+		t.Fatalf("read-ahead with -o read_ahead=2MiB = %d, %v", ra, err)
+	}
 	run("cmp", src, filepath.Join(mnt, "docs/a.bin"))
 	e.ok("umount", mnt)
 }
@@ -112,6 +120,9 @@ func TestMountErrors(t *testing.T) {
 	e.fails("no such file or directory", "mount", filepath.Join(e.dir, "missing"))
 	e.fails("expected one mount point DIR", "mount")
 	e.fails("unknown mount option", "mount", "-o", "bogus", e.mountDir())
+	e.fails("--read-ahead: size \"lots\"", "mount", "--read-ahead", "lots", e.mountDir())
+	e.fails("--read-ahead: 1GiB is more than the 64 MiB allowed", "mount", "--read-ahead", "1GiB", e.mountDir())
+	e.fails("read_ahead: size \"-1\"", "mount", "-o", "read_ahead=-1", e.mountDir())
 	e.fails("not a mounted dhdfs pool", "umount", e.dir)
 	mnt := e.mountDaemon()
 	e.fails("pool is in use by pid", "mount", filepath.Join(e.dir, "other"))
