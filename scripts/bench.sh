@@ -120,44 +120,40 @@ echo 0 >"$peakfile"
 	sleep 0.1
 done ) & pids+=($!)
 
-echo "== generating $size of random data"
-head -c "$((mib << 20))" /dev/urandom >"$work/src.bin"
 head -c $((256 << 20)) /dev/urandom >"$work/rand.src"
 
-declare -A R
-# Writes first, one target after another.
+declare -A R S
 for t in $targets; do
-	d="$work/$t"
-	echo "== $t: writes"
-	drop_caches
-	a=$(now); dd if="$work/src.bin" of="$d/seq" bs=1M conv=fsync status=none; b=$(now)
-	R[$t,write]=$(rate "$mib" "$a" "$b")
-	head -c "$((mib << 20))" /dev/urandom >"$work/src2.bin"
-	a=$(now); cp "$work/src2.bin" "$d/cp"; sync "$d/cp"; b=$(now)
-	R[$t,cp]=$(rate "$mib" "$a" "$b")
-	rm -f "$work/src2.bin" "$d/cp"
-	cp "$work/rand.src" "$d/rand"; sync "$d/rand"
+	cp "$work/rand.src" "$work/$t/rand"; sync "$work/$t/rand"
 done
+rm -f "$work/rand.src"
 
-# Then the rest in rounds: this machine's disk and CPU vary by a factor of
-# two within minutes, so each round runs every workload on every target in
-# turn (the order reversed every other round), and the table shows each
-# target's median. dhdfs raises its mount's read-ahead (mount --read-ahead);
-# one more cold read of the loopback with its read-ahead raised to match
-# shows what that alone gives a plain FUSE filesystem (the loopback then
-# needs pipes of its replies' size to keep splicing them).
+# Every workload runs in rounds: this machine's disk and CPU vary by a
+# factor of two within minutes, so each round runs everything on every
+# target in turn (the order reversed every other round), and the table
+# shows each target's median. Each round writes fresh random data. dhdfs
+# raises its mount's read-ahead (mount --read-ahead); one more cold read of
+# the loopback with its read-ahead raised to match shows what that alone
+# gives a plain FUSE filesystem (the loopback then needs pipes of its
+# replies' size to keep splicing them).
 loop_ra=$(bdi "$work/loop") ra_ok=0
 [ -w "$loop_ra" ] && ra_ok=1
 pipemax=$(cat /proc/sys/fs/pipe-max-size)
-declare -A S
 add() { S[$1,$2]="${S[$1,$2]:-} $3"; }
 lsl() { ls -l "$1" >/dev/null; }
+copy() { cp "$1" "$2" && sync "$2"; }
 timed_rate() { local n=$1 a b; shift; a=$(now); "$@"; b=$(now); rate "$n" "$a" "$b"; }
 order=$targets
 for round in $(seq "$rounds"); do
 	echo "== round $round of $rounds"
+	head -c "$((mib << 20))" /dev/urandom >"$work/src.bin"
+	head -c "$((mib << 20))" /dev/urandom >"$work/src2.bin"
 	for t in $order; do
 		d="$work/$t"
+		drop_caches
+		add "$t" write "$(timed_rate "$mib" dd if="$work/src.bin" of="$d/seq" bs=1M conv=fsync status=none)"
+		add "$t" cp "$(timed_rate "$mib" copy "$work/src2.bin" "$d/cp")"
+		rm -f "$d/cp"
 		drop_caches
 		add "$t" read "$(timed_rate "$mib" dd if="$d/seq" of=/dev/null bs=1M status=none)"
 		if [ "$t" = loop ] && [ "$ra_ok" = 1 ]; then
@@ -169,6 +165,7 @@ for round in $(seq "$rounds"); do
 			echo "$old" >"$loop_ra"
 			echo "$pipemax" >/proc/sys/fs/pipe-max-size
 		fi
+		rm -f "$d/seq"
 		drop_caches
 		add "$t" rand "$(fio --name=rand --filename="$d/rand" --size=256M --rw=randread --bs=4k --ioengine=psync \
 			--runtime="$fiotime" --time_based --invalidate=1 --output-format=terse 2>/dev/null | awk -F';' '{print $8}')"
@@ -184,9 +181,10 @@ for round in $(seq "$rounds"); do
 	done
 	order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
 done
+rm -f "$work/src.bin" "$work/src2.bin"
 for t in $targets; do
-	for k in read readra rand create ls readsmall delete mkdir; do R[$t,$k]=$(median ${S[$t,$k]:-}); done
-	rm -f "$work/$t/seq" "$work/$t/rand"
+	for k in write cp read readra rand create ls readsmall delete mkdir; do R[$t,$k]=$(median ${S[$t,$k]:-}); done
+	rm -f "$work/$t/rand"
 done
 R[mnt,readra]=${R[mnt,read]}
 
@@ -198,7 +196,7 @@ echo "dhdfs $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y
 ra="kernel read-ahead: dhdfs $(cat "$(bdi "$work/mnt")") KiB, loopback $(cat "$(bdi "$work/loop")") KiB"
 case " $targets " in *" merger "*) ra="$ra, mergerfs $(cat "$(bdi "$work/merger")") KiB" ;; esac
 echo "$ra"
-echo "writes: one run each; the rest: median of $rounds rounds"
+echo "each figure: the median of $rounds rounds"
 name() { case $1 in raw) echo raw ;; loop) echo loopback ;; merger) echo mergerfs ;; mnt) echo dhdfs ;; esac; }
 {
 	printf "workload"
