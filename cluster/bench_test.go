@@ -62,3 +62,27 @@ func BenchmarkReadAtRandom4K(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOpenFileSequential reads a file through an open File in the
+// kernel's 1 MiB requests, as the mount does (ReadShared), without FUSE.
+// The cache holds a quarter of the file, so every pass fetches chunks
+// from the drives (through the page cache) in the background read-ahead.
+func BenchmarkOpenFileSequential(b *testing.B) {
+	tp := newTestPoolWith(b, 3, 2, DefaultChunkSize, Options{CacheBytes: benchSize / 4})
+	n := tp.put("/f", randBytes(4, benchSize))
+	f, err := tp.OpenFile(n.Ino)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	buf := make([]byte, 1<<20)
+	b.SetBytes(benchSize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for off := int64(0); off < benchSize; off += int64(len(buf)) {
+			if _, _, err := f.ReadShared(context.Background(), buf, off); err != nil && err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -60,6 +60,17 @@ func DefaultConfig() Config {
 	return Config{Timeout: time.Second, FsName: "dhdfs", ReadAhead: DefaultReadAhead}
 }
 
+// Validate reports settings Mount cannot use.
+func (c Config) Validate() error {
+	if c.ReadAhead < 0 || c.ReadAhead > MaxReadAhead {
+		return fmt.Errorf("read-ahead %d bytes: want 0 (the kernel's default) up to %d MiB", c.ReadAhead, MaxReadAhead>>20)
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("cache timeout %v: want 0 or more", c.Timeout)
+	}
+	return nil
+}
+
 // FS is a mounted pool.
 type FS struct {
 	m   *cluster.Manager
@@ -99,12 +110,12 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	if cfg.FsName == "" {
 		cfg.FsName = "dhdfs"
 	}
-	if cfg.ReadAhead < 0 || cfg.ReadAhead > MaxReadAhead {
-		return nil, fmt.Errorf("read-ahead %d bytes: want 0 (the kernel's default) up to %d MiB", cfg.ReadAhead, MaxReadAhead>>20)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	// The mount table names the mount point without symlinks; resolve it
 	// before mounting, as afterwards that would be a request to ourselves.
-	real, err := filepath.EvalSymlinks(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return nil, fmt.Errorf("mount point %s: %w", dir, err)
 	}
@@ -148,7 +159,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	if cfg.ReadAhead > 0 {
-		if err := setReadAhead(real, cfg.ReadAhead); errors.Is(err, os.ErrPermission) {
+		if err := setReadAhead(resolved, cfg.ReadAhead); errors.Is(err, os.ErrPermission) {
 			fsys.log.Info("kernel read-ahead left at its default: raising it needs root", "dir", dir)
 		} else if err != nil {
 			fsys.log.Warn("kernel read-ahead left at its default", "err", err)

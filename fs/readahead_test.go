@@ -36,12 +36,30 @@ func TestReadAheadSetting(t *testing.T) {
 	}
 }
 
-func TestReadAheadRejected(t *testing.T) {
-	for _, ra := range []int{-1, MaxReadAhead + 1} {
-		dir := t.TempDir()
-		_, err := Mount(dir, nil, Config{ReadAhead: ra})
-		if err == nil || !strings.Contains(err.Error(), "read-ahead") {
-			t.Errorf("ReadAhead %d: err = %v, want a read-ahead error", ra, err)
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string // "" for valid
+	}{
+		{"default", func(*Config) {}, ""},
+		{"kernel read-ahead", func(c *Config) { c.ReadAhead = 0 }, ""},
+		{"largest read-ahead", func(c *Config) { c.ReadAhead = MaxReadAhead }, ""},
+		{"negative read-ahead", func(c *Config) { c.ReadAhead = -1 }, "read-ahead -1 bytes"},
+		{"read-ahead too large", func(c *Config) { c.ReadAhead = MaxReadAhead + 1 }, "up to 64 MiB"},
+		{"negative timeout", func(c *Config) { c.Timeout = -1 }, "cache timeout"},
+	} {
+		cfg := DefaultConfig()
+		tc.edit(&cfg)
+		err := cfg.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Validate() = %v, want %q", tc.name, err, tc.want)
+		}
+		if tc.want != "" {
+			// Mount refuses before touching the mount point or the pool.
+			if _, err := Mount(t.TempDir(), nil, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: Mount = %v, want %q", tc.name, err, tc.want)
+			}
 		}
 	}
 	if _, err := ReadAhead(filepath.Join(t.TempDir())); err == nil {
