@@ -41,12 +41,13 @@ once the mount is ready and logs to HOME/mount.log. Unmounting flushes every
 open file before the process exits. DIR must be an empty directory.
 
 Options for -o (comma-separated, as in fstab): allow_other, debug,
-read_ahead=SIZE; the generic rw, defaults, auto, noauto, user, nouser, _netdev, nofail and
-x-systemd.* are accepted and ignored.
+read_ahead=SIZE; the generic rw, defaults, auto, noauto, user, nouser,
+_netdev, nofail and x-systemd.* are accepted and ignored.
 
 Examples:
    dhdfs mount /mnt/pool
    dhdfs mount --daemon -o allow_other /mnt/pool
+   dhdfs mount --read-ahead 0 /mnt/pool             # kernel default 128 KiB: mostly random reads
    mount -t fuse.dhdfs /var/lib/dhdfs /mnt/pool     # after dhdfs install-helper`,
 		Flags: withCommon(
 			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "return once mounted; keep serving in the background"},
