@@ -425,7 +425,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // rather than copied into p: the caller must not modify them. At the end
 // of the file it returns what there is and io.EOF.
 func (f *File) ReadShared(ctx context.Context, p []byte, off int64) ([][]byte, int, error) {
-	return f.read(ctx, p, off, true)
+	vec, n, err := f.read(ctx, p, off, true)
+	if vec == nil && n > 0 { // buffered writes: copied into p
+		vec = [][]byte{p[:n]}
+	}
+	return vec, n, err
 }
 
 func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]byte, int, error) {

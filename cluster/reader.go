@@ -51,11 +51,12 @@ func (m *Manager) readRange(p []byte, off, size int64, chunk chunkFunc) (int, er
 // hole) and the chunk offset of its first byte.
 type chunkFunc func(idx int64, in, span int) ([]byte, int, error)
 
-// readSpans reads like readRange and returns the bytes read as a list of
-// slices. With share, a span that chunk returns whole is handed out as
+// readSpans reads like readRange. With share it also returns the bytes
+// read as a list of slices, where a span that chunk returns whole is
 // chunk's own slice, not copied into p: for immutable data (cached or
 // freshly fetched chunks) that saves a copy per byte on the way to the
-// kernel. Other spans are copied into p.
+// kernel. Other spans are copied into p. Without share the list is nil
+// and the bytes are p[:n].
 func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bool) ([][]byte, int, error) {
 	if off >= size {
 		return nil, 0, io.EOF
@@ -84,7 +85,9 @@ func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bo
 				copied = copy(want[done:done+span], data[rel:])
 			}
 			clear(want[done+copied : done+span])
-			vec = append(vec, want[done:done+span])
+			if share {
+				vec = append(vec, want[done:done+span])
+			}
 		}
 		done += span
 	}

@@ -10,15 +10,6 @@ import (
 	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 )
 
-// The kernel reads ahead of a sequential reader by its FUSE mount's
-// backing-device setting, 128 KiB unless changed, and never asks for more
-// in one request: a cold sequential read then costs one round trip to the
-// daemon per 128 KiB, which on a small machine is most of its time. A
-// read-ahead of a whole chunk (the kernel's largest FUSE request, 1 MiB)
-// asks for a chunk per round trip. Only root may change it: it lives in
-// sysfs, as for any block device (mergerfs's readahead option does the
-// same).
-
 // bdiPath is the sysfs file holding the read-ahead, in KiB, of the FUSE
 // mount at dir (absolute, free of symlinks).
 func bdiPath(dir string) (string, error) {
@@ -51,7 +42,14 @@ func ReadAhead(dir string) (int, error) {
 }
 
 // setReadAhead sets the kernel's read-ahead for the FUSE mount at dir to
-// bytes, rounded down to whole KiB.
+// bytes, rounded down to whole KiB. The kernel reads ahead of a
+// sequential reader by its FUSE mount's backing-device setting, 128 KiB
+// unless changed, and never asks for more in one request: a cold
+// sequential read then costs one round trip to the daemon per 128 KiB,
+// which on a small machine is most of its time. A read-ahead of a whole
+// chunk (the kernel's largest FUSE request, 1 MiB) asks for a chunk per
+// round trip. It lives in sysfs, as for any block device, so only root
+// may change it (mergerfs's readahead option does the same).
 func setReadAhead(dir string, bytes int) error {
 	p, err := bdiPath(dir)
 	if err != nil {
