@@ -70,6 +70,10 @@ type Options struct {
 	// hangs longer is marked failed and its copies are read from others.
 	// Zero means 30 s; negative waits forever.
 	DriveTimeout time.Duration
+	// PoisonBuffers overwrites every recycled write buffer with a fixed
+	// pattern, so that a bug exposing bytes no write produced shows them
+	// at once instead of another file's data (tests, mount --debug-poison).
+	PoisonBuffers bool
 }
 
 // Manager is an open pool. It is safe for concurrent use.

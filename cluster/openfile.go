@@ -38,8 +38,8 @@ type File struct {
 	size     int64              // guarded by mu: logical size, unflushed writes included
 	mtime    int64              // guarded by mu: time of the last unflushed write
 	modified bool               // guarded by mu: written since the last commit
-	dirty    map[int64][]byte   // guarded by mu: chunk index → content being written
-	staging  map[int64][]byte   // guarded by mu: buffers being replicated
+	dirty    map[int64]*chunkBuf // guarded by mu: chunk index → content being written
+	staging  map[int64]*chunkBuf // guarded by mu: buffers being replicated
 	pending  map[int64]ChunkRef // guarded by mu: replicated, not yet committed
 	touched  map[uint32]bool    // guarded by mu: drives written since the last commit
 	err      error              // guarded by mu: a background failure, reported once
@@ -65,7 +65,7 @@ func (m *Manager) OpenFile(ino Ino) (*File, error) {
 		return nil, fmt.Errorf("open inode %d: %w", ino, ErrIsDir)
 	}
 	f := &File{m: m, ino: ino, cs: int64(m.cfg.ChunkSize), want: m.wantFor(&n), handles: 1, size: n.Size,
-		dirty: map[int64][]byte{}, staging: map[int64][]byte{}, pending: map[int64]ChunkRef{}, touched: map[uint32]bool{}}
+		dirty: map[int64]*chunkBuf{}, staging: map[int64]*chunkBuf{}, pending: map[int64]ChunkRef{}, touched: map[uint32]bool{}}
 	f.cond = sync.NewCond(&f.mu)
 	m.files[ino] = f
 	return f, nil
@@ -105,14 +105,12 @@ func (f *File) Close(ctx context.Context) error {
 	return err
 }
 
-var bufPool sync.Pool // of *[]byte with cap ChunkSize
-
 // newBuf returns an empty chunk buffer, counted against the pool-wide
 // limit on write buffers. When the limit is reached the caller's own dirty
 // chunks are staged first; if other files still hold every buffer after
 // bufWait, the buffer is allocated anyway rather than risk waiting forever
 // on idle files, so the limit is soft. f.mu is held.
-func (f *File) newBuf(ctx context.Context) []byte {
+func (f *File) newBuf(ctx context.Context) *chunkBuf {
 	select {
 	case f.m.bufTokens <- struct{}{}:
 	default:
@@ -127,15 +125,12 @@ func (f *File) newBuf(ctx context.Context) []byte {
 		}
 		f.mu.Lock()
 	}
-	if p, ok := bufPool.Get().(*[]byte); ok && int64(cap(*p)) == f.cs {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, f.cs)
+	return getChunkBuf(f.cs)
 }
 
 // freeBuf returns a buffer from newBuf.
-func (m *Manager) freeBuf(b []byte) {
-	bufPool.Put(&b)
+func (m *Manager) freeBuf(b *chunkBuf) {
+	putChunkBuf(b, m.opts.PoisonBuffers)
 	for o := m.bufOverdraft.Load(); o > 0; o = m.bufOverdraft.Load() {
 		if m.bufOverdraft.CompareAndSwap(o, o-1) {
 			return
@@ -192,13 +187,10 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		if err != nil {
 			return done, err
 		}
-		c := copy(buf[in:f.cs], p[done:])
-		if end := in + c; end > len(buf) {
-			buf = buf[:end]
-		}
+		c := buf.WriteAt(p[done:], in)
 		f.dirty[idx] = buf
 		done += c
-		if int64(len(buf)) == f.cs && int64(in+c) == f.cs {
+		if int64(buf.Len()) == f.cs && int64(in+c) == f.cs {
 			f.stage(ctx, idx)
 		}
 	}
@@ -233,8 +225,8 @@ func (f *File) takeErr() error {
 // dirtyBuf returns the write buffer of chunk idx for a write of n bytes at
 // in, loading the chunk's current content unless the write covers all of
 // it. f.mu is held; it may be released while waiting.
-func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) ([]byte, error) {
-	var buf []byte
+func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) (*chunkBuf, error) {
+	var buf *chunkBuf
 	for {
 		if b, ok := f.dirty[idx]; ok { // possibly made by another writer while we waited
 			if buf != nil {
@@ -251,7 +243,8 @@ func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) ([]byte, erro
 		}
 		buf = f.newBuf(ctx) // may release f.mu: look again
 	}
-	// The bytes of the chunk that lie inside the file must be kept.
+	// The bytes of the chunk that lie inside the file must be kept; past
+	// them the buffer reads as zeros by construction.
 	keep := min(max(f.size-idx*f.cs, 0), f.cs)
 	if keep > 0 && (in > 0 || int64(in+n) < keep) {
 		old, err := f.current(ctx, idx)
@@ -259,13 +252,7 @@ func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) ([]byte, erro
 			f.m.freeBuf(buf)
 			return nil, err
 		}
-		buf = append(buf, old[:min(int64(len(old)), keep)]...)
-	}
-	if l := max(int64(in), keep); int64(len(buf)) < l {
-		// Past the stored bytes: a hole, or the zero tail of a short chunk.
-		k := len(buf)
-		buf = buf[:l]
-		clear(buf[k:])
+		buf.WriteAt(old[:min(int64(len(old)), keep)], 0)
 	}
 	return buf, nil
 }
@@ -298,7 +285,7 @@ func (f *File) stage(ctx context.Context, idx int64) {
 	f.staging[idx] = buf
 	want := f.want // read under f.mu
 	go func() {
-		ref, touched, err := f.m.stageChunk(context.WithoutCancel(ctx), buf, want)
+		ref, touched, err := f.m.stageChunk(context.WithoutCancel(ctx), buf.Bytes(), want)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.staging, idx)
@@ -459,10 +446,10 @@ func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]b
 	vec, n, err := f.m.readSpans(p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
 		if !clean {
 			if b, ok := f.dirty[idx]; ok {
-				return b, 0, nil
+				return b.Bytes(), 0, nil
 			}
 			if b, ok := f.staging[idx]; ok {
-				return b, 0, nil
+				return b.Bytes(), 0, nil
 			}
 			b, err := f.current(ctx, idx)
 			return b, 0, err
