@@ -69,17 +69,22 @@ func (m *Manager) commitSlots(ino Ino, slots []slot, minSize int64, touch bool) 
 			if err != nil {
 				return err
 			}
+			if err := countStored(txn, &n); err != nil {
+				return err
+			}
 			for _, s := range batch {
 				key := fileChunkKey(ino, s.Idx)
 				v, ok, err := get(txn, key)
 				if err != nil {
 					return err
 				}
+				n.Stored += int64(s.Ref.Size)
 				if ok {
 					old, err := decodeChunkRef(v)
 					if err != nil {
 						return err
 					}
+					n.Stored -= int64(old.Size)
 					// Same id: the staged reference is one too many.
 					z, err := decRef(txn, old.ID)
 					if err != nil {
@@ -108,6 +113,20 @@ func (m *Manager) commitSlots(ino Ino, slots []slot, minSize int64, touch bool) 
 	return nil
 }
 
+// countStored sets n.Stored from the file's chunk slots if it is unknown
+// (an inode written before it was kept), inside txn before any change.
+func countStored(txn *badger.Txn, n *Inode) error {
+	if n.Stored >= 0 {
+		return nil
+	}
+	n.Stored = 0
+	return scan(txn, inoKey(kFile, n.Ino), false, func(_, v []byte) error {
+		ref, err := decodeChunkRef(v)
+		n.Stored += int64(ref.Size)
+		return err
+	})
+}
+
 // dropChunksFrom deletes every chunk of ino at index from or above, in
 // batches, then lowers the size to size. Until then the remaining chunks
 // all lie inside the old size, so no chunk is ever past the end.
@@ -118,8 +137,18 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 		done := false
 		err := m.meta.update(func(txn *badger.Txn) error {
 			zero = zero[:0:0]
+			n, err := getInode(txn, ino)
+			gone := errors.Is(err, ErrNotFound) // freeing an orphan whose inode went first
+			if err != nil && !gone {
+				return err
+			}
+			if !gone {
+				if err := countStored(txn, &n); err != nil {
+					return err
+				}
+			}
 			var keys [][]byte
-			var ids []nodes.ChunkID
+			var refs []ChunkRef
 			opts := badger.DefaultIteratorOptions
 			opts.Prefix = prefix
 			it := txn.NewIterator(opts)
@@ -134,33 +163,29 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 					it.Close()
 					return err
 				}
-				keys, ids = append(keys, it.Item().KeyCopy(nil)), append(ids, ref.ID)
+				keys, refs = append(keys, it.Item().KeyCopy(nil)), append(refs, ref)
 			}
 			it.Close()
 			for i, k := range keys {
 				if err := del(txn, k); err != nil {
 					return err
 				}
-				z, err := decRef(txn, ids[i])
+				z, err := decRef(txn, refs[i].ID)
 				if err != nil {
 					return err
 				}
 				if z {
-					zero = append(zero, ids[i])
+					zero = append(zero, refs[i].ID)
 				}
+				n.Stored -= int64(refs[i].Size)
 			}
-			if len(keys) == txnBatch {
+			done = len(keys) < txnBatch
+			if gone {
 				return nil
 			}
-			done = true
-			n, err := getInode(txn, ino)
-			if errors.Is(err, ErrNotFound) {
-				return nil // freeing an orphan whose inode went first
+			if done {
+				n.Size = min(n.Size, size)
 			}
-			if err != nil {
-				return err
-			}
-			n.Size = min(n.Size, size)
 			return putInode(txn, &n)
 		})
 		if err != nil {
@@ -295,6 +320,9 @@ func (m *Manager) freeOrphan(ino Ino) error {
 		if err := del(txn, inoKey(kInode, ino)); err != nil {
 			return err
 		}
+		if err := addCount(txn, inodeCountKey, -1); err != nil {
+			return err
+		}
 		return del(txn, inoKey(kOrphan, ino))
 	})
 }
@@ -340,6 +368,9 @@ func (m *Manager) recover() error {
 			}
 		}
 	}
+	if err := m.countInodes(false); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	zero, err := m.zeroChunks()
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -350,6 +381,39 @@ func (m *Manager) recover() error {
 	}
 	// Until a clean Close, the pool counts as crashed.
 	return m.meta.update(func(txn *badger.Txn) error { return del(txn, cleanKey) })
+}
+
+// countInodes counts the inodes into inodeCountKey, if the count is
+// missing (a pool from before it was kept) or always with force.
+func (m *Manager) countInodes(force bool) error {
+	return m.meta.update(func(txn *badger.Txn) error {
+		if _, ok, err := get(txn, inodeCountKey); err != nil || (ok && !force) {
+			return err
+		}
+		n := int64(0)
+		err := scan(txn, []byte{kInode}, true, func(_, _ []byte) error {
+			n++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return set(txn, inodeCountKey, binary.BigEndian.AppendUint64(nil, uint64(n)))
+	})
+}
+
+// InodeCount returns how many inodes exist (files, directories, links and
+// other nodes, the root and unlinked files still open included).
+func (m *Manager) InodeCount() (uint64, error) {
+	var n uint64
+	err := m.meta.view(func(txn *badger.Txn) error {
+		v, ok, err := get(txn, inodeCountKey)
+		if ok && len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		return err
+	})
+	return n, err
 }
 
 // cleanKey is present while the pool is closed cleanly.

@@ -392,12 +392,12 @@ func lostFound(txn *badger.Txn) (Ino, error) {
 		}
 		return e.Ino, err
 	}
-	n, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
+	n, err := newIno(txn)
 	if err != nil {
 		return 0, err
 	}
 	t := now()
-	dir := Inode{Ino: Ino(n), Mode: syscall.S_IFDIR | 0o700, Nlink: 2, Parent: RootIno, Atime: t, Mtime: t, Ctime: t}
+	dir := Inode{Ino: Ino(n), Mode: syscall.S_IFDIR | 0o700, Nlink: 2, Parent: RootIno, Atime: t, Mtime: t, Ctime: t, Btime: t}
 	if err := putInode(txn, &dir); err != nil {
 		return 0, err
 	}

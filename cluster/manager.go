@@ -168,9 +168,12 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 	}
 	now := time.Now().UnixNano()
 	root := Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
-		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Atime: now, Mtime: now, Ctime: now}
+		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Atime: now, Mtime: now, Ctime: now, Btime: now}
 	err = meta.update(func(txn *badger.Txn) error {
 		if err := set(txn, cleanKey, nil); err != nil {
+			return err
+		}
+		if err := addCount(txn, inodeCountKey, 1); err != nil {
 			return err
 		}
 		return putInode(txn, &root)

@@ -71,7 +71,8 @@ func holdingKey(num uint32, id nodes.ChunkID) []byte {
 }
 
 var (
-	inoCounterKey   = []byte{kCounter, 'i'}
+	inoCounterKey   = []byte{kCounter, 'i'} // the last inode number given out
+	inodeCountKey   = []byte{kCounter, 'n'} // inodes that exist (df -i)
 	driveCounterKey = []byte{kCounter, 'd'}
 )
 
@@ -303,6 +304,33 @@ func getChunkRecord(txn *badger.Txn, id nodes.ChunkID) (chunkRecord, bool, error
 		return chunkRecord{}, false, fmt.Errorf("chunk %s: %w", id.Short(), err)
 	}
 	return c, true, nil
+}
+
+// newIno gives out a new inode number and counts the inode as existing.
+func newIno(txn *badger.Txn) (Ino, error) {
+	n, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
+	if err != nil {
+		return 0, err
+	}
+	if err := addCount(txn, inodeCountKey, 1); err != nil {
+		return 0, err
+	}
+	return Ino(n), nil
+}
+
+// addCount adds delta to the uint64 count at key (absent reads as zero,
+// and a count never goes below zero).
+func addCount(txn *badger.Txn, key []byte, delta int64) error {
+	v, ok, err := get(txn, key)
+	if err != nil {
+		return err
+	}
+	var n uint64
+	if ok && len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	n = uint64(max(int64(n)+delta, 0))
+	return set(txn, key, binary.BigEndian.AppendUint64(nil, n))
 }
 
 // counter increments the uint64 counter at key and returns its new value.

@@ -144,13 +144,13 @@ func (m *Manager) Mknod(parent Ino, name string, mode uint32, c Caller, target s
 		} else if ok {
 			return fmt.Errorf("%s: %w", name, ErrExist)
 		}
-		n, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
+		n, err := newIno(txn)
 		if err != nil {
 			return err
 		}
 		t := now()
 		child = Inode{Ino: Ino(n), Mode: typ | mode&0o7777, Uid: c.Uid, Gid: c.Gid, Nlink: 1,
-			Atime: t, Mtime: t, Ctime: t, Replicas: dir.Replicas}
+			Atime: t, Mtime: t, Ctime: t, Btime: t, Replicas: dir.Replicas}
 		if typ == syscall.S_IFDIR {
 			child.Nlink = 2
 			child.Parent = parent

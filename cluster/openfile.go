@@ -34,18 +34,18 @@ type File struct {
 	handles int // guarded by Manager.filesMu
 
 	mu       sync.Mutex
-	cond     *sync.Cond         // broadcast when a staging finishes; uses mu
-	size     int64              // guarded by mu: logical size, unflushed writes included
-	mtime    int64              // guarded by mu: time of the last unflushed write
-	modified bool               // guarded by mu: written since the last commit
+	cond     *sync.Cond          // broadcast when a staging finishes; uses mu
+	size     int64               // guarded by mu: logical size, unflushed writes included
+	mtime    int64               // guarded by mu: time of the last unflushed write
+	modified bool                // guarded by mu: written since the last commit
 	dirty    map[int64]*chunkBuf // guarded by mu: chunk index → content being written
 	staging  map[int64]*chunkBuf // guarded by mu: buffers being replicated
-	pending  map[int64]ChunkRef // guarded by mu: replicated, not yet committed
-	touched  map[uint32]bool    // guarded by mu: drives written since the last commit
-	err      error              // guarded by mu: a background failure, reported once
-	lastRead int64              // guarded by mu: end of the last read, to spot sequential reads
-	streak   int                // guarded by mu: reads in a row near the one before
-	want     int                // guarded by mu: replication factor of new chunks
+	pending  map[int64]ChunkRef  // guarded by mu: replicated, not yet committed
+	touched  map[uint32]bool     // guarded by mu: drives written since the last commit
+	err      error               // guarded by mu: a background failure, reported once
+	lastRead int64               // guarded by mu: end of the last read, to spot sequential reads
+	streak   int                 // guarded by mu: reads in a row near the one before
+	want     int                 // guarded by mu: replication factor of new chunks
 }
 
 // OpenFile returns the shared File of the regular file ino, registering a
@@ -166,6 +166,22 @@ func (f *File) overlay(n *Inode) {
 	n.Size = f.size
 	if f.modified {
 		n.Mtime, n.Ctime = f.mtime, f.mtime
+	}
+	// Buffered chunks may replace stored ones: until they are committed,
+	// the stored bytes are an estimate that errs high, as ext4's
+	// delayed allocation does.
+	if n.Stored >= 0 {
+		extra := int64(0)
+		for _, b := range f.dirty {
+			extra += int64(b.Len())
+		}
+		for _, b := range f.staging {
+			extra += int64(b.Len())
+		}
+		for _, r := range f.pending {
+			extra += int64(r.Size)
+		}
+		n.Stored = max(n.Stored, min(n.Stored+extra, n.Size))
 	}
 }
 

@@ -171,13 +171,13 @@ func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint3
 func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
 	var n Inode
 	err := m.meta.update(func(txn *badger.Txn) error {
-		num, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
+		num, err := newIno(txn)
 		if err != nil {
 			return err
 		}
 		t := now()
 		n = Inode{Ino: Ino(num), Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
-			Atime: t, Mtime: t, Ctime: t, Replicas: dir.Replicas}
+			Atime: t, Mtime: t, Ctime: t, Btime: t, Replicas: dir.Replicas}
 		if err := putInode(txn, &n); err != nil {
 			return err
 		}

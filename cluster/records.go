@@ -37,6 +37,17 @@ type Inode struct {
 	Parent Ino
 	// Target is a symlink's target.
 	Target string
+	// Rdev is a device node's device number (Linux encoding, as in
+	// st_rdev); zero for other files.
+	Rdev uint32
+	// Btime is when the inode was created (statx's birth time), Unix
+	// nanoseconds; zero when unknown (inodes from before it was kept).
+	Btime int64
+	// Stored is how many bytes of the file's content are stored in chunks,
+	// holes and zero tails not counted (st_blocks). Negative when unknown
+	// (inodes from before it was kept): the next commit to the file counts
+	// it afresh.
+	Stored int64
 }
 
 // IsDir reports whether the inode is a directory.
@@ -56,9 +67,13 @@ var errCorrupt = errors.New("corrupt metadata record")
 
 const recordVersion = 1
 
+// inodeVersion is the version of inode records: 2 added Rdev, Btime and
+// Stored after version 1's fields. Version 1 records still decode.
+const inodeVersion = 2
+
 func (i *Inode) encode() []byte {
-	b := make([]byte, 0, 64+len(i.Target))
-	b = append(b, recordVersion)
+	b := make([]byte, 0, 80+len(i.Target))
+	b = append(b, inodeVersion)
 	b = binary.AppendUvarint(b, uint64(i.Mode))
 	b = binary.AppendUvarint(b, uint64(i.Uid))
 	b = binary.AppendUvarint(b, uint64(i.Gid))
@@ -70,7 +85,10 @@ func (i *Inode) encode() []byte {
 	b = append(b, i.Replicas)
 	b = binary.AppendUvarint(b, uint64(i.Parent))
 	b = binary.AppendUvarint(b, uint64(len(i.Target)))
-	return append(b, i.Target...)
+	b = append(b, i.Target...)
+	b = binary.AppendUvarint(b, uint64(i.Rdev))
+	b = binary.AppendVarint(b, i.Btime)
+	return binary.AppendVarint(b, i.Stored)
 }
 
 // decoder reads the fields of a record, remembering the first error so that
@@ -153,8 +171,11 @@ func (d *decoder) done(what string) error {
 
 func decodeInode(ino Ino, b []byte) (Inode, error) {
 	d := decoder{b: b}
-	d.version()
-	i := Inode{Ino: ino}
+	v := d.byte1()
+	if v != recordVersion && v != inodeVersion {
+		d.fail()
+	}
+	i := Inode{Ino: ino, Stored: -1}
 	i.Mode = d.u32()
 	i.Uid = d.u32()
 	i.Gid = d.u32()
@@ -166,6 +187,11 @@ func decodeInode(ino Ino, b []byte) (Inode, error) {
 	i.Replicas = d.byte1()
 	i.Parent = Ino(d.uvarint())
 	i.Target = string(d.bytes(d.uvarint()))
+	if v == inodeVersion {
+		i.Rdev = d.u32()
+		i.Btime = d.varint()
+		i.Stored = d.varint()
+	}
 	if err := d.done("inode"); err != nil {
 		return Inode{}, err
 	}

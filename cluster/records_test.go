@@ -14,10 +14,22 @@ import (
 )
 
 func TestRecordRoundTrips(t *testing.T) {
-	in := Inode{Ino: 7, Mode: 0o100644, Uid: 1, Gid: 2, Nlink: 3, Size: 1 << 40, Atime: -5, Mtime: 6, Ctime: 7, Replicas: 3, Parent: 9, Target: "x/y"}
+	in := Inode{Ino: 7, Mode: 0o100644, Uid: 1, Gid: 2, Nlink: 3, Size: 1 << 40, Atime: -5, Mtime: 6, Ctime: 7, Replicas: 3, Parent: 9, Target: "x/y",
+		Rdev: 0x80103, Btime: 1 << 60, Stored: 5 << 30}
 	out, err := decodeInode(7, in.encode())
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Fatalf("inode: %+v, %v", out, err)
+	}
+	// A version 1 record (before Rdev, Btime and Stored) still decodes,
+	// with its stored bytes unknown.
+	v1 := in.encode()
+	v1[0] = recordVersion
+	v1 = v1[:len(v1)-len(binary.AppendUvarint(nil, uint64(in.Rdev)))-len(binary.AppendVarint(nil, in.Btime))-len(binary.AppendVarint(nil, in.Stored))]
+	old, err := decodeInode(7, v1)
+	want := in
+	want.Rdev, want.Btime, want.Stored = 0, 0, -1
+	if err != nil || !reflect.DeepEqual(old, want) {
+		t.Fatalf("version 1 inode: %+v, %v", old, err)
 	}
 	e := dentry{Ino: 1 << 50, Type: 0o40000}
 	if got, err := decodeDentry(e.encode()); err != nil || got != e {

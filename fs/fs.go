@@ -212,7 +212,13 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 	out.Nlink = i.Nlink
 	out.Uid, out.Gid = i.Uid, i.Gid
 	out.Size = uint64(i.Size)
-	out.Blocks = (uint64(i.Size) + 511) / 512
+	// st_blocks counts what is stored, so holes and sparse files show
+	// as such to du, cp --sparse and tar -S.
+	stored := i.Stored
+	if stored < 0 || !i.IsRegular() {
+		stored = i.Size
+	}
+	out.Blocks = (uint64(stored) + 511) / 512
 	// Applications size their buffers by st_blksize: one chunk (up to the
 	// 1 MiB FUSE write limit) per request is what dhdfs does best.
 	out.Blksize = uint32(min(fsys.m.Config().ChunkSize, 1<<20))
