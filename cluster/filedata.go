@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -49,7 +50,7 @@ func (m *Manager) fileChunks(ino Ino) ([]slot, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, slot{Idx: int64(binary.BigEndian.Uint64(k[len(prefix):])), Ref: ref})
+			out = append(out, slot{Idx: chunkIndex(k, prefix), Ref: ref})
 			return nil
 		})
 	})
@@ -131,7 +132,18 @@ func countStored(txn *badger.Txn, n *Inode) error {
 // batches, then lowers the size to size. Until then the remaining chunks
 // all lie inside the old size, so no chunk is ever past the end.
 func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
+	return m.dropChunks(ino, from, -1, size)
+}
+
+// dropChunks makes chunks [from, to) of ino holes (to < 0: every chunk
+// from on), in batches, then lowers the size to shrinkTo unless that is
+// negative.
+func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 	prefix := inoKey(kFile, ino)
+	var stop []byte
+	if to >= 0 {
+		stop = fileChunkKey(ino, to)
+	}
 	for {
 		var zero []nodes.ChunkID
 		done := false
@@ -153,6 +165,9 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 			opts.Prefix = prefix
 			it := txn.NewIterator(opts)
 			for it.Seek(fileChunkKey(ino, from)); it.Valid() && len(keys) < txnBatch; it.Next() {
+				if stop != nil && bytes.Compare(it.Item().Key(), stop) >= 0 {
+					break
+				}
 				v, err := it.Item().ValueCopy(nil)
 				if err != nil {
 					it.Close()
@@ -183,8 +198,8 @@ func (m *Manager) dropChunksFrom(ino Ino, from int64, size int64) error {
 			if gone {
 				return nil
 			}
-			if done {
-				n.Size = min(n.Size, size)
+			if done && shrinkTo >= 0 {
+				n.Size = min(n.Size, shrinkTo)
 			}
 			return putInode(txn, &n)
 		})

@@ -54,6 +54,12 @@ func fileChunkKey(ino Ino, idx int64) []byte {
 	return binary.BigEndian.AppendUint64(inoKey(kFile, ino), uint64(idx))
 }
 
+// chunkIndex returns the chunk index of a file chunk key under prefix
+// (inoKey(kFile, ino)).
+func chunkIndex(key, prefix []byte) int64 {
+	return int64(binary.BigEndian.Uint64(key[len(prefix):]))
+}
+
 func chunkKey(kind byte, id nodes.ChunkID) []byte {
 	return append([]byte{kind}, id[:]...)
 }

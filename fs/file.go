@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"syscall"
 	"time"
 
@@ -92,21 +93,55 @@ func (h *handle) Release(ctx context.Context) (errno syscall.Errno) {
 	return 0
 }
 
-// Allocate implements gofs.FileAllocater. dhdfs does not reserve space
-// ahead of writes (chunks are placed when written), so allocation only
-// grows the size when asked; FALLOC_FL_KEEP_SIZE is accepted as a no-op,
-// and punching holes is not supported.
+// fallocate(2) mode bits.
+const (
+	fallocKeepSize  = 0x01 // FALLOC_FL_KEEP_SIZE
+	fallocPunchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
+	fallocZeroRange = 0x10 // FALLOC_FL_ZERO_RANGE
+)
+
+// Allocate implements gofs.FileAllocater. Chunks are placed when written,
+// so plain allocation checks that the space exists and grows the size;
+// punching a hole and zeroing a range turn covered chunks into holes,
+// which frees their space. Collapsing and inserting ranges are not
+// supported (EOPNOTSUPP, as on many filesystems).
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) (errno syscall.Errno) {
 	defer h.fs.observe("allocate", time.Now(), &errno)
-	const keepSize = 0x1 // FALLOC_FL_KEEP_SIZE
-	switch mode {
-	case 0:
-		if end := int64(off + size); end > h.f.Size() {
-			return h.errno("fallocate", h.f.Truncate(ctx, end))
-		}
-		return 0
-	case keepSize:
-		return 0
+	if off > math.MaxInt64 || size > math.MaxInt64-off {
+		return syscall.EFBIG
 	}
-	return syscall.EOPNOTSUPP
+	keep := mode&fallocKeepSize != 0
+	var err error
+	switch mode &^ fallocKeepSize {
+	case 0:
+		err = h.f.Allocate(ctx, int64(off), int64(size), keep)
+	case fallocPunchHole:
+		if !keep {
+			return syscall.EOPNOTSUPP // the kernel refuses this already
+		}
+		err = h.f.ZeroRange(ctx, int64(off), int64(size), true)
+	case fallocZeroRange:
+		err = h.f.ZeroRange(ctx, int64(off), int64(size), keep)
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	return h.errno("fallocate", err)
+}
+
+// Lseek implements gofs.FileLseeker: SEEK_DATA and SEEK_HOLE find stored
+// chunks and holes, so cp, tar and rsync can skip the holes of sparse
+// files. The kernel answers the other whences itself.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (_ uint64, errno syscall.Errno) {
+	defer h.fs.observe("lseek", time.Now(), &errno)
+	if off > math.MaxInt64 {
+		return 0, syscall.ENXIO
+	}
+	pos, err := h.f.Seek(ctx, int64(off), int(whence))
+	if errors.Is(err, io.EOF) {
+		return 0, syscall.ENXIO
+	}
+	if err != nil {
+		return 0, h.errno("lseek", err)
+	}
+	return uint64(pos), 0
 }

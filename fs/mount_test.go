@@ -31,6 +31,13 @@ func mountPool(t *testing.T, drives int, chunkSize int) *testMount {
 // mountPoolWith mounts with the default Config changed by edit.
 func mountPoolWith(t *testing.T, drives int, chunkSize int, edit func(*Config)) *testMount {
 	t.Helper()
+	return mountPoolOpts(t, drives, chunkSize, func(*cluster.Options) {}, edit)
+}
+
+// mountPoolOpts also changes the pool's Options: by default freed write
+// buffers are poisoned, so that bytes no write produced show at once.
+func mountPoolOpts(t *testing.T, drives int, chunkSize int, pool func(*cluster.Options), edit func(*Config)) *testMount {
+	t.Helper()
 	root := t.TempDir()
 	home := filepath.Join(root, "home")
 	cfg := cluster.DefaultPoolConfig()
@@ -40,11 +47,13 @@ func mountPoolWith(t *testing.T, drives int, chunkSize int, edit func(*Config)) 
 	}
 	tm := &testMount{t: t, faulty: map[string]*nodes.Faulty{}}
 	// Closes commit lazily, as with dhdfs mount, with a busy background syncer.
-	m, err := cluster.Open(home, cluster.Options{SyncInterval: 200 * time.Millisecond, WrapStore: func(rec cluster.DriveRecord, s nodes.Store) nodes.Store {
+	opts := cluster.Options{SyncInterval: 200 * time.Millisecond, PoisonBuffers: true, WrapStore: func(rec cluster.DriveRecord, s nodes.Store) nodes.Store {
 		f := nodes.NewFaulty(s)
 		tm.faulty[rec.Name] = f
 		return f
-	}})
+	}}
+	pool(&opts)
+	m, err := cluster.Open(home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

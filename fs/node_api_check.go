@@ -34,4 +34,5 @@ var (
 	_ = (gofs.FileFlusher)((*handle)(nil))
 	_ = (gofs.FileReleaser)((*handle)(nil))
 	_ = (gofs.FileAllocater)((*handle)(nil))
+	_ = (gofs.FileLseeker)((*handle)(nil))
 )
