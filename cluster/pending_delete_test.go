@@ -323,3 +323,41 @@ func TestPendingDeletesOfRemovedDrive(t *testing.T) {
 	}
 	tp.checkClean(files)
 }
+
+// gc and scrub carry out deletes still queued for usable drives (one the
+// drive's return did not finish, say), and count them as orphans.
+func TestGCAndScrubFinishPendingDeletes(t *testing.T) {
+	for _, op := range []string{"gc", "scrub"} {
+		t.Run(op, func(t *testing.T) {
+			tp := newTestPool(t, 3, 2)
+			files := tp.putFiles(2)
+			d, _ := tp.driveByName("d2")
+			stray := randBytes(99, MinChunkSize)
+			id := nodes.SumChunk(stray)
+			if err := d.usable().Put(id, stray); err != nil {
+				t.Fatal(err)
+			}
+			if err := tp.meta.update(func(txn *badger.Txn) error { return queueDelete(txn, d.num, id) }); err != nil {
+				t.Fatal(err)
+			}
+			var orphans int64
+			var err error
+			if op == "gc" {
+				var rep GCReport
+				rep, err = tp.GC(context.Background(), nil)
+				orphans = rep.Orphans
+			} else {
+				var rep ScrubReport
+				rep, err = tp.Scrub(context.Background(), nil)
+				orphans = rep.Orphans
+			}
+			if err != nil || orphans != 1 || tp.mustPending() != 0 {
+				t.Fatalf("%s: %d orphans, %d pending left (%v)", op, orphans, tp.mustPending(), err)
+			}
+			if ok, _ := d.usable().Has(id); ok {
+				t.Fatal("the queued copy is still there")
+			}
+			tp.checkClean(files)
+		})
+	}
+}
