@@ -103,20 +103,28 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 // replicate puts data on n drives chosen by pickDrives, in parallel. A
 // drive that fails is marked so and replaced by another until n copies
 // exist or no eligible drive is left. It returns the drives that hold a
-// copy; an error only when there is none.
+// copy; an error only when there is none. The caller holds id's stripe
+// lock and records the returned drives as holders: a Put that failed may
+// still have landed (a timeout, the drive taken offline under it), so
+// those drives get a pending delete instead.
 func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32) ([]uint32, error) {
-	var got []uint32
+	var got, failed []uint32
+	defer func() { m.queueDeletes(id, failed) }()
 	var errs []error
 	noSpace := true
 	for len(got) < n {
 		if err := ctx.Err(); err != nil {
-			return got, err
+			if len(got) > 0 {
+				break // the copies made are the caller's to record
+			}
+			return nil, err
 		}
 		targets := m.pickDrives(n-len(got), len(data), skip, append(slices.Clone(have), got...))
 		if len(targets) == 0 {
 			break
 		}
 		results := make([]error, len(targets))
+		tried := make([]bool, len(targets))
 		var wg sync.WaitGroup
 		for i, d := range targets {
 			skip[d.num] = true
@@ -125,6 +133,7 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				results[i] = fmt.Errorf("drive %s went offline", d.record().Name)
 				continue
 			}
+			tried[i] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -138,6 +147,9 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				m.driveFailed(d, err)
 				errs = append(errs, err)
 				noSpace = noSpace && errors.Is(err, syscall.ENOSPC)
+				if tried[i] {
+					failed = append(failed, d.num)
+				}
 				continue
 			}
 			got = append(got, d.num)
@@ -331,8 +343,9 @@ func decRef(txn *badger.Txn, id nodes.ChunkID) (bool, error) {
 }
 
 // collect deletes chunks whose reference count is zero: copies first, then
-// the record. A copy on a drive that is offline stays until the drive is
-// scrubbed; it is harmless, as no record points at it.
+// the record. A copy on a drive that cannot delete it now (offline,
+// failed) gets a pending delete in the transaction that drops the record,
+// carried out when the drive returns.
 func (m *Manager) collect(ids []nodes.ChunkID) {
 	for _, id := range ids {
 		if err := m.collectOne(id); err != nil {
@@ -353,16 +366,28 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 		// Taken again by a writer between decRef and now.
 		return m.meta.update(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
 	}
+	var later []uint32
 	for _, num := range rec.Holders {
-		if d, s := m.storeOf(num); s != nil {
+		d, s := m.storeOf(num)
+		switch {
+		case d == nil: // no longer a drive of the pool
+		case s == nil:
+			later = append(later, num)
+		default:
 			if err := s.Delete(id); err != nil {
 				m.driveFailed(d, err)
+				later = append(later, num)
 			}
 		}
 	}
 	return m.meta.update(func(txn *badger.Txn) error {
 		for _, num := range rec.Holders {
 			if err := del(txn, holdingKey(num, id)); err != nil {
+				return err
+			}
+		}
+		for _, num := range later {
+			if err := queueDelete(txn, num, id); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -25,6 +26,9 @@ type DriveInfo struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Chunks is the number of chunk copies the pool has placed on the drive.
 	Chunks int64 `json:"chunks"`
+	// PendingDeletes counts copies on the drive that no record names any
+	// more, to be deleted as soon as it is usable (see pending_delete.go).
+	PendingDeletes int64 `json:"pending_deletes,omitempty"`
 	// Used is the bytes the drive's store occupies; -1 when unknown.
 	Used int64 `json:"used_bytes"`
 	// Free and Total describe the filesystem under the drive; -1 when unknown.
@@ -202,10 +206,15 @@ func (m *Manager) Drives() ([]DriveInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("count chunks per drive: %w", err)
 	}
+	pending, err := m.pendingDeletes()
+	if err != nil {
+		return nil, err
+	}
 	var out []DriveInfo
 	for _, d := range m.driveList() {
 		info := m.driveInfo(d)
 		info.Chunks = counts[d.num]
+		info.PendingDeletes = pending[d.num]
 		out = append(out, info)
 	}
 	return out, nil
@@ -282,6 +291,11 @@ func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) 
 	}
 	m.log.Info("drive state changed", "drive", rec.Name, "offline", offline)
 	if !offline {
+		// Before returning, so that the command's caller sees the drive
+		// clean of what was deleted while it was away.
+		if _, err := m.finishDeletes(context.Background(), d); err != nil {
+			m.log.Warn("pending deletes", "drive", rec.Name, "err", err)
+		}
 		m.kickHealer()
 	}
 	return m.driveInfo(d), nil

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,7 +235,8 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 }
 
 // attachDrive opens the drive's store (unless it is offline) and adds it
-// to the in-memory registry. A drive that cannot be opened is kept, failed.
+// to the in-memory registry, then carries out the deletes queued while it
+// was away. A drive that cannot be opened is kept, failed.
 func (m *Manager) attachDrive(rec DriveRecord) *drive {
 	d := &drive{num: rec.Num, rec: rec}
 	if !rec.Offline {
@@ -253,6 +255,11 @@ func (m *Manager) attachDrive(rec DriveRecord) *drive {
 	m.drivesMu.Lock()
 	m.drives[rec.Num] = d
 	m.drivesMu.Unlock()
+	if d.usable() != nil {
+		if _, err := m.finishDeletes(context.Background(), d); err != nil {
+			m.log.Warn("pending deletes", "drive", rec.Name, "err", err)
+		}
+	}
 	return d
 }
 

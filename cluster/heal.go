@@ -109,6 +109,12 @@ func (m *Manager) Heal(ctx context.Context, progress ProgressFunc) (HealReport, 
 	m.healMu.Lock()
 	defer m.healMu.Unlock()
 	var rep HealReport
+	// Carry out deletes queued for drives that are usable now: those
+	// their return did not finish (a busy drive, an error) are retried
+	// by every pass.
+	if _, err := m.finishAllDeletes(ctx); err != nil {
+		return rep, fmt.Errorf("heal: %w", err)
+	}
 	var tasks []healTask
 	wants := map[nodes.ChunkID]uint8{}
 	now := time.Now()
@@ -224,8 +230,8 @@ func (m *Manager) healChunk(ctx context.Context, id nodes.ChunkID, want int, rep
 		cs.healthy = append(cs.healthy, added...)
 	}
 	// Forget copies on drives gone for good once enough copies exist
-	// elsewhere (or none can be made); a drive that returns later has its
-	// stale copies collected by gc.
+	// elsewhere (or none can be made); setHolders queues their deletion
+	// for when the drive returns.
 	remove := cs.gone
 	// Trim extra copies when every holder is accounted for.
 	var victims []uint32
@@ -238,9 +244,9 @@ func (m *Manager) healChunk(ctx context.Context, id nodes.ChunkID, want int, rep
 		return copied, err
 	}
 	for _, num := range victims {
-		if d, s := m.storeOf(num); s != nil {
-			if err := s.Delete(id); err != nil {
-				m.driveFailed(d, err)
+		if d := m.driveByNum(num); d != nil {
+			if _, err := m.finishDelete(d, id); err != nil {
+				m.log.Warn("trim copy", "chunk", id.Short(), "drive", d.record().Name, "err", err)
 			}
 		}
 	}

@@ -59,44 +59,70 @@ func (m *Manager) tryRevive(d *drive) {
 	}
 	s, err := m.openDriveStore(rec)
 	if err == nil {
-		err = probeStore(s)
-		if err != nil {
+		var left nodes.ChunkID
+		if left, err = probeStore(s); err != nil {
 			s.Close()
 			s = nil
 		}
+		if left != (nodes.ChunkID{}) {
+			// The probe chunk is no chunk of the pool: it must not stay
+			// behind once the drive works again.
+			mu := &m.stripes[left[0]]
+			mu.Lock()
+			m.queueDeletes(left, []uint32{d.num})
+			mu.Unlock()
+		}
 	}
+	if !m.reviveWith(d, s, err) {
+		return
+	}
+	m.log.Info("drive back online", "drive", rec.Name)
+	if _, err := m.finishDeletes(context.Background(), d); err != nil {
+		m.log.Warn("pending deletes", "drive", rec.Name, "err", err)
+	}
+	m.kickHealer()
+}
+
+// reviveWith gives failed drive d the store s reopened by tryRevive, or
+// the error that reopening it ended with, and reports whether the drive is
+// online again. A drive taken offline meanwhile stays so.
+func (m *Manager) reviveWith(d *drive, s nodes.Store, err error) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.rec.Offline { // taken offline meanwhile
+	if d.rec.Offline {
 		if s != nil {
 			s.Close()
 		}
-		return
+		return false
 	}
 	d.store = s
 	if err != nil {
 		d.failure = err
-		return
+		return false
 	}
 	d.failure = nil
 	d.freeStamp.Store(0)
-	m.log.Info("drive back online", "drive", rec.Name)
-	m.kickHealer()
+	return true
 }
 
-// probeStore writes, reads back and deletes a small unique chunk.
-func probeStore(s nodes.Store) error {
+// probeStore writes, reads back and deletes a small unique chunk. When it
+// fails after the chunk was written, it also returns the chunk's id (else
+// the zero id), for the caller to have it deleted later.
+func probeStore(s nodes.Store) (nodes.ChunkID, error) {
 	data := []byte("dhdfs drive probe " + strconv.FormatInt(time.Now().UnixNano(), 10))
 	id := nodes.SumChunk(data)
 	if err := s.Put(id, data); err != nil {
-		return err
+		return nodes.ChunkID{}, err
 	}
 	got, err := s.Get(id, nil)
 	if err != nil {
-		return err
+		return id, err
 	}
 	if !bytes.Equal(got, data) {
-		return fmt.Errorf("drive probe read back wrong data")
+		return id, fmt.Errorf("drive probe read back wrong data")
 	}
-	return s.Delete(id)
+	if err := s.Delete(id); err != nil {
+		return id, err
+	}
+	return nodes.ChunkID{}, nil
 }

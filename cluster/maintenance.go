@@ -90,11 +90,22 @@ func (m *Manager) chunkRecordOf(id nodes.ChunkID) (chunkRecord, bool, error) {
 
 // setHolders adds and removes holders of id in one transaction, keeping
 // the per-drive index in step. want, if non-zero, replaces the record's.
+// Each removed holder that is still a drive of the pool gets a pending
+// delete in the same transaction, so its copy is deleted even if the drive
+// is away now (finishDelete does it, or the caller's own delete and a later
+// pass, which finds it gone). The caller holds id's stripe lock.
 func (m *Manager) setHolders(id nodes.ChunkID, add, remove []uint32, want uint8) error {
 	return m.meta.update(func(txn *badger.Txn) error {
 		rec, ok, err := getChunkRecord(txn, id)
 		if err != nil || !ok {
 			return err
+		}
+		for _, num := range remove {
+			if rec.holds(num) && m.driveByNum(num) != nil {
+				if err := queueDelete(txn, num, id); err != nil {
+					return err
+				}
+			}
 		}
 		if err := rec.editHolders(txn, id, add, remove); err != nil {
 			return err
@@ -161,10 +172,14 @@ func (m *Manager) runEvery(interval time.Duration, kick <-chan struct{}, fn func
 }
 
 // copyTo writes data (verified content of id) to the drives in targets, in
-// parallel, syncs them, and returns those that hold it now.
+// parallel, syncs them, and returns those that hold it now. The caller
+// holds id's stripe lock. A target whose Put or Sync failed may hold a
+// copy all the same; unless a record names it as holder (a copy being
+// rewritten in place), finishDelete deletes it once the drive is usable.
 func (m *Manager) copyTo(id nodes.ChunkID, data []byte, targets []*drive) []uint32 {
 	var mu sync.Mutex
-	var ok []uint32
+	var ok, failed []uint32
+	defer func() { m.queueDeletes(id, failed) }()
 	var wg sync.WaitGroup
 	for _, d := range targets {
 		s := d.usable()
@@ -178,13 +193,14 @@ func (m *Manager) copyTo(id nodes.ChunkID, data []byte, targets []*drive) []uint
 			if err == nil {
 				err = s.Sync()
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
 				m.driveFailed(d, err)
+				failed = append(failed, d.num)
 				return
 			}
-			mu.Lock()
 			ok = append(ok, d.num)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()

@@ -293,6 +293,11 @@ func (m *Manager) Close() error {
 		close(m.done)
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
+		// Delete what waits for drives that are usable now, before they
+		// are synced: a clean pool leaves no copy that nothing names.
+		if _, perr := m.finishAllDeletes(context.Background()); perr != nil {
+			m.log.Warn("pending deletes", "err", perr)
+		}
 		err = errors.Join(err, m.syncAll(), m.meta.sync())
 		if err == nil {
 			err = m.markClean()

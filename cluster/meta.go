@@ -28,6 +28,8 @@ import (
 //	r drive chunk         → (empty) reverse index: what a drive holds
 //	z chunk               → (empty) chunk whose Refs fell to zero
 //	o ino                 → (empty) inode with no name, still to be freed
+//	p drive chunk         → (empty) a copy no record names, to delete from the drive (pending_delete.go)
+//	x ino name            → extended attribute value (xattr.go)
 //	d drive               → DriveRecord (JSON)
 //	s name                → counters
 const (
@@ -38,6 +40,7 @@ const (
 	kHolding = 'r'
 	kZero    = 'z'
 	kOrphan  = 'o'
+	kPending = 'p'
 	kDrive   = 'd'
 	kCounter = 's'
 )

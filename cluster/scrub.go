@@ -19,8 +19,8 @@ type ScrubReport struct {
 	Corrupt  int64 `json:"corrupt"`
 	Missing  int64 `json:"missing"`
 	Repaired int64 `json:"repaired"`
-	// Orphans were copies no record names (left by crashes, or on a drive
-	// that returned after being replaced); they were deleted.
+	// Orphans were copies no record names (left by crashes, or queued for
+	// deletion while their drive was away); they were deleted.
 	Orphans int64 `json:"orphans"`
 }
 
@@ -32,6 +32,11 @@ func (m *Manager) Scrub(ctx context.Context, progress ProgressFunc) (ScrubReport
 	m.healMu.Lock()
 	defer m.healMu.Unlock()
 	var rep ScrubReport
+	n, err := m.finishAllDeletes(ctx)
+	rep.Orphans += int64(n)
+	if err != nil {
+		return rep, err
+	}
 	t := throttle{rate: m.opts.RepairRate}
 	p := Progress{Op: "scrub"}
 	for _, d := range m.driveList() {
@@ -211,9 +216,10 @@ type GCReport struct {
 	DrivesSwept int   `json:"drives"`
 }
 
-// GC gives space back: copies no record names are deleted from the
-// drives, chunks whose last reference went are collected, and each drive's
-// store compacts so the filesystem sees the space free.
+// GC gives space back: chunks whose last reference went are collected,
+// pending deletes are carried out, copies no record names are deleted
+// from the drives, and each drive's store compacts so the filesystem sees
+// the space free.
 func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, error) {
 	m.healMu.Lock()
 	defer m.healMu.Unlock()
@@ -224,6 +230,11 @@ func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, erro
 	}
 	m.collect(zero)
 	rep.Collected = int64(len(zero))
+	n, err := m.finishAllDeletes(ctx)
+	rep.Orphans += int64(n)
+	if err != nil {
+		return rep, err
+	}
 	drives := m.driveList()
 	p := Progress{Op: "gc", Total: int64(len(drives))}
 	progress.report(p)
