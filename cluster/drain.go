@@ -120,10 +120,9 @@ func (m *Manager) moveOff(ctx context.Context, id nodes.ChunkID, from, to *drive
 	if err := m.setHolders(id, added, []uint32{from.num}, 0); err != nil {
 		return copied, err
 	}
-	if s := from.usable(); s != nil {
-		if err := s.Delete(id); err != nil {
-			m.driveFailed(from, err)
-		}
+	// setHolders queued the copy's delete; carry it out now if we can.
+	if _, err := m.finishDelete(from, id); err != nil {
+		m.log.Warn("delete moved copy", "chunk", id.Short(), "err", err)
 	}
 	return copied, nil
 }
@@ -387,10 +386,9 @@ func (m *Manager) moveChunk(ctx context.Context, id nodes.ChunkID, src, dst *dri
 	if err := m.setHolders(id, []uint32{dst.num}, []uint32{src.num}, 0); err != nil {
 		return len(data), false, err
 	}
-	if s := src.usable(); s != nil {
-		if err := s.Delete(id); err != nil {
-			m.driveFailed(src, err)
-		}
+	// setHolders queued the copy's delete; carry it out now if we can.
+	if _, err := m.finishDelete(src, id); err != nil {
+		m.log.Warn("delete moved copy", "chunk", id.Short(), "err", err)
 	}
 	dst.written.Add(int64(len(data)))
 	src.written.Add(-int64(len(data)))

@@ -383,7 +383,7 @@ func (m *Manager) recover() error {
 			}
 		}
 	}
-	if err := m.countInodes(false); err != nil {
+	if err := m.ensureInodeCount(); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	zero, err := m.zeroChunks()
@@ -398,23 +398,28 @@ func (m *Manager) recover() error {
 	return m.meta.update(func(txn *badger.Txn) error { return del(txn, cleanKey) })
 }
 
-// countInodes counts the inodes into inodeCountKey, if the count is
-// missing (a pool from before it was kept) or always with force.
-func (m *Manager) countInodes(force bool) error {
+// ensureInodeCount counts the inodes into inodeCountKey if the count is
+// missing (a pool from before it was kept).
+func (m *Manager) ensureInodeCount() error {
 	return m.meta.update(func(txn *badger.Txn) error {
-		if _, ok, err := get(txn, inodeCountKey); err != nil || (ok && !force) {
+		if _, ok, err := get(txn, inodeCountKey); err != nil || ok {
 			return err
 		}
-		n := int64(0)
-		err := scan(txn, []byte{kInode}, true, func(_, _ []byte) error {
-			n++
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return set(txn, inodeCountKey, binary.BigEndian.AppendUint64(nil, uint64(n)))
+		return recountInodes(txn)
 	})
+}
+
+// recountInodes sets the inode count to the inodes there are.
+func recountInodes(txn *badger.Txn) error {
+	n := uint64(0)
+	err := scan(txn, []byte{kInode}, true, func(_, _ []byte) error {
+		n++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return set(txn, inodeCountKey, binary.BigEndian.AppendUint64(nil, n))
 }
 
 // InodeCount returns how many inodes exist (files, directories, links and

@@ -49,13 +49,16 @@ const (
 	ProblemNlink         = "link count"     // an inode's nlink differs from its names
 	ProblemLostInode     = "lost inode"     // an inode with no name (moved to /lost+found)
 	ProblemDirNames      = "directory names"
-	ProblemStraySlot     = "stray chunk slot" // a chunk slot of no regular file, or past its end
-	ProblemLostChunk     = "lost chunk"       // a file chunk with no record or no copy left
-	ProblemRefcount      = "reference count"  // a chunk's count differs from the slots naming it
-	ProblemMissingCopy   = "missing copy"     // a drive named as holder lacks the copy
-	ProblemUnknownDrive  = "unknown drive"    // a holder that is not a drive of the pool
-	ProblemHoldingIndex  = "holding index"    // the reverse index disagrees with the records
-	ProblemOrphanCopy    = "orphan copy"      // a drive holds a copy no record names
+	ProblemStraySlot     = "stray chunk slot"     // a chunk slot of no regular file, or past its end
+	ProblemLostChunk     = "lost chunk"           // a file chunk with no record or no copy left
+	ProblemRefcount      = "reference count"      // a chunk's count differs from the slots naming it
+	ProblemMissingCopy   = "missing copy"         // a drive named as holder lacks the copy
+	ProblemUnknownDrive  = "unknown drive"        // a holder that is not a drive of the pool
+	ProblemHoldingIndex  = "holding index"        // the reverse index disagrees with the records
+	ProblemOrphanCopy    = "orphan copy"          // a drive holds a copy no record names
+	ProblemStoredBytes   = "stored bytes"         // a file's stored bytes (st_blocks) differ from its chunks
+	ProblemInodeCount    = "inode count"          // the count of inodes (df -i) differs from the inodes
+	ProblemStaleDelete   = "stale pending delete" // a pending delete for a drive no longer in the pool
 )
 
 // LostFound is the directory fsck --repair gives lost inodes names in.
@@ -66,6 +69,7 @@ type fsckInode struct {
 	bad     bool
 	names   []dentryAt // names pointing at it
 	subdirs uint32
+	stored  int64 // bytes in the file's chunk slots
 }
 
 type dentryAt struct {
@@ -89,6 +93,7 @@ type fsck struct {
 	chunks  map[nodes.ChunkID]*fsckChunk
 	holding map[uint32]map[nodes.ChunkID]bool // reverse index entries
 	orphans map[Ino]bool                      // inodes with no name, to be freed
+	count   uint64                            // the inode count kept for df -i
 	fixes   []func(txn *badger.Txn) error     // repairs of the metadata
 	later   []func()                          // repairs on the drives, after the metadata's
 }
@@ -179,6 +184,21 @@ func (f *fsck) load(txn *badger.Txn) error {
 	if err != nil {
 		return err
 	}
+	if v, ok, err := get(txn, inodeCountKey); err != nil {
+		return err
+	} else if ok && len(v) == 8 {
+		f.count = binary.BigEndian.Uint64(v)
+	}
+	err = scan(txn, []byte{kPending}, true, func(k, _ []byte) error {
+		key := slices.Clone(k)
+		if num, id, ok := parsePendingKey(k); ok && f.m.driveByNum(num) == nil {
+			f.problem(ProblemStaleDelete, fmt.Sprintf("chunk %s on drive number %d", id.Short(), num), func(txn *badger.Txn) error { return del(txn, key) })
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	err = scan(txn, []byte{kOrphan}, true, func(k, _ []byte) error {
 		if len(k) == 9 {
 			f.orphans[Ino(binary.BigEndian.Uint64(k[1:]))] = true
@@ -250,6 +270,7 @@ func (f *fsck) load(txn *badger.Txn) error {
 			return nil
 		}
 		c.slots++
+		n.stored += int64(ref.Size)
 		if c.user == "" {
 			c.user = fmt.Sprintf("%s chunk %d", f.path(ino), idx)
 		}
@@ -302,7 +323,12 @@ func (f *fsck) checkNames() {
 		n := f.inodes[ino]
 		switch {
 		case n.bad:
-			f.problem(ProblemBadRecord, fmt.Sprintf("inode %d", ino), func(txn *badger.Txn) error { return del(txn, inoKey(kInode, ino)) })
+			f.problem(ProblemBadRecord, fmt.Sprintf("inode %d", ino), func(txn *badger.Txn) error {
+				if err := del(txn, inoKey(kInode, ino)); err != nil {
+					return err
+				}
+				return addCount(txn, inodeCountKey, -1)
+			})
 		case ino == RootIno:
 		case len(n.names) == 0 && !f.orphans[ino]: // orphans: unlinked while open, freed at open
 			lost = append(lost, ino)
@@ -326,6 +352,18 @@ func (f *fsck) checkNames() {
 	}
 	if len(lost) > 0 {
 		f.relink(lost)
+	}
+	for _, ino := range inos {
+		n := f.inodes[ino]
+		if !n.bad && n.IsRegular() && n.Stored >= 0 && n.Stored != n.stored {
+			f.problem(ProblemStoredBytes, fmt.Sprintf("%s: %d, counted %d", f.path(ino), n.Stored, n.stored),
+				editInode(ino, func(i *Inode) { i.Stored = n.stored }))
+		}
+	}
+	if want := uint64(len(f.inodes)); f.count != want {
+		// Counted again when repairing: earlier repairs may add
+		// lost+found.
+		f.problem(ProblemInodeCount, fmt.Sprintf("%d, counted %d", f.count, want), recountInodes)
 	}
 }
 

@@ -66,6 +66,19 @@ func TestFsck(t *testing.T) {
 				return set(txn, fileChunkKey(f.a.Ino, 100), ChunkRef{ID: f.chunkA, Size: MinChunkSize}.encode())
 			})
 		}},
+		{name: "stored bytes", kind: ProblemStoredBytes, repairable: true, brk: func(f *fixture) {
+			meta(f, editInode(f.a.Ino, func(i *Inode) { i.Stored += 12345 }))
+		}, after: func(f *fixture) {
+			if n, _ := f.GetAttr(f.a.Ino); n.Stored != int64(len(f.dataA)) {
+				f.t.Fatalf("stored bytes after repair: %d, want %d", n.Stored, len(f.dataA))
+			}
+		}},
+		{name: "inode count", kind: ProblemInodeCount, repairable: true, brk: func(f *fixture) {
+			meta(f, func(txn *badger.Txn) error { return addCount(txn, inodeCountKey, 40) })
+		}},
+		{name: "stale pending delete", kind: ProblemStaleDelete, repairable: true, brk: func(f *fixture) {
+			meta(f, func(txn *badger.Txn) error { return queueDelete(txn, 77, f.chunkA) })
+		}},
 		{name: "holding index", kind: ProblemHoldingIndex, repairable: true, brk: func(f *fixture) {
 			meta(f, func(txn *badger.Txn) error { return del(txn, holdingKey(holders(f, f.chunkA)[0], f.chunkA)) })
 		}},
