@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -21,7 +22,8 @@ func main() {
 		}
 	}
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(os.Stderr, "dhdfs: %v\n", err)
+		// One line, whatever a library put in its message.
+		fmt.Fprintf(os.Stderr, "dhdfs: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
 			os.Exit(ec.ExitCode())
