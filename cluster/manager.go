@@ -197,7 +197,7 @@ func Open(home string, opts Options) (*Manager, error) {
 	if _, err := readConfig(home); err != nil {
 		return nil, err
 	}
-	lock, err := lockPool(home)
+	lock, err := lockPoolWait(home, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
