@@ -3,17 +3,22 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 )
 
-// poolLock is an exclusive flock on HOME/lock holding the owner's pid. The
-// kernel drops it when the process dies, so a killed process never leaves
-// a stale lock behind.
+// poolLock is an exclusive flock on HOME/lock. The file holds the owner's
+// pid on its first line and, once the owner serves the pool on a mount,
+// the mount point on the second. The kernel drops the lock when the
+// process dies, so a killed process never leaves a stale lock behind.
 type poolLock struct{ f *os.File }
 
 func lockPool(home string) (*poolLock, error) {
@@ -25,8 +30,7 @@ func lockPool(home string) (*poolLock, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			b, _ := os.ReadFile(path)
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+			if pid, _ := readLock(home); pid > 0 {
 				return nil, fmt.Errorf("%w by pid %d (%s)", ErrPoolInUse, pid, home)
 			}
 			return nil, fmt.Errorf("%w (%s)", ErrPoolInUse, home)
@@ -39,6 +43,25 @@ func lockPool(home string) (*poolLock, error) {
 	return &poolLock{f: f}, nil
 }
 
+// readLock returns the pid and the mount point recorded in home's lock
+// file (0 and "" when absent).
+func readLock(home string) (pid int, mountPoint string) {
+	b, _ := os.ReadFile(filepath.Join(home, lockFile))
+	first, rest, _ := strings.Cut(string(b), "\n")
+	pid, _ = strconv.Atoi(strings.TrimSpace(first))
+	return pid, strings.TrimSuffix(rest, "\n")
+}
+
+// setMountPoint records dir as the mount this process serves the pool on.
+func (l *poolLock) setMountPoint(dir string) {
+	if l == nil || l.f == nil {
+		return
+	}
+	// Longer than the pid line alone, so written over it in one go: a
+	// reader never sees the file empty.
+	_, _ = l.f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"+dir+"\n"), 0)
+}
+
 func (l *poolLock) release() {
 	if l == nil || l.f == nil {
 		return
@@ -46,6 +69,72 @@ func (l *poolLock) release() {
 	_ = l.f.Truncate(0)
 	_ = l.f.Close() // closing drops the flock
 	l.f = nil
+}
+
+// Mounted records in the pool lock that this process serves the pool on
+// a mount at dir (absolute). Once dir is unmounted, while this process
+// flushes and exits, a process opening the pool waits for it rather than
+// refusing (see lockPoolWait).
+func (m *Manager) Mounted(dir string) {
+	// As the mount table shows it: with its parent's symlinks resolved (the
+	// mount point itself is not touched: this process serves it).
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
+		dir = filepath.Join(parent, filepath.Base(dir))
+	}
+	m.lock.setMountPoint(dir)
+}
+
+// unmountWait bounds how long opening a pool waits for a mount that was
+// unmounted to finish (flush its files, sync the drives, mirror the
+// metadata) and release the pool.
+var unmountWait = 30 * time.Second
+
+// lockPoolWait is lockPool for opening the pool. After a plain umount (or
+// fusermount3 -u) the mount process still holds the pool for a moment
+// while it finishes; a mount or command started right then would be
+// refused. So when the holder recorded a mount point that is no longer
+// mounted, this waits (up to unmountWait, saying so once) for it to let
+// go. A holder that is still mounted, or that never mounted (a command, a
+// mount still starting), is refused at once.
+func lockPoolWait(home string, log *slog.Logger) (*poolLock, error) {
+	l, err := lockPool(home)
+	if !errors.Is(err, ErrPoolInUse) {
+		return l, err
+	}
+	pid, dir := readLock(home)
+	if dir == "" || isMounted(dir) {
+		return nil, err
+	}
+	if log != nil {
+		log.Warn(fmt.Sprintf("pool is held by pid %d, which was unmounted from %s and is finishing: waiting for it (up to %v)", pid, dir, unmountWait))
+	}
+	for deadline := time.Now().Add(unmountWait); time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		l, err = lockPool(home)
+		if !errors.Is(err, ErrPoolInUse) {
+			return l, err
+		}
+		if p, d := readLock(home); p != pid || d != dir {
+			return nil, err // another process took the pool meanwhile
+		}
+	}
+	return nil, fmt.Errorf("%w by pid %d, still finishing after its unmount from %s %v ago (%s)", ErrPoolInUse, pid, dir, unmountWait, home)
+}
+
+// isMounted reports whether a FUSE filesystem is mounted at dir. If the
+// mount table cannot be read it says yes: then the caller refuses, as it
+// did before waiting existed.
+func isMounted(dir string) bool {
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		return true
+	}
+	for _, m := range mounts {
+		if m.MountPoint == dir && strings.HasPrefix(m.FSType, "fuse") {
+			return true
+		}
+	}
+	return false
 }
 
 // PoolInUse reports whether a process holds the pool in home, and its pid.
@@ -58,7 +147,6 @@ func PoolInUse(home string) (pid int, inUse bool) {
 	if !errors.Is(err, ErrPoolInUse) {
 		return 0, false
 	}
-	b, _ := os.ReadFile(filepath.Join(home, lockFile))
-	pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, _ = readLock(home)
 	return pid, true
 }

@@ -197,7 +197,7 @@ func Open(home string, opts Options) (*Manager, error) {
 	if _, err := readConfig(home); err != nil {
 		return nil, err
 	}
-	lock, err := lockPool(home)
+	lock, err := lockPoolWait(home, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,13 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},
 		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks)}
-	m.meta, err = openMeta(filepath.Join(home, metaDir), m.log)
+	// Badger would start an empty store in place of a missing one: a pool
+	// without even its root directory.
+	dir := filepath.Join(home, metaDir)
+	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
+		return nil, metaDamaged(dir, "%s is missing or empty", dir)
+	}
+	m.meta, err = openMeta(dir, m.log)
 	if err != nil {
 		return nil, err
 	}

@@ -88,28 +88,70 @@ var (
 // metaDB is the pool's metadata store: a Badger database in HOME/meta.
 // Every change that spans keys is one transaction.
 type metaDB struct {
-	db *badger.DB
+	db  *badger.DB
+	dir string
 	// changes counts committed transactions; synced is its value at the
 	// start of the last successful sync. They differ while some committed
 	// change may not be on disk.
 	changes, synced atomic.Uint64
 }
 
+// openMeta opens (or creates) the meta store in dir. A store Badger could
+// not read safely is refused with a *MetaDamagedError (see checkMetaDir).
 func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
+	if err := checkMetaDir(dir); err != nil {
+		return nil, err
+	}
+	// Badger's checksum verification stays off (NoVerification): checkMetaDir
+	// did what OnTableRead would, and on block reads Badger turns a bad
+	// block into a key that silently reads as absent (levelHandler.get
+	// drops the iterator's error), which fsck --repair would then "repair".
+	logger := &openingLogger{Logger: nodes.BadgerLogger(log)}
+	logger.opening.Store(true)
+	defer logger.opening.Store(false)
 	opts := badger.DefaultOptions(dir).
-		WithLogger(nodes.BadgerLogger(log)).
+		WithLogger(logger).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(3).
 		WithNumCompactors(2).
 		WithBlockCacheSize(32 << 20).
 		WithCompression(options.None).
 		WithValueLogFileSize(128 << 20).
+		WithVerifyValueChecksum(true).
 		WithMetricsEnabled(false)
-	db, err := badger.Open(opts)
+	db, err := openBadger(opts)
 	if err != nil {
-		return nil, fmt.Errorf("open metadata store %s: %w", dir, err)
+		return nil, err
 	}
-	return &metaDB{db: db}, nil
+	return &metaDB{db: db, dir: dir}, nil
+}
+
+// openingLogger is Badger's logger for the meta store. While the store
+// opens, Badger's errors are logged at debug level only: Badger logs a
+// failure to open and also returns it, and the returned error is what
+// the command reports, on one line.
+type openingLogger struct {
+	badger.Logger
+	opening atomic.Bool
+}
+
+func (l *openingLogger) Errorf(f string, a ...any) {
+	if l.opening.Load() {
+		l.Logger.Debugf(f, a...)
+		return
+	}
+	l.Logger.Errorf(f, a...)
+}
+
+// openBadger opens the store, turning a panic on this goroutine (replaying
+// a damaged write-ahead log, say) into an error.
+func openBadger(opts badger.Options) (db *badger.DB, err error) {
+	defer recoverBadger(opts.Dir, &err)
+	db, err = badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata store %s: %w", opts.Dir, err)
+	}
+	return db, nil
 }
 
 func (m *metaDB) close() error { return m.db.Close() }
@@ -131,7 +173,8 @@ func (m *metaDB) sync() error {
 // last version written (0 if none). Badger's own DB.Backup does the same
 // through its Stream framework, whose eight workers each take a 32 MiB
 // buffer: every mirror round then cost over 100 MiB of memory.
-func (m *metaDB) backup(w io.Writer, since uint64) (uint64, error) {
+func (m *metaDB) backup(w io.Writer, since uint64) (_ uint64, err error) {
+	defer recoverBadger(m.dir, &err)
 	txn := m.db.NewTransaction(false)
 	defer txn.Discard()
 	// AllVersions: without it the iterator hides tombstones.
@@ -202,7 +245,8 @@ func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }
 
 // update runs fn in a read-write transaction, retrying when a concurrent
 // transaction touched the same keys (FUSE calls arrive in parallel).
-func (m *metaDB) update(fn func(txn *badger.Txn) error) error {
+func (m *metaDB) update(fn func(txn *badger.Txn) error) (err error) {
+	defer recoverBadger(m.dir, &err)
 	for attempt := 0; ; attempt++ {
 		err := m.db.Update(fn)
 		if err == nil {
@@ -217,7 +261,11 @@ func (m *metaDB) update(fn func(txn *badger.Txn) error) error {
 	}
 }
 
-func (m *metaDB) view(fn func(txn *badger.Txn) error) error { return m.db.View(fn) }
+// view runs fn in a read-only transaction.
+func (m *metaDB) view(fn func(txn *badger.Txn) error) (err error) {
+	defer recoverBadger(m.dir, &err)
+	return m.db.View(fn)
+}
 
 // get returns the value of key, or nil and false when absent.
 func get(txn *badger.Txn, key []byte) ([]byte, bool, error) {

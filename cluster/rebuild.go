@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,9 @@ type RebuildReport struct {
 	// after it are not in the rebuilt metadata.
 	Through time.Time  `json:"through"`
 	Fsck    FsckReport `json:"fsck"`
+	// MovedAside is where ReplaceHome put home's old metadata, config and
+	// mirror state (empty when home held no pool).
+	MovedAside string `json:"moved_aside,omitempty"`
 }
 
 // RebuildHome rebuilds a lost home in home from the metadata mirror on the
@@ -31,8 +35,22 @@ type RebuildReport struct {
 // have moved), and the rebuilt pool is opened as after a crash (references
 // recounted, copies no record names deleted) and checked with fsck
 // --repair, which also drops copies the records name but the drives lost.
-// The other drives are found at their recorded paths.
+// The other drives are found at their recorded paths. A home that holds
+// a pool is refused with ErrPoolExists (see ReplaceHome).
 func RebuildHome(ctx context.Context, drivePath, home string, opts Options, progress ProgressFunc) (RebuildReport, error) {
+	return rebuildHome(ctx, drivePath, home, false, opts, progress)
+}
+
+// ReplaceHome is RebuildHome for a home that holds the pool already,
+// damaged or not: its metadata directory is first moved aside to
+// HOME/meta.damaged-TIMESTAMP (with the pool config and the mirror state
+// in it), never deleted. It refuses a pool that is in use (mounted) and a
+// drive of another pool than the one home holds.
+func ReplaceHome(ctx context.Context, drivePath, home string, opts Options, progress ProgressFunc) (RebuildReport, error) {
+	return rebuildHome(ctx, drivePath, home, true, opts, progress)
+}
+
+func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts Options, progress ProgressFunc) (RebuildReport, error) {
 	var rep RebuildReport
 	real, err := resolvePath(drivePath)
 	if err != nil {
@@ -57,6 +75,12 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 	chain, err := chainFrom(segs)
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", dir, err)
+	}
+	// Home is touched only once the mirror is known to be usable.
+	if replace {
+		if rep.MovedAside, err = moveHomeAside(home, cfg.PoolID, real); err != nil {
+			return rep, err
+		}
 	}
 	lock, err := newHome(home)
 	if err != nil {
@@ -86,6 +110,59 @@ func RebuildHome(ctx context.Context, drivePath, home string, opts Options, prog
 		err = cerr
 	}
 	return rep, err
+}
+
+// moveHomeAside moves the pool in home out of the way of a rebuild: its
+// metadata directory becomes HOME/meta.damaged-TIMESTAMP, and the pool
+// config and mirror state go into it. Home then holds no pool. It returns
+// the new directory, or "" when home held nothing to move. The config goes
+// second: a crash in between leaves a config without metadata, which Open
+// reports as damaged, and running this again finishes the job.
+func moveHomeAside(home, poolID, drive string) (string, error) {
+	entries, err := os.ReadDir(home)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read home: %w", err)
+	}
+	lock, err := lockPool(home)
+	if err != nil {
+		return "", err // in use: a mount's metadata is never replaced under it
+	}
+	defer lock.release()
+	var old PoolConfig
+	if err := nodes.ReadJSONFile(filepath.Join(home, configFile), &old); err == nil && old.PoolID != "" && old.PoolID != poolID {
+		return "", fmt.Errorf("%s holds pool %s, but %s is a drive of pool %s: %w", home, old.PoolID, drive, poolID, ErrBadDrive)
+	}
+	present := map[string]bool{}
+	for _, e := range entries {
+		present[e.Name()] = true
+	}
+	if !present[metaDir] && !present[configFile] && !present[mirrorState] {
+		return "", nil
+	}
+	aside := filepath.Join(home, metaDir+".damaged-"+time.Now().Format("20060102-150405"))
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s.damaged-%s-%d", filepath.Join(home, metaDir), time.Now().Format("20060102-150405"), i)
+	}
+	if present[metaDir] {
+		err = os.Rename(filepath.Join(home, metaDir), aside)
+	} else {
+		err = os.Mkdir(aside, 0o700)
+	}
+	for _, name := range []string{configFile, mirrorState} {
+		if err == nil && present[name] {
+			err = os.Rename(filepath.Join(home, name), filepath.Join(aside, name))
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("move the old metadata aside: %w", err)
+	}
+	return aside, nil
 }
 
 // loadChain loads the mirror's segments into a new meta store in home,

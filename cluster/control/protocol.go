@@ -64,6 +64,7 @@ var kinds = map[string]error{
 	"closed":        cluster.ErrClosed,
 	"no_attr":       cluster.ErrNoAttr,
 	"not_supported": cluster.ErrNotSupported,
+	"meta_damaged":  cluster.ErrMetaDamaged,
 }
 
 func toWire(err error) *wireError {

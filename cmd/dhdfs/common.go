@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,11 +18,13 @@ import (
 )
 
 func homeFlag() cli.Flag {
+	// No EnvVars: settleCommon applies $DHDFS_HOME itself, because an
+	// environment value urfave/cli puts into a command's flag cannot be
+	// told from one given on the command line.
 	return &cli.StringFlag{
-		Name:    "home",
-		Usage:   "the pool's home directory (metadata, config, lock)",
-		EnvVars: []string{"DHDFS_HOME"},
-		Value:   cluster.DefaultHome(),
+		Name:        "home",
+		Usage:       "the pool's home directory (metadata, config, lock)",
+		DefaultText: "$DHDFS_HOME, else $XDG_DATA_HOME/dhdfs, else ~/.local/share/dhdfs; here " + cluster.DefaultHome(),
 	}
 }
 
@@ -36,6 +39,79 @@ func jsonFlag() cli.Flag {
 // withCommon adds the flags every command accepts after its name.
 func withCommon(flags ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{homeFlag(), verboseFlag()}, flags...)
+}
+
+// settleCommonFlags makes every command of the tree settle --home and
+// --verbose (settleCommon) before its action runs.
+func settleCommonFlags(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		settleCommonFlags(cmd.Subcommands)
+		if action := cmd.Action; action != nil {
+			cmd.Action = func(c *cli.Context) error {
+				if err := settleCommon(c); err != nil {
+					return err
+				}
+				return action(c)
+			}
+		}
+	}
+}
+
+// settleCommon decides the values of --home and --verbose for the command
+// about to run and stores them in its own flags, where c.String("home")
+// and c.Bool("verbose") find them. The flags may be given before the
+// command name, after it, or both (and between `node` and its
+// subcommand). urfave/cli keeps one flag set per level and answers from
+// the nearest level that declares a flag, given or not: left to itself,
+// the command's default (or $DHDFS_HOME) beat --home given before the
+// command name, and the command acted on another pool than the one named.
+// The rule here does not depend on position: a flag given on the command
+// line wins over $DHDFS_HOME and the default; given at several levels,
+// the one nearest the command wins (within one level, the last).
+func settleCommon(c *cli.Context) error {
+	home, ok := explicitFlag(c, "home", (*cli.Context).String)
+	if !ok {
+		home = cluster.DefaultHome()
+	} else if home == "" {
+		return usageError(c, "--home needs a directory")
+	}
+	verbose, _ := explicitFlag(c, "verbose", (*cli.Context).Bool)
+	if !declares(c, "home") {
+		return nil // a command without the common flags (install-helper)
+	}
+	if err := c.Set("home", home); err != nil {
+		return err
+	}
+	return c.Set("verbose", strconv.FormatBool(verbose))
+}
+
+// explicitFlag returns the value of the flag name given on the command
+// line at the level nearest to c's command, and whether it was given.
+func explicitFlag[T any](c *cli.Context, name string, get func(*cli.Context, string) T) (T, bool) {
+	for _, lc := range c.Lineage() {
+		// IsSet asks the nearest level that declares the flag: ask only
+		// levels that do. Their flags carry no EnvVars, so IsSet means
+		// given on the command line (an alias such as -v included).
+		if declares(lc, name) && lc.IsSet(name) {
+			return get(lc, name), true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// declares reports whether the command of context c declares the flag
+// name itself (the root context's command holds the app's flags).
+func declares(c *cli.Context, name string) bool {
+	if c.Command == nil {
+		return false
+	}
+	for _, f := range c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 func logger(c *cli.Context) *slog.Logger {

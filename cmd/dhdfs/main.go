@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -21,7 +22,8 @@ func main() {
 		}
 	}
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(os.Stderr, "dhdfs: %v\n", err)
+		// One line, whatever a library put in its message.
+		fmt.Fprintf(os.Stderr, "dhdfs: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
 			os.Exit(ec.ExitCode())
@@ -31,13 +33,17 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "dhdfs",
 		Usage: "pool a machine's drives into one filesystem that survives a dead drive",
 		Description: `dhdfs splits files into chunks and stores each chunk on several drives
 (the replication factor). A drive is a directory you name, ideally one per
 physical disk. The pool's metadata lives in its home directory (--home,
 $DHDFS_HOME, or ~/.local/share/dhdfs).
+
+--home and -v/--verbose go before or after the command name. Given on the
+command line they beat $DHDFS_HOME; given at both places, the one nearest
+the command wins: 'dhdfs --home /a ls --home /b' lists /b.
 
 Start with:
    dhdfs init
@@ -69,4 +75,6 @@ Start with:
 			cmdInstallHelper(),
 		},
 	}
+	settleCommonFlags(app.Commands)
+	return app
 }

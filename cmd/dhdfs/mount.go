@@ -219,6 +219,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	m.Mounted(dir) // once dir is unmounted, a new mount waits for this process to finish
 	go func() {
 		for s := range sigs {
 			log.Info("unmounting", "signal", s.String())

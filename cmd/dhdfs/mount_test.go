@@ -32,7 +32,8 @@ func mounted(dir string) bool {
 // mountPid returns the pid of the process holding the pool: the mount.
 func (e *env) mountPid() int {
 	e.t.Helper()
-	pid, err := strconv.Atoi(strings.TrimSpace(readFile(e.t, filepath.Join(e.dir, "home", "lock"))))
+	first, _, _ := strings.Cut(readFile(e.t, filepath.Join(e.dir, "home", "lock")), "\n") // then the mount point
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
 	if err != nil {
 		e.t.Fatalf("mount pid: %v", err)
 	}

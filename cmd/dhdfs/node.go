@@ -19,6 +19,7 @@ func cmdNode() *cli.Command {
 		Description: `A drive (node) is a directory, ideally one per physical disk, that holds
 one chunk store. dhdfs writes an identity file into it so that a wrong or
 swapped path is noticed.`,
+		Flags: withCommon(),
 		Subcommands: []*cli.Command{cmdNodeAdd(), cmdNodeList(), cmdNodeState("offline", true), cmdNodeState("online", false),
 			cmdNodeDrain(), cmdNodeRemove(), cmdNodeReplace()},
 	}
