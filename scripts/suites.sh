@@ -161,7 +161,7 @@ pool_up() {
 		return 1
 	}
 	# in the foreground it logs to stderr
-	DHDFS_HOME=$home "$dhdfs" mount "$@" "$mnt" >"$pool/mount.log" 2>&1 &
+	DHDFS_HOME=$home "$dhdfs" mount "$@" "$mnt" >"$pool/mount.log" 2>&1 3>&- 4>&- &
 	mount_pid=$!
 	for _ in $(seq 1 300); do
 		mountpoint -q "$mnt" && break
@@ -239,9 +239,27 @@ cleanup_mount() {
 	mount_pid=""
 }
 
+# run_in DIR SECONDS COMMAND...: runs COMMAND in DIR with a time limit (exit
+# 124 when reached), in the background so that a signal to this script ends
+# it at once (the EXIT trap stops it) instead of after it
+child=""
+run_in() {
+	local dir=$1 limit=$2 rc=0
+	shift 2
+	(cd "$dir" && exec timeout "$limit" "$@" 3>&- 4>&-) &
+	child=$!
+	wait "$child" || rc=$?
+	child=""
+	return "$rc"
+}
+
 failed=0
-on_exit() {
-	local rc=$?
+on_exit() { # STATUS
+	local rc=$1
+	if [ -n "$child" ]; then
+		kill -TERM "$child" 2>/dev/null || true # timeout passes it on
+		wait "$child" 2>/dev/null || true
+	fi
 	cleanup_mount
 	if [ -n "${work:-}" ] && [ -d "$work" ]; then
 		if [ "$keep" = 0 ] && [ "$failed" = 0 ] && [ "$rc" = 0 ]; then
@@ -251,9 +269,12 @@ on_exit() {
 		fi
 	fi
 }
-trap on_exit EXIT
-trap 'echo "suites.sh: interrupted"; exit 130' INT
-trap 'echo "suites.sh: terminated"; exit 143' TERM
+# A signal can come while a command's output goes to a log file: the traps
+# write to the script's own output, kept as fds 3 and 4.
+exec 3>&1 4>&2
+trap 'on_exit $? >&3 2>&4' EXIT
+trap 'exec >&3 2>&4; echo "suites.sh: interrupted"; exit 130' INT
+trap 'exec >&3 2>&4; echo "suites.sh: terminated"; exit 143' TERM
 
 # ---------------------------------------------------------------- setup
 total_t=$(now)
@@ -316,7 +337,7 @@ fsx_run() {
 	name=fsx-$fsx_total
 	log=$work/fsx/$name.out
 	t=$(now)
-	timeout 1800 "$fsx" -q -N "$ops" -S "$s" "$@" -P "$work/fsx" "$mnt/$name" >"$log" 2>&1 || rc=$?
+	run_in "$work" 1800 "$fsx" -q -N "$ops" -S "$s" "$@" -P "$work/fsx" "$mnt/$name" >"$log" 2>&1 || rc=$?
 	if [ "$rc" = 0 ]; then
 		fsx_passed=$((fsx_passed + 1))
 		printf '  %-34s ok (%s)\n' "$label" "$(since "$t")"
@@ -324,11 +345,16 @@ fsx_run() {
 		return 0
 	fi
 	printf '  %-34s FAILED (exit %s%s, %s)\n' "$label" "$rc" "$([ "$rc" = 124 ] && echo ': timed out')" "$(since "$t")"
-	echo "    command: fsx -N $ops -S $s $* FILE   (seed $s, on a fresh mount)"
-	grep -m3 -E 'BAD DATA|error|rror:|FAIL|failed|Bad' "$log" | cut -c1-300 | sed 's/^/    first error: /' || true
-	tail_of "$log" 60 "fsx output (the failing operation and the log of those before it)"
-	[ -f "$work/fsx/$name.fsxops" ] && echo "    replay: fsx --replay-ops=$work/fsx/$name.fsxops $* FILE"
-	tail_of "$pool/mount.log" 20 "mount log"
+	echo "    command: fsx -N $ops -S $s${*:+ $*} FILE   (seed $s, on a fresh mount)"
+	# fsx says what went wrong, then dumps the operations, the failing one last
+	echo "  -- fsx's error ($log):"
+	sed '/^LOG DUMP/q' "$log" | head -n 40 | cut -c1-300 | indent
+	tail_of "$log" 30 "fsx's operations, the failing one last"
+	if [ -f "$work/fsx/$name.fsxops" ]; then
+		echo "    replay: fsx --replay-ops=$work/fsx/$name.fsxops${*:+ $*} FILE"
+	fi
+	# a mount that died is reported by alive
+	if kill -0 "$mount_pid" 2>/dev/null; then tail_of "$pool/mount.log" 20 "mount log"; fi
 	return 1
 }
 
@@ -366,7 +392,7 @@ suite_fsstress() {
 	mkdir -p "$mnt/fsstress"
 	t=$(now)
 	echo "  fsstress -p 4 -n $fsstress_ops -s $seed (seed $seed)"
-	timeout 1800 "$fsstress" -v -p 4 -n "$fsstress_ops" -d "$mnt/fsstress" -s "$seed" >"$out" 2>"$err" || rc=$?
+	run_in "$work" 1800 "$fsstress" -v -p 4 -n "$fsstress_ops" -d "$mnt/fsstress" -s "$seed" >"$out" 2>"$err" || rc=$?
 	# fsstress exits 0 even when a process aborts: what it prints on stderr counts.
 	# With -v each operation is a line ending with its errno; EIO (5) means the
 	# filesystem failed, not the operation's arguments.
@@ -445,7 +471,7 @@ suite_pjdfstest() {
 	mkdir -p "$mnt/pjdfstest"
 	t=$(now)
 	echo "  cd MNT/pjdfstest && prove -j$jobs -r -v ${targets[*]}"
-	(cd "$mnt/pjdfstest" && timeout 3600 prove -j"$jobs" -r -v "${targets[@]}") >"$log" 2>&1 || rc=$?
+	run_in "$mnt/pjdfstest" 3600 prove -j"$jobs" -r -v "${targets[@]}" >"$log" 2>&1 || rc=$?
 	pj_report "$log"
 	if [ "$rc" = 0 ] && grep -q '^Result: PASS' "$log"; then
 		echo "  pjdfstest: ok ($(since "$t"))"
