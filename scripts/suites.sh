@@ -11,7 +11,7 @@
 #              -N 100000 with a rotating seed (printed; --seed to replay)
 #   fsstress   -p 4 -n 2000 with the rotating seed; no process may print an
 #              error and no operation may fail with EIO
-#   pjdfstest  on a mount with --allow-other, as root: prove -r over its
+#   pjdfstest  on a mount with --allow-other, as root: prove -j2 -r over its
 #              tests from a fresh directory inside the mount; 0 failures
 # Each suite ends with `dhdfs umount` and `dhdfs fsck` on the unmounted pool,
 # which must report it clean. Every step prints its wall time; a failure
@@ -105,8 +105,8 @@ fi
 src=$(cd "$src" && pwd -P)
 
 # ---------------------------------------------------------------- helpers
-now() { echo "$EPOCHREALTIME"; }
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s", b - a }'; }
+now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 times=() # "step|seconds|result" for the summary
 record() { times+=("$1|$2|$3"); }
 indent() { sed 's/^/    | /'; }
@@ -137,7 +137,7 @@ install_missing() {
 # One pool at a time: its directory, home, mount point and mount process.
 pool="" home="" mnt="" mount_pid=""
 
-# dh ARGS...: dhdfs on the current pool (DHDFS_HOME: a --home before the command name is not honoured)
+# dh ARGS...: dhdfs on the current pool (its home in DHDFS_HOME)
 dh() { DHDFS_HOME=$home "$dhdfs" "$@"; }
 
 mounted() { # is $mnt in the mount table (also when its daemon died and stat fails)?
@@ -293,6 +293,7 @@ t=$(now)
 key=$(cd "$src" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 dest=$cache/$key
 if [ -x "$dest/bin/fsx" ] && [ -x "$dest/bin/fsstress" ] && [ -x "$dest/pjdfstest/pjdfstest" ]; then
+	touch "$dest" # in use: kept by the clean-up below
 	echo "  cached in $dest ($(since "$t"))"
 else
 	rm -rf "$dest" # incomplete

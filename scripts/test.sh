@@ -44,6 +44,9 @@ fuzz() {
 }
 
 step gofmt check_gofmt
+if command -v shellcheck >/dev/null 2>&1; then
+	step "shellcheck (warnings)" shellcheck -S warning scripts/*.sh .ci/run
+fi
 step "go vet" go vet ./...
 step "go test -race" go test -race -count=1 -timeout 15m ./...
 step "fuzz (short)" fuzz
