@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README, CI): installs what is missing, then
-# checks formatting, vets, runs every test with the race detector, and gives
-# each fuzz target a short run.
+# checks formatting, vets, runs every test with the race detector, gives
+# each fuzz target a short run, and runs the standard filesystem suites
+# (fsx, fsstress, pjdfstest) on a real mount with scripts/suites.sh when
+# ../shared/suites is there. DHDFS_SUITES=skip leaves the suites out;
+# scripts/suites.sh runs only them (--help for its options).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,18 +19,40 @@ if ! command -v fusermount3 >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v 
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
 fi
 
-echo "== gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
-if [ -n "$unformatted" ]; then
-	echo "gofmt would change:"; echo "$unformatted"; exit 1
+start=$SECONDS
+# step NAME COMMAND...: runs one step under its header and prints its wall time
+step() {
+	local name=$1 t=$SECONDS
+	shift
+	echo "== $name"
+	"$@"
+	echo "-- $name: $((SECONDS - t)) s"
+}
+
+check_gofmt() {
+	local files unformatted
+	files=$(git ls-files '*.go' 2>/dev/null) || files=$(find . -name '*.go')
+	unformatted=$(printf '%s\n' "$files" | xargs -r -d '\n' gofmt -l)
+	if [ -n "$unformatted" ]; then
+		echo "gofmt would change:"; echo "$unformatted"; return 1
+	fi
+}
+
+fuzz() {
+	go test -run='^$' -fuzz=FuzzDecoders -fuzztime=10s ./cluster/
+	go test -run='^$' -fuzz=FuzzServer -fuzztime=10s ./cluster/control/
+}
+
+step gofmt check_gofmt
+if command -v shellcheck >/dev/null 2>&1; then
+	step "shellcheck (warnings)" shellcheck -S warning scripts/*.sh .ci/run
 fi
-
-echo "== go vet"
-go vet ./...
-
-echo "== go test -race"
-go test -race -count=1 -timeout 15m ./...
-
-echo "== fuzz (short)"
-go test -run='^$' -fuzz=FuzzDecoders -fuzztime=10s ./cluster/
-go test -run='^$' -fuzz=FuzzServer -fuzztime=10s ./cluster/control/
+step "go vet" go vet ./...
+step "go test -race" go test -race -count=1 -timeout 15m ./...
+step "fuzz (short)" fuzz
+if [ "${DHDFS_SUITES:-}" = skip ]; then
+	echo "== suites: skipped (DHDFS_SUITES=skip)"
+else
+	scripts/suites.sh # its own headers and times; one line when ../shared/suites is missing
+fi
+echo "== all passed ($((SECONDS - start)) s)"
