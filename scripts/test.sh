@@ -41,6 +41,7 @@ check_gofmt() {
 fuzz() {
 	go test -run='^$' -fuzz=FuzzDecoders -fuzztime=10s ./cluster/
 	go test -run='^$' -fuzz=FuzzServer -fuzztime=10s ./cluster/control/
+	go test -run='^$' -fuzz=FuzzOpenDamagedMeta -fuzztime=10s ./cluster/
 }
 
 step gofmt check_gofmt
