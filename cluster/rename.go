@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"syscall"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -12,15 +13,25 @@ type RenameFlags uint32
 const (
 	RenameNoReplace RenameFlags = 1 // RENAME_NOREPLACE
 	RenameExchange  RenameFlags = 2 // RENAME_EXCHANGE
+	// RenameWhiteout leaves a whiteout (a character device 0:0, as
+	// overlayfs expects) at the old name, owned by the caller.
+	RenameWhiteout RenameFlags = 4 // RENAME_WHITEOUT
 )
 
 // Rename moves oldName in oldParent to newName in newParent atomically,
 // replacing a target of a compatible type unless flags say otherwise.
 func (m *Manager) Rename(oldParent Ino, oldName string, newParent Ino, newName string, flags RenameFlags) error {
+	return m.RenameAs(oldParent, oldName, newParent, newName, flags, Caller{})
+}
+
+// RenameAs is Rename made by c, who owns the whiteout RenameWhiteout
+// leaves.
+func (m *Manager) RenameAs(oldParent Ino, oldName string, newParent Ino, newName string, flags RenameFlags, c Caller) error {
 	if err := checkName(newName); err != nil {
 		return err
 	}
-	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+	if flags&^(RenameNoReplace|RenameExchange|RenameWhiteout) != 0 ||
+		flags&RenameExchange != 0 && flags&(RenameNoReplace|RenameWhiteout) != 0 {
 		return fmt.Errorf("rename flags %#x: %w", flags, ErrInvalid)
 	}
 	var orphan Ino
@@ -117,12 +128,34 @@ func (m *Manager) Rename(oldParent Ino, oldName string, newParent Ino, newName s
 		if err := moveDir(txn, &srcNode, oldParent, newParent, t); err != nil {
 			return err
 		}
+		if flags&RenameWhiteout != 0 {
+			if err := whiteout(txn, oldParent, oldName, c, t); err != nil {
+				return err
+			}
+		}
 		return touchDirs(txn, t, oldParent, newParent)
 	})
 	if err != nil {
 		return err
 	}
 	return m.maybeFree(orphan)
+}
+
+// whiteout names a new whiteout name in parent: a character device with
+// device number 0 and no permissions, as ext4 and tmpfs make them.
+func whiteout(txn *badger.Txn, parent Ino, name string, c Caller, t int64) error {
+	dir, err := parentDir(txn, parent)
+	if err != nil {
+		return err
+	}
+	w, err := newChild(txn, &dir, syscall.S_IFCHR, 0, c, t)
+	if err != nil {
+		return err
+	}
+	if err := putInode(txn, &w); err != nil {
+		return err
+	}
+	return set(txn, dentryKey(parent, name), dentry{Ino: w.Ino, Type: syscall.S_IFCHR}.encode())
 }
 
 // notAncestor fails with ErrInvalid if dir is dest or one of its ancestors:

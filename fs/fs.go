@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,17 @@ type Config struct {
 	// leaves the kernel's default (128 KiB). Setting it needs root; a
 	// mount without leaves the default and logs why.
 	ReadAhead int
+	// ReadOnly mounts read-only (-o ro): the kernel refuses every change
+	// with EROFS, and so does the mount itself in case the kernel was not
+	// told (a mount through fusermount3 that dropped the flag).
+	ReadOnly bool
+	// Atime says when reads and directory listings update access times:
+	// relatime by default, as Linux mounts (-o relatime, strictatime,
+	// noatime).
+	Atime cluster.AtimeMode
+	// NoDirAtime leaves the access times of directories alone
+	// (-o nodiratime).
+	NoDirAtime bool
 }
 
 // DefaultReadAhead is one chunk of the default size: the kernel then asks
@@ -79,6 +91,11 @@ type FS struct {
 
 	mu    sync.Mutex
 	nodes map[cluster.Ino]*Node // guarded by mu: the nodes the kernel knows
+
+	// dirScanned counts the directory entries fetched from the metadata
+	// for listings, so tests can check that reading a directory costs
+	// O(entries) however it is read.
+	dirScanned atomic.Int64
 }
 
 // Node is a file, directory or symlink of the pool. Its go-fuse inode
@@ -146,7 +163,11 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 			AllowOther:   cfg.AllowOther,
 			Debug:        cfg.Debug,
 			DirectMount:  os.Geteuid() == 0,
-			Options:      []string{"default_permissions"},
+			Options:      append([]string{"default_permissions"}, cfg.mountFlagNames()...),
+			// For a direct mount (as root) read-only and the access time
+			// policy are flags of mount(2): the kernel refuses them as
+			// FUSE options. fusermount3 takes them by name (above).
+			DirectMountFlags: cfg.mountFlags(),
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -212,6 +233,7 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 	out.Nlink = i.Nlink
 	out.Uid, out.Gid = i.Uid, i.Gid
 	out.Size = uint64(i.Size)
+	out.Rdev = i.Rdev
 	// st_blocks counts what is stored, so holes and sparse files show
 	// as such to du, cp --sparse and tar -S.
 	stored := i.Stored
