@@ -310,6 +310,10 @@ func (m *Manager) Link(ino, parent Ino, name string) (Inode, error) {
 		}
 		return set(txn, dentryKey(parent, name), dentry{Ino: ino, Type: child.Mode & syscall.S_IFMT}.encode())
 	})
+	// The kernel takes the reply's attributes for the inode: an open
+	// file's size must include its unflushed writes (an O_TMPFILE being
+	// named, say).
+	m.live(&child)
 	return child, err
 }
 

@@ -127,26 +127,28 @@ func needsAtime(n *Inode, mode AtimeMode, t int64) bool {
 }
 
 // TouchAtime records an access to ino (a read or a directory listing) as
-// mode says. It costs a metadata read, and a write only when the access
-// time changes.
-func (m *Manager) TouchAtime(ino Ino, mode AtimeMode) error {
+// mode says, and reports whether the access time changed. It costs a
+// metadata read, and a write only when the access time changes.
+func (m *Manager) TouchAtime(ino Ino, mode AtimeMode) (bool, error) {
 	if mode == AtimeNever {
-		return nil
+		return false, nil
 	}
 	n, err := m.inode(ino)
 	if err != nil || !needsAtime(&n, mode, now()) {
-		return err
+		return false, err
 	}
-	return m.meta.update(func(txn *badger.Txn) error {
+	changed := false
+	err = m.meta.update(func(txn *badger.Txn) error {
 		n, err := getInode(txn, ino)
 		if err != nil {
 			return err
 		}
 		t := now()
-		if !needsAtime(&n, mode, t) {
+		if changed = needsAtime(&n, mode, t); !changed {
 			return nil // another access renewed it meanwhile
 		}
 		n.Atime = t
 		return putInode(txn, &n)
 	})
+	return changed, err
 }

@@ -118,8 +118,14 @@ func (n *Node) errno(op string, err error) syscall.Errno { return errnoOf(n.fs.l
 // Mount mounts the pool at dir and returns the running server; the caller
 // waits on it and unmounts it.
 func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
+	srv, _, err := mount(dir, m, cfg)
+	return srv, err
+}
+
+// mount is Mount, also returning the FS for tests.
+func mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, *FS, error) {
 	if err := checkMountPoint(dir); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -128,13 +134,13 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 		cfg.FsName = "dhdfs"
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The mount table names the mount point without symlinks; resolve it
 	// before mounting, as afterwards that would be a request to ourselves.
 	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return nil, fmt.Errorf("mount point %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount point %s: %w", dir, err)
 	}
 	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg, nodes: map[cluster.Ino]*Node{}}
 	root := &Node{fs: fsys}
@@ -177,7 +183,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	}
 	srv, err := gofs.Mount(dir, root, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	if cfg.ReadAhead > 0 {
 		if err := setReadAhead(resolved, cfg.ReadAhead); errors.Is(err, os.ErrPermission) {
@@ -186,7 +192,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 			fsys.log.Warn("kernel read-ahead left at its default", "err", err)
 		}
 	}
-	return srv, nil
+	return srv, fsys, nil
 }
 
 // checkMountPoint gives clear errors for the usual mistakes before the

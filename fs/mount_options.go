@@ -88,10 +88,23 @@ func (n *Node) accessed(flags uint32) syscall.Errno {
 	if acc == syscall.O_WRONLY {
 		return 0
 	}
-	if err := n.fs.m.TouchAtime(n.ino(), n.fs.cfg.atimeMode(false)); err != nil {
-		// The open itself succeeds: a lost access time is not worth
-		// failing a read for.
+	n.touchAtime(false)
+	return 0
+}
+
+// touchAtime records an access to the node. The kernel cached the node's
+// attributes when it looked the name up, just before the open or listing:
+// it is told to drop them, so that stat shows the new access time.
+// The open itself succeeds whatever happens: a lost access time is not
+// worth failing a read for.
+func (n *Node) touchAtime(dir bool) {
+	changed, err := n.fs.m.TouchAtime(n.ino(), n.fs.cfg.atimeMode(dir))
+	if err != nil {
 		n.fs.log.Warn("update access time", "ino", n.ino(), "err", err)
 	}
-	return 0
+	if changed {
+		// Never from inside a request (go-fuse can deadlock). An offset
+		// of -1 drops the attributes only, not the cached content.
+		go n.NotifyContent(-1, 0)
+	}
 }

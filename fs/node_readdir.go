@@ -141,8 +141,5 @@ func (d *dirHandle) touch() {
 		return
 	}
 	d.touched = true
-	fsys := d.n.fs
-	if err := fsys.m.TouchAtime(d.n.ino(), fsys.cfg.atimeMode(true)); err != nil {
-		fsys.log.Warn("update access time", "ino", d.n.ino(), "err", err)
-	}
+	d.n.touchAtime(true)
 }
