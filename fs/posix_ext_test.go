@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -412,5 +414,81 @@ func TestXattrCtimeAndListing(t *testing.T) {
 	}
 	if err := unix.Setxattr(p, "user.dhdfs.other", []byte("x"), 0); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("setting a reserved name: %v", err)
+	}
+}
+
+// asNobody runs a command as the unprivileged user nobody.
+func asNobody(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("as nobody: %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// A write, truncate or chown by an unprivileged user clears the
+// set-user-ID bit, and the set-group-ID bit of a group-executable file,
+// as on a local filesystem (the kernel asks the mount to, as dhdfs does
+// not claim to handle it itself).
+func TestKillPrivs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as another user")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("no setpriv")
+	}
+	tm := mountPoolWith(t, 2, cs, func(c *Config) { c.AllowOther = true })
+	// t.TempDir's directories are private: let nobody through to the mount.
+	for d := filepath.Dir(tm.mnt); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mode := func(p string) uint32 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode & 0o7777
+	}
+	setup := func(name string, perm os.FileMode, uid int) string {
+		t.Helper()
+		p := tm.path(name)
+		if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Chmod(p, uint32(perm)); err != nil {
+			t.Fatal(err)
+		}
+		if got := mode(p); got != uint32(perm) {
+			t.Fatalf("%s: mode %o after chmod %o", name, got, perm)
+		}
+		return p
+	}
+	p := setup("write", 0o6777, 0)
+	asNobody(t, "sh", "-c", "echo more >> "+p)
+	if got := mode(p); got != 0o777 {
+		t.Errorf("after a write by another user: mode %o, want 777", got)
+	}
+	p = setup("truncate", 0o6777, 0)
+	asNobody(t, "truncate", "-s", "1", p)
+	if got := mode(p); got != 0o777 {
+		t.Errorf("after a truncate by another user: mode %o, want 777", got)
+	}
+	p = setup("chown", 0o6755, 65534)
+	asNobody(t, "chgrp", "65534", p)
+	if got := mode(p); got != 0o755 {
+		t.Errorf("after chgrp by its owner: mode %o, want 755", got)
+	}
+	// set-group-ID without group execute is a mandatory-locking mark,
+	// not a privilege: it stays.
+	p = setup("sgid-noexec", 0o2666, 0)
+	asNobody(t, "sh", "-c", "echo more >> "+p)
+	if got := mode(p); got != 0o2666 {
+		t.Errorf("after a write to a set-group-ID file without group execute: mode %o, want 2666", got)
 	}
 }
