@@ -93,9 +93,10 @@ type FS struct {
 	nodes map[cluster.Ino]*Node // guarded by mu: the nodes the kernel knows
 
 	// dirScanned counts the directory entries fetched from the metadata
-	// for listings, so tests can check that reading a directory costs
-	// O(entries) however it is read.
-	dirScanned atomic.Int64
+	// for listings, and lookups the lookups (also those the kernel asks
+	// for along with a listing), so tests can check that reading a
+	// directory costs O(entries) however it is read.
+	dirScanned, lookups atomic.Int64
 }
 
 // Node is a file, directory or symlink of the pool. Its go-fuse inode
@@ -174,6 +175,11 @@ func mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, *FS, error
 			// policy are flags of mount(2): the kernel refuses them as
 			// FUSE options. fusermount3 takes them by name (above).
 			DirectMountFlags: cfg.mountFlags(),
+			// The kernel then asks for attributes with the entries
+			// (READDIRPLUS) when a listing starts or its entries are being
+			// stat'ed (ls -l), and not for a plain listing or after a
+			// seekdir, where a lookup per entry is wasted.
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -256,7 +262,16 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 	setTime(i.Atime, &out.Atime, &out.Atimensec)
 	setTime(i.Mtime, &out.Mtime, &out.Mtimensec)
 	setTime(i.Ctime, &out.Ctime, &out.Ctimensec)
+	if i.IsDir() {
+		// glibc's readdir asks for st_blksize bytes of entries at a time
+		// (32 KiB at least): at a chunk's size, each seekdir would make
+		// the kernel list, and look up, the rest of the directory.
+		out.Blksize = dirBlksize
+	}
 }
+
+// dirBlksize is the st_blksize of directories, as on ext4.
+const dirBlksize = 4096
 
 // newChild wraps a pool inode in a go-fuse inode and fills the entry reply.
 func (n *Node) newChild(ctx context.Context, i cluster.Inode, out *fuse.EntryOut) *gofs.Inode {

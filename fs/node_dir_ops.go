@@ -16,6 +16,7 @@ import (
 // path say why.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (_ *gofs.Inode, errno syscall.Errno) {
 	defer n.fs.observe("lookup", time.Now(), &errno)
+	n.fs.lookups.Add(1)
 	i, err := n.fs.m.Lookup(n.ino(), name)
 	if err != nil {
 		return nil, n.errno("lookup", err)
