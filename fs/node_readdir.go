@@ -13,8 +13,9 @@ import (
 )
 
 // dirBatch is how many entries a listing fetches from the metadata at a
-// time: enough for a few kernel requests (a page of entries each), small
-// enough that a seek wastes little.
+// time. A kernel request holds up to a reader's buffer of entries (glibc:
+// 32 KiB, some 500 names), so a batch is a fraction of one: a seek wastes
+// little, and a long listing costs one metadata read per few dozen KiB.
 const dirBatch = 128
 
 // Offsets in a listing (telldir cookies): an entry's offset is where the
@@ -34,13 +35,13 @@ const (
 // O(entries) however it is read, and entries that exist throughout are
 // listed exactly once even while others are created or removed.
 type dirHandle struct {
-	n *Node
+	n      *Node
+	self   fuse.DirEntry // ".", set at open
+	parent fuse.DirEntry // "..", set at open
 
 	mu      sync.Mutex
-	self    fuse.DirEntry      // guarded by mu: "." (Ino set at open)
-	parent  fuse.DirEntry      // guarded by mu: ".."
-	next    uint64             // guarded by mu: offset of the next entry (0 ".", 1 "..", ≥2 a name)
-	after   string             // guarded by mu: the name listed last, when next ≥ offDotDot
+	next    uint64             // guarded by mu: where the listing is: 0 at the start, else the offset of the entry listed last
+	after   string             // guarded by mu: the name listed last; "" before the first name
 	batch   []cluster.DirEntry // guarded by mu: fetched, not yet listed
 	names   []string           // guarded by mu: names[c-offEntries] is the name of cookie c
 	cookies map[string]uint64  // guarded by mu: the cookie of each name listed
