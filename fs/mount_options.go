@@ -30,10 +30,13 @@ func (c Config) mountFlags() uintptr {
 }
 
 // mountFlagNames returns the same settings as options for fusermount3,
-// which turns them into mount(2) flags. A direct mount passes FUSE options
-// to the kernel as they are, and the kernel refuses these there, so it
-// gets none (it falls back to fusermount3 only when mounting directly
-// fails; the mount still enforces read-only and its atime policy itself).
+// which turns them into mount(2) flags. It knows ro and noatime only
+// (3.14 also no nodiratime or strictatime, and passes what it does not
+// know to the kernel, which then refuses the mount): a mount through it
+// shows those two, and keeps its access times by Config alone. A direct
+// mount passes FUSE options to the kernel as they are, so it gets none
+// (it falls back to fusermount3 only when mounting directly fails; the
+// mount still enforces read-only and its atime policy itself).
 func (c Config) mountFlagNames() []string {
 	if os.Geteuid() == 0 {
 		return nil
@@ -42,14 +45,8 @@ func (c Config) mountFlagNames() []string {
 	if c.ReadOnly {
 		names = append(names, "ro")
 	}
-	switch c.Atime {
-	case cluster.AtimeNever:
+	if c.Atime == cluster.AtimeNever {
 		names = append(names, "noatime")
-	case cluster.AtimeStrict:
-		names = append(names, "strictatime")
-	}
-	if c.NoDirAtime {
-		names = append(names, "nodiratime")
 	}
 	return names
 }
