@@ -30,10 +30,10 @@ func (c Config) mountFlags() uintptr {
 }
 
 // mountFlagNames returns the same settings as options for fusermount3,
-// which turns them into mount(2) flags. It knows ro and noatime only
-// (3.14 also no nodiratime or strictatime, and passes what it does not
-// know to the kernel, which then refuses the mount): a mount through it
-// shows those two, and keeps its access times by Config alone. A direct
+// which turns them into mount(2) flags. Version 3.14 knows ro and noatime
+// but not nodiratime or strictatime, and passes what it does not know to
+// the kernel, which then refuses the mount: a mount through it shows
+// those two only, and keeps its other access time settings itself. A direct
 // mount passes FUSE options to the kernel as they are, so it gets none
 // (it falls back to fusermount3 only when mounting directly fails; the
 // mount still enforces read-only and its atime policy itself).
