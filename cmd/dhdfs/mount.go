@@ -45,7 +45,8 @@ read_ahead=SIZE; ro (read-only) and rw; relatime (the default: reads and
 listings update a file's access time when it is older than its last
 change, or a day old; kept at open, as reads served from the kernel's
 cache never reach dhdfs), strictatime (at every open), noatime (never),
-nodiratime (never for directories), atime and diratime (undo those). The
+nodiratime (never for directories), atime and diratime (undo those);
+/proc/mounts shows them (mounted without root: ro and noatime only). The
 generic defaults, auto, noauto, user, nouser, _netdev, nofail and
 x-systemd.* are accepted and ignored.
 
