@@ -175,11 +175,13 @@ func mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, *FS, error
 			// policy are flags of mount(2): the kernel refuses them as
 			// FUSE options. fusermount3 takes them by name (above).
 			DirectMountFlags: cfg.mountFlags(),
-			// The kernel then asks for attributes with the entries
-			// (READDIRPLUS) when a listing starts or its entries are being
-			// stat'ed (ls -l), and not for a plain listing or after a
-			// seekdir, where a lookup per entry is wasted.
-			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
+			// Listings always carry attributes (READDIRPLUS), which
+			// makes ls -l fast. Not READDIRPLUS_AUTO, which would spare
+			// the lookups after a seekdir: the kernel then switches
+			// between plain and plus requests within a listing, and
+			// go-fuse 2.12.1, re-sending entries a reader did not take
+			// in a request too small for them (plus entries are larger),
+			// loses the rest (see TestReaddirWhileChanging).
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
