@@ -54,8 +54,18 @@ func (m *Manager) inode(ino Ino) (Inode, error) {
 	return i, err
 }
 
-// live applies the unflushed state of an open file to n.
+// DirSize is the size a directory reports, as ext4 reports one block for
+// a small directory: tools that take a size of 0 for an empty or broken
+// directory then see an ordinary one. dhdfs keeps no byte size for
+// directories (their entries are keys in the metadata store).
+const DirSize = 4096
+
+// live applies what the stored record does not hold to n: the unflushed
+// state of an open file, a directory's reported size.
 func (m *Manager) live(n *Inode) {
+	if n.IsDir() && n.Size == 0 {
+		n.Size = DirSize
+	}
 	if !n.IsRegular() {
 		return
 	}
@@ -64,8 +74,14 @@ func (m *Manager) live(n *Inode) {
 	}
 }
 
-// Lookup returns the inode named name in directory parent.
+// Lookup returns the inode named name in directory parent. A name longer
+// than any dhdfs stores fails with ErrNameTooLong rather than ErrNotFound,
+// as on a local filesystem: chmod, unlink or rename of such a path are
+// refused for its length.
 func (m *Manager) Lookup(parent Ino, name string) (Inode, error) {
+	if len(name) > MaxNameLen {
+		return Inode{}, fmt.Errorf("name of %d bytes: %w", len(name), ErrNameTooLong)
+	}
 	var i Inode
 	err := m.meta.view(func(txn *badger.Txn) error {
 		e, ok, err := getDentry(txn, parent, name)
@@ -84,24 +100,46 @@ func (m *Manager) Lookup(parent Ino, name string) (Inode, error) {
 
 // ReadDir lists a directory in name order.
 func (m *Manager) ReadDir(ino Ino) ([]DirEntry, error) {
+	return m.ReadDirAfter(ino, "", -1)
+}
+
+// ReadDirAfter lists at most limit entries (all if limit < 0) of directory
+// ino whose names sort after after ("" lists from the first), in name
+// order. Reading a directory in pieces this way costs each piece its own
+// entries only, and an entry that exists throughout is listed exactly
+// once, whatever is created or removed around it meanwhile.
+func (m *Manager) ReadDirAfter(ino Ino, after string, limit int) ([]DirEntry, error) {
 	var out []DirEntry
 	err := m.meta.view(func(txn *badger.Txn) error {
-		dir, err := getInode(txn, ino)
-		if err != nil {
+		out = out[:0]
+		if _, err := parentDir(txn, ino); err != nil {
 			return err
 		}
-		if !dir.IsDir() {
-			return ErrNotDir
-		}
 		prefix := inoKey(kDentry, ino)
-		return scan(txn, prefix, false, func(k, v []byte) error {
-			e, err := decodeDentry(v)
-			if err != nil {
-				return err
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(append(prefix, after...)); it.Valid() && limit != 0; it.Next() {
+			item := it.Item()
+			name := string(item.Key()[len(prefix):])
+			if name <= after && after != "" {
+				continue // the entry read last, or one before it
 			}
-			out = append(out, DirEntry{Name: string(k[len(prefix):]), Ino: e.Ino, Type: e.Type})
-			return nil
-		})
+			var e dentry
+			err := item.Value(func(v []byte) error {
+				var err error
+				e, err = decodeDentry(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("read directory %d: %w", ino, err)
+			}
+			out = append(out, DirEntry{Name: name, Ino: e.Ino, Type: e.Type})
+			limit--
+		}
+		return nil
 	})
 	return out, err
 }
@@ -122,19 +160,68 @@ func parentDir(txn *badger.Txn, parent Ino) (Inode, error) {
 // directory, or a symlink with target) named name in parent. It fails with
 // ErrExist if the name is taken.
 func (m *Manager) Mknod(parent Ino, name string, mode uint32, c Caller, target string) (Inode, error) {
+	return m.Make(parent, name, NodeSpec{Mode: mode, Target: target}, c)
+}
+
+// NodeSpec describes an inode to create.
+type NodeSpec struct {
+	// Mode holds the file type (syscall.S_IF*; 0 is a regular file) and
+	// the permission bits.
+	Mode uint32
+	// Rdev is a device node's device number (st_rdev).
+	Rdev uint32
+	// Target is a symlink's target.
+	Target string
+}
+
+// checkType returns the file type of a new inode's mode.
+func checkType(mode uint32) (uint32, error) {
+	switch typ := mode & syscall.S_IFMT; typ {
+	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK,
+		syscall.S_IFCHR, syscall.S_IFBLK:
+		return typ, nil
+	case 0:
+		return syscall.S_IFREG, nil
+	default:
+		return 0, fmt.Errorf("file type %o: %w", typ, ErrInvalid)
+	}
+}
+
+// newChild returns a new inode of type typ created by c in dir, at time t.
+// It takes its group and replication factor from dir: in a set-group-ID
+// directory a new inode belongs to the directory's group, and a new
+// directory is set-group-ID too, as on Linux (the kernel has already
+// cleared the bit from a file's mode when the creator may not set it).
+func newChild(txn *badger.Txn, dir *Inode, typ, mode uint32, c Caller, t int64) (Inode, error) {
+	n, err := newIno(txn)
+	if err != nil {
+		return Inode{}, err
+	}
+	child := Inode{Ino: n, Mode: typ | mode&0o7777, Uid: c.Uid, Gid: c.Gid, Nlink: 1,
+		Atime: t, Mtime: t, Ctime: t, Btime: t, Replicas: dir.Replicas}
+	if dir.Mode&syscall.S_ISGID != 0 {
+		child.Gid = dir.Gid
+		if typ == syscall.S_IFDIR {
+			child.Mode |= syscall.S_ISGID
+		}
+	}
+	return child, nil
+}
+
+// Make creates an inode of any type as s describes, named name in parent.
+// Device nodes are stored like any other inode: a FUSE mount is nodev, so
+// they only keep their number. It fails with ErrExist if the name is
+// taken.
+func (m *Manager) Make(parent Ino, name string, s NodeSpec, c Caller) (Inode, error) {
 	if err := checkName(name); err != nil {
 		return Inode{}, err
 	}
-	typ := mode & syscall.S_IFMT
-	switch typ {
-	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK:
-	case 0:
-		typ = syscall.S_IFREG
-	default:
-		return Inode{}, fmt.Errorf("file type %o: %w", typ, syscall.EPERM)
+	typ, err := checkType(s.Mode)
+	if err != nil {
+		return Inode{}, err
 	}
 	var child Inode
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err = m.meta.update(func(txn *badger.Txn) error {
 		dir, err := parentDir(txn, parent)
 		if err != nil {
 			return err
@@ -144,21 +231,20 @@ func (m *Manager) Mknod(parent Ino, name string, mode uint32, c Caller, target s
 		} else if ok {
 			return fmt.Errorf("%s: %w", name, ErrExist)
 		}
-		n, err := newIno(txn)
-		if err != nil {
+		t := now()
+		if child, err = newChild(txn, &dir, typ, s.Mode, c, t); err != nil {
 			return err
 		}
-		t := now()
-		child = Inode{Ino: Ino(n), Mode: typ | mode&0o7777, Uid: c.Uid, Gid: c.Gid, Nlink: 1,
-			Atime: t, Mtime: t, Ctime: t, Btime: t, Replicas: dir.Replicas}
-		if typ == syscall.S_IFDIR {
+		switch typ {
+		case syscall.S_IFDIR:
 			child.Nlink = 2
 			child.Parent = parent
 			dir.Nlink++
-		}
-		if typ == syscall.S_IFLNK {
-			child.Target = target
-			child.Size = int64(len(target))
+		case syscall.S_IFLNK:
+			child.Target = s.Target
+			child.Size = int64(len(s.Target))
+		case syscall.S_IFCHR, syscall.S_IFBLK:
+			child.Rdev = s.Rdev
 		}
 		dir.Mtime, dir.Ctime = t, t
 		if err := putInode(txn, &child); err != nil {
@@ -169,7 +255,22 @@ func (m *Manager) Mknod(parent Ino, name string, mode uint32, c Caller, target s
 		}
 		return set(txn, dentryKey(parent, name), dentry{Ino: child.Ino, Type: typ}.encode())
 	})
+	m.live(&child)
 	return child, err
+}
+
+// Tmpfile creates a regular file with no name in directory dir, as
+// open(2) with O_TMPFILE does. Like an unlinked file it is an orphan: freed
+// once nothing holds it, unless Link gives it a name first.
+func (m *Manager) Tmpfile(dir Ino, mode uint32, c Caller) (Inode, error) {
+	d, err := m.inode(dir)
+	if err != nil {
+		return Inode{}, err
+	}
+	if !d.IsDir() {
+		return Inode{}, fmt.Errorf("inode %d: %w", dir, ErrNotDir)
+	}
+	return m.newOrphan(d, mode, c)
 }
 
 // Link gives inode ino the additional name name in parent.
@@ -209,6 +310,10 @@ func (m *Manager) Link(ino, parent Ino, name string) (Inode, error) {
 		}
 		return set(txn, dentryKey(parent, name), dentry{Ino: ino, Type: child.Mode & syscall.S_IFMT}.encode())
 	})
+	// The kernel takes the reply's attributes for the inode: an open
+	// file's size must include its unflushed writes (an O_TMPFILE being
+	// named, say).
+	m.live(&child)
 	return child, err
 }
 
@@ -301,186 +406,4 @@ func dirEmpty(txn *badger.Txn, ino Ino) (bool, error) {
 		return errStop
 	})
 	return empty, err
-}
-
-// RenameFlags are the flags of renameat2(2).
-type RenameFlags uint32
-
-const (
-	RenameNoReplace RenameFlags = 1 // RENAME_NOREPLACE
-	RenameExchange  RenameFlags = 2 // RENAME_EXCHANGE
-)
-
-// Rename moves oldName in oldParent to newName in newParent atomically,
-// replacing a target of a compatible type unless flags say otherwise.
-func (m *Manager) Rename(oldParent Ino, oldName string, newParent Ino, newName string, flags RenameFlags) error {
-	if err := checkName(newName); err != nil {
-		return err
-	}
-	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
-		return fmt.Errorf("rename flags %#x: %w", flags, ErrInvalid)
-	}
-	var orphan Ino
-	err := m.meta.update(func(txn *badger.Txn) error {
-		orphan = 0
-		src, ok, err := getDentry(txn, oldParent, oldName)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%s: %w", oldName, ErrNotFound)
-		}
-		dst, dstExists, err := getDentry(txn, newParent, newName)
-		if err != nil {
-			return err
-		}
-		if dstExists && dst.Ino == src.Ino {
-			return nil // both names link the same inode: POSIX says do nothing
-		}
-		switch {
-		case flags&RenameNoReplace != 0 && dstExists:
-			return fmt.Errorf("%s: %w", newName, ErrExist)
-		case flags&RenameExchange != 0 && !dstExists:
-			return fmt.Errorf("%s: %w", newName, ErrNotFound)
-		}
-		srcNode, err := getInode(txn, src.Ino)
-		if err != nil {
-			return err
-		}
-		if srcNode.IsDir() {
-			if err := notAncestor(txn, srcNode.Ino, newParent); err != nil {
-				return err
-			}
-		}
-		t := now()
-		if flags&RenameExchange != 0 {
-			dstNode, err := getInode(txn, dst.Ino)
-			if err != nil {
-				return err
-			}
-			if dstNode.IsDir() {
-				if err := notAncestor(txn, dstNode.Ino, oldParent); err != nil {
-					return err
-				}
-			}
-			if err := set(txn, dentryKey(newParent, newName), src.encode()); err != nil {
-				return err
-			}
-			if err := set(txn, dentryKey(oldParent, oldName), dst.encode()); err != nil {
-				return err
-			}
-			if err := moveDir(txn, &srcNode, oldParent, newParent, t); err != nil {
-				return err
-			}
-			if err := moveDir(txn, &dstNode, newParent, oldParent, t); err != nil {
-				return err
-			}
-			return touchDirs(txn, t, oldParent, newParent)
-		}
-		if dstExists {
-			dstNode, err := getInode(txn, dst.Ino)
-			if err != nil {
-				return err
-			}
-			switch {
-			case srcNode.IsDir() && !dstNode.IsDir():
-				return fmt.Errorf("%s: %w", newName, ErrNotDir)
-			case !srcNode.IsDir() && dstNode.IsDir():
-				return fmt.Errorf("%s: %w", newName, ErrIsDir)
-			case dstNode.IsDir():
-				if empty, err := dirEmpty(txn, dstNode.Ino); err != nil {
-					return err
-				} else if !empty {
-					return fmt.Errorf("%s: %w", newName, ErrNotEmpty)
-				}
-				if err := adjustNlink(txn, newParent, -1); err != nil {
-					return err
-				}
-			}
-			o, err := dropName(txn, &dstNode, t)
-			if err != nil {
-				return err
-			}
-			if o {
-				orphan = dstNode.Ino
-			}
-		}
-		if err := del(txn, dentryKey(oldParent, oldName)); err != nil {
-			return err
-		}
-		if err := set(txn, dentryKey(newParent, newName), src.encode()); err != nil {
-			return err
-		}
-		if err := moveDir(txn, &srcNode, oldParent, newParent, t); err != nil {
-			return err
-		}
-		return touchDirs(txn, t, oldParent, newParent)
-	})
-	if err != nil {
-		return err
-	}
-	return m.maybeFree(orphan)
-}
-
-// notAncestor fails with ErrInvalid if dir is dest or one of its ancestors:
-// a directory cannot move into its own subtree.
-func notAncestor(txn *badger.Txn, dir, dest Ino) error {
-	for cur := dest; ; {
-		if cur == dir {
-			return fmt.Errorf("move a directory into itself: %w", ErrInvalid)
-		}
-		if cur == RootIno {
-			return nil
-		}
-		n, err := getInode(txn, cur)
-		if err != nil {
-			return err
-		}
-		if n.Parent == 0 || n.Parent == cur {
-			return nil
-		}
-		cur = n.Parent
-	}
-}
-
-// moveDir updates a renamed inode: its ctime, and for a directory its
-// parent pointer and both parents' link counts ("..").
-func moveDir(txn *badger.Txn, n *Inode, from, to Ino, t int64) error {
-	n.Ctime = t
-	if n.IsDir() && from != to {
-		n.Parent = to
-		if err := adjustNlink(txn, from, -1); err != nil {
-			return err
-		}
-		if err := adjustNlink(txn, to, +1); err != nil {
-			return err
-		}
-	}
-	return putInode(txn, n)
-}
-
-func adjustNlink(txn *badger.Txn, ino Ino, delta int) error {
-	n, err := getInode(txn, ino)
-	if err != nil {
-		return err
-	}
-	n.Nlink = uint32(int(n.Nlink) + delta)
-	return putInode(txn, &n)
-}
-
-func touchDirs(txn *badger.Txn, t int64, dirs ...Ino) error {
-	for i, ino := range dirs {
-		if i > 0 && ino == dirs[0] {
-			continue
-		}
-		n, err := getInode(txn, ino)
-		if err != nil {
-			return err
-		}
-		n.Mtime, n.Ctime = t, t
-		if err := putInode(txn, &n); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -167,17 +167,16 @@ func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint3
 }
 
 // newOrphan creates a regular file with no name, marked as an orphan so
-// that a crash before linkOrphan frees it at the next open.
+// that a crash before linkOrphan frees it at the next open. It takes its
+// group from dir as a named file would (see newChild).
 func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
 	var n Inode
 	err := m.meta.update(func(txn *badger.Txn) error {
-		num, err := newIno(txn)
-		if err != nil {
+		var err error
+		if n, err = newChild(txn, &dir, syscall.S_IFREG, mode, c, now()); err != nil {
 			return err
 		}
-		t := now()
-		n = Inode{Ino: Ino(num), Mode: syscall.S_IFREG | mode&0o7777, Uid: c.Uid, Gid: c.Gid,
-			Atime: t, Mtime: t, Ctime: t, Btime: t, Replicas: dir.Replicas}
+		n.Nlink = 0
 		if err := putInode(txn, &n); err != nil {
 			return err
 		}

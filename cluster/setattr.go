@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -94,4 +95,60 @@ func (m *Manager) Capacity() (total, free int64) {
 		free += f
 	}
 	return total, free
+}
+
+// AtimeMode says when reads update access times.
+type AtimeMode int
+
+const (
+	// AtimeRelative updates the access time when it is not newer than
+	// the modification or change time, or is a day old (relatime, Linux's
+	// default): programs that compare atime with mtime (mail readers,
+	// tmpwatch) work, and a file read all day costs one metadata write.
+	AtimeRelative AtimeMode = iota
+	// AtimeStrict updates it on every access (strictatime).
+	AtimeStrict
+	// AtimeNever never updates it (noatime).
+	AtimeNever
+)
+
+// relatimeAge is how old an access time relatime renews anyway.
+const relatimeAge = 24 * time.Hour
+
+// needsAtime reports whether an access now should renew n's access time.
+func needsAtime(n *Inode, mode AtimeMode, t int64) bool {
+	switch mode {
+	case AtimeNever:
+		return false
+	case AtimeStrict:
+		return true
+	}
+	return n.Atime <= n.Mtime || n.Atime <= n.Ctime || t-n.Atime >= int64(relatimeAge)
+}
+
+// TouchAtime records an access to ino (a read or a directory listing) as
+// mode says, and reports whether the access time changed. It costs a
+// metadata read, and a write only when the access time changes.
+func (m *Manager) TouchAtime(ino Ino, mode AtimeMode) (bool, error) {
+	if mode == AtimeNever {
+		return false, nil
+	}
+	n, err := m.inode(ino)
+	if err != nil || !needsAtime(&n, mode, now()) {
+		return false, err
+	}
+	changed := false
+	err = m.meta.update(func(txn *badger.Txn) error {
+		n, err := getInode(txn, ino)
+		if err != nil {
+			return err
+		}
+		t := now()
+		if changed = needsAtime(&n, mode, t); !changed {
+			return nil // another access renewed it meanwhile
+		}
+		n.Atime = t
+		return putInode(txn, &n)
+	})
+	return changed, err
 }

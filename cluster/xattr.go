@@ -12,10 +12,15 @@ import (
 // Extended attributes are stored per inode under 'x' ino name. Two names
 // are dhdfs's own: user.dhdfs.replicas reads and sets the replication
 // factor (new children inherit a directory's), and the read-only
-// user.dhdfs.locations lists each chunk's drives.
+// user.dhdfs.locations lists each chunk's drives. They answer when asked
+// for by name but are not listed: they describe this pool, so copies
+// (cp -a, rsync -X, tar --xattrs) must not carry them elsewhere, and a
+// copy into the pool must not try to set them.
 const (
 	XattrReplicas  = "user.dhdfs.replicas"
 	XattrLocations = "user.dhdfs.locations"
+	// XattrPrefix starts the names of dhdfs's own attributes.
+	XattrPrefix = "user.dhdfs."
 	// MaxXattrValue is Linux's limit on one attribute value.
 	MaxXattrValue = 64 << 10
 	kXattr        = 'x'
@@ -87,10 +92,12 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 	if len(value) > MaxXattrValue {
 		return fmt.Errorf("attribute %s of %d bytes: %w", name, len(value), ErrInvalid)
 	}
-	switch name {
-	case XattrLocations:
+	switch {
+	case name == XattrLocations:
 		return fmt.Errorf("%s is read-only: %w", name, ErrInvalid)
-	case XattrReplicas:
+	case name != XattrReplicas && strings.HasPrefix(name, XattrPrefix):
+		return fmt.Errorf("%s: names under %s are reserved for the pool: %w", name, XattrPrefix, ErrInvalid)
+	case name == XattrReplicas:
 		r, err := strconv.Atoi(strings.TrimSpace(string(value)))
 		if err != nil || r < 1 || r > MaxReplicas {
 			return fmt.Errorf("%s must be a number from 1 to %d: %w", name, MaxReplicas, ErrInvalid)
@@ -112,9 +119,6 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 		return err
 	}
 	return m.meta.update(func(txn *badger.Txn) error {
-		if _, err := getInode(txn, ino); err != nil {
-			return err
-		}
 		_, exists, err := get(txn, xattrKey(ino, name))
 		if err != nil {
 			return err
@@ -125,8 +129,22 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 		case flags&XattrReplace != 0 && !exists:
 			return fmt.Errorf("%s: %w", name, ErrNoAttr)
 		}
+		if err := touchCtime(txn, ino); err != nil {
+			return err
+		}
 		return set(txn, xattrKey(ino, name), value)
 	})
+}
+
+// touchCtime records a change of ino's attributes: setting or removing an
+// extended attribute changes ctime, as chmod does.
+func touchCtime(txn *badger.Txn, ino Ino) error {
+	n, err := getInode(txn, ino)
+	if err != nil {
+		return err
+	}
+	n.Ctime = now()
+	return putInode(txn, &n)
 }
 
 // RemoveXattr deletes attribute name of ino.
@@ -141,7 +159,10 @@ func (m *Manager) RemoveXattr(ino Ino, name string) error {
 			if err != nil {
 				return err
 			}
-			n.Replicas = 0
+			if n.Replicas == 0 {
+				return fmt.Errorf("%s: %w", name, ErrNoAttr)
+			}
+			n.Replicas, n.Ctime = 0, now()
 			return putInode(txn, &n)
 		})
 	}
@@ -153,23 +174,20 @@ func (m *Manager) RemoveXattr(ino Ino, name string) error {
 		if !ok {
 			return fmt.Errorf("%s: %w", name, ErrNoAttr)
 		}
+		if err := touchCtime(txn, ino); err != nil {
+			return err
+		}
 		return del(txn, xattrKey(ino, name))
 	})
 }
 
-// ListXattr lists the attribute names of ino, dhdfs's own included.
+// ListXattr lists the attribute names of ino, without dhdfs's own (see
+// XattrPrefix).
 func (m *Manager) ListXattr(ino Ino) ([]string, error) {
 	var names []string
 	err := m.meta.view(func(txn *badger.Txn) error {
-		n, err := getInode(txn, ino)
-		if err != nil {
+		if _, err := getInode(txn, ino); err != nil {
 			return err
-		}
-		if n.Replicas > 0 {
-			names = append(names, XattrReplicas)
-		}
-		if n.IsRegular() {
-			names = append(names, XattrLocations)
 		}
 		prefix := inoKey(kXattr, ino)
 		return scan(txn, prefix, true, func(k, _ []byte) error {

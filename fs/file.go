@@ -26,6 +26,9 @@ type handle struct {
 // through this mount, so the kernel's cache is never stale.
 func (n *Node) Open(ctx context.Context, flags uint32) (_ gofs.FileHandle, _ uint32, errno syscall.Errno) {
 	defer n.fs.observe("open", time.Now(), &errno)
+	if errno := n.accessed(flags); errno != 0 { // read-only mount, access time (mount_options.go)
+		return nil, 0, errno
+	}
 	f, err := n.fs.m.OpenFile(n.ino())
 	if err != nil {
 		return nil, 0, n.errno("open", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,17 @@ type Config struct {
 	// leaves the kernel's default (128 KiB). Setting it needs root; a
 	// mount without leaves the default and logs why.
 	ReadAhead int
+	// ReadOnly mounts read-only (-o ro): the kernel refuses every change
+	// with EROFS, and so does the mount itself in case the kernel was not
+	// told (a mount through fusermount3 that dropped the flag).
+	ReadOnly bool
+	// Atime says when reads and directory listings update access times:
+	// relatime by default, as Linux mounts (-o relatime, strictatime,
+	// noatime).
+	Atime cluster.AtimeMode
+	// NoDirAtime leaves the access times of directories alone
+	// (-o nodiratime).
+	NoDirAtime bool
 }
 
 // DefaultReadAhead is one chunk of the default size: the kernel then asks
@@ -79,6 +91,12 @@ type FS struct {
 
 	mu    sync.Mutex
 	nodes map[cluster.Ino]*Node // guarded by mu: the nodes the kernel knows
+
+	// dirScanned counts the directory entries fetched from the metadata
+	// for listings, and lookups the lookups (also those the kernel asks
+	// for along with a listing), so tests can check that reading a
+	// directory costs O(entries) however it is read.
+	dirScanned, lookups atomic.Int64
 }
 
 // Node is a file, directory or symlink of the pool. Its go-fuse inode
@@ -101,8 +119,14 @@ func (n *Node) errno(op string, err error) syscall.Errno { return errnoOf(n.fs.l
 // Mount mounts the pool at dir and returns the running server; the caller
 // waits on it and unmounts it.
 func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
+	srv, _, err := mount(dir, m, cfg)
+	return srv, err
+}
+
+// mount is Mount, also returning the FS for tests.
+func mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, *FS, error) {
 	if err := checkMountPoint(dir); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,13 +135,13 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 		cfg.FsName = "dhdfs"
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The mount table names the mount point without symlinks; resolve it
 	// before mounting, as afterwards that would be a request to ourselves.
 	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return nil, fmt.Errorf("mount point %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount point %s: %w", dir, err)
 	}
 	fsys := &FS{m: m, log: cfg.Logger, cfg: cfg, nodes: map[cluster.Ino]*Node{}}
 	root := &Node{fs: fsys}
@@ -146,7 +170,18 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 			AllowOther:   cfg.AllowOther,
 			Debug:        cfg.Debug,
 			DirectMount:  os.Geteuid() == 0,
-			Options:      []string{"default_permissions"},
+			Options:      append([]string{"default_permissions"}, cfg.mountFlagNames()...),
+			// For a direct mount (as root) read-only and the access time
+			// policy are flags of mount(2): the kernel refuses them as
+			// FUSE options. fusermount3 takes them by name (above).
+			DirectMountFlags: cfg.mountFlags(),
+			// Listings always carry attributes (READDIRPLUS), which
+			// makes ls -l fast. Not READDIRPLUS_AUTO, which would spare
+			// the lookups after a seekdir: the kernel then switches
+			// between plain and plus requests within a listing, and
+			// go-fuse 2.12.1, re-sending entries a reader did not take
+			// in a request too small for them (plus entries are larger),
+			// loses the rest (see TestReaddirWhileChanging).
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -156,7 +191,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 	}
 	srv, err := gofs.Mount(dir, root, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	if cfg.ReadAhead > 0 {
 		if err := setReadAhead(resolved, cfg.ReadAhead); errors.Is(err, os.ErrPermission) {
@@ -165,7 +200,7 @@ func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
 			fsys.log.Warn("kernel read-ahead left at its default", "err", err)
 		}
 	}
-	return srv, nil
+	return srv, fsys, nil
 }
 
 // checkMountPoint gives clear errors for the usual mistakes before the
@@ -212,6 +247,7 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 	out.Nlink = i.Nlink
 	out.Uid, out.Gid = i.Uid, i.Gid
 	out.Size = uint64(i.Size)
+	out.Rdev = i.Rdev
 	// st_blocks counts what is stored, so holes and sparse files show
 	// as such to du, cp --sparse and tar -S.
 	stored := i.Stored
@@ -228,7 +264,16 @@ func (fsys *FS) fillAttr(i *cluster.Inode, out *fuse.Attr) {
 	setTime(i.Atime, &out.Atime, &out.Atimensec)
 	setTime(i.Mtime, &out.Mtime, &out.Mtimensec)
 	setTime(i.Ctime, &out.Ctime, &out.Ctimensec)
+	if i.IsDir() {
+		// glibc's readdir asks for st_blksize bytes of entries at a time
+		// (32 KiB at least): at a chunk's size, each seekdir would make
+		// the kernel list, and look up, the rest of the directory.
+		out.Blksize = dirBlksize
+	}
 }
+
+// dirBlksize is the st_blksize of directories, as on ext4.
+const dirBlksize = 4096
 
 // newChild wraps a pool inode in a go-fuse inode and fills the entry reply.
 func (n *Node) newChild(ctx context.Context, i cluster.Inode, out *fuse.EntryOut) *gofs.Inode {

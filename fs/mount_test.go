@@ -20,6 +20,7 @@ type testMount struct {
 	mnt    string
 	m      *cluster.Manager
 	srv    *fuse.Server
+	fsys   *FS
 	faulty map[string]*nodes.Faulty
 }
 
@@ -74,12 +75,12 @@ func mountPoolOpts(t *testing.T, drives int, chunkSize int, pool func(*cluster.O
 	cfgm := DefaultConfig()
 	cfgm.Debug = os.Getenv("DHDFS_FUSE_DEBUG") != ""
 	edit(&cfgm)
-	srv, err := Mount(mnt, m, cfgm)
+	srv, fsys, err := mount(mnt, m, cfgm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unmount(t, srv) })
-	tm.mnt, tm.m, tm.srv = mnt, m, srv
+	tm.mnt, tm.m, tm.srv, tm.fsys = mnt, m, srv, fsys
 	return tm
 }
 

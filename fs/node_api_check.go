@@ -7,10 +7,11 @@ import gofs "github.com/hanwen/go-fuse/v2/fs"
 // node's method when both exist.
 var (
 	_ = (gofs.NodeLookuper)((*Node)(nil))
-	_ = (gofs.NodeReaddirer)((*Node)(nil))
+	_ = (gofs.NodeOpendirHandler)((*Node)(nil))
 	_ = (gofs.NodeMkdirer)((*Node)(nil))
 	_ = (gofs.NodeMknoder)((*Node)(nil))
 	_ = (gofs.NodeCreater)((*Node)(nil))
+	_ = (gofs.NodeTmpfiler)((*Node)(nil))
 	_ = (gofs.NodeSymlinker)((*Node)(nil))
 	_ = (gofs.NodeReadlinker)((*Node)(nil))
 	_ = (gofs.NodeLinker)((*Node)(nil))
@@ -18,6 +19,7 @@ var (
 	_ = (gofs.NodeRmdirer)((*Node)(nil))
 	_ = (gofs.NodeRenamer)((*Node)(nil))
 	_ = (gofs.NodeGetattrer)((*Node)(nil))
+	_ = (gofs.NodeStatxer)((*Node)(nil))
 	_ = (gofs.NodeSetattrer)((*Node)(nil))
 	_ = (gofs.NodeAccesser)((*Node)(nil))
 	_ = (gofs.NodeStatfser)((*Node)(nil))
@@ -35,4 +37,9 @@ var (
 	_ = (gofs.FileReleaser)((*handle)(nil))
 	_ = (gofs.FileAllocater)((*handle)(nil))
 	_ = (gofs.FileLseeker)((*handle)(nil))
+
+	// Directory handles: listings stream from the metadata and seek.
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 )

@@ -7,6 +7,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/dhdfs/dhdfs/cluster"
 )
@@ -23,9 +24,38 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	return 0
 }
 
+// Statx implements gofs.NodeStatxer: Getattr's attributes plus the birth
+// time (stat's "Birth"), which the inode records from its creation.
+func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) (errno syscall.Errno) {
+	defer n.fs.observe("statx", time.Now(), &errno)
+	i, err := n.fs.m.GetAttr(n.ino())
+	if err != nil {
+		return n.errno("statx", err)
+	}
+	var a fuse.Attr
+	n.fs.fillAttr(&i, &a)
+	sx := &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	sx.Ino, sx.Mode, sx.Nlink = a.Ino, uint16(a.Mode), a.Nlink
+	sx.Uid, sx.Gid = a.Uid, a.Gid
+	sx.Size, sx.Blocks, sx.Blksize = a.Size, a.Blocks, a.Blksize
+	sx.RdevMajor, sx.RdevMinor = unix.Major(uint64(a.Rdev)), unix.Minor(uint64(a.Rdev))
+	sx.Atime = fuse.SxTime{Sec: a.Atime, Nsec: a.Atimensec}
+	sx.Mtime = fuse.SxTime{Sec: a.Mtime, Nsec: a.Mtimensec}
+	sx.Ctime = fuse.SxTime{Sec: a.Ctime, Nsec: a.Ctimensec}
+	if i.Btime > 0 { // unknown for inodes made before it was kept
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime = fuse.SxTime{Sec: uint64(i.Btime / 1e9), Nsec: uint32(i.Btime % 1e9)}
+	}
+	return 0
+}
+
 // Setattr implements gofs.NodeSetattrer: chmod, chown, utimens, truncate.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (errno syscall.Errno) {
 	defer n.fs.observe("setattr", time.Now(), &errno)
+	if errno := n.fs.writable(); errno != 0 {
+		return errno
+	}
 	var s cluster.SetAttrIn
 	if mode, ok := in.GetMode(); ok {
 		s.Mode = &mode
@@ -96,8 +126,15 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) (errno syscall.E
 	out.Blocks = uint64(total / r / bsize)
 	out.Bfree = uint64(free / r / bsize)
 	out.Bavail = out.Bfree
-	out.Files = 1 << 40
-	out.Ffree = 1 << 40
+	// Inodes are keys in the metadata store: there is no fixed table, so
+	// df -i shows those in use out of a large number.
+	used, err := n.fs.m.InodeCount()
+	if err != nil {
+		return n.errno("statfs", err)
+	}
+	const freeInodes = 1 << 40
+	out.Files = used + freeInodes
+	out.Ffree = freeInodes
 	out.NameLen = cluster.MaxNameLen
 	return 0
 }

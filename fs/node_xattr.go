@@ -24,12 +24,18 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (_ uint32
 // Setxattr implements gofs.NodeSetxattrer.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) (errno syscall.Errno) {
 	defer n.fs.observe("setxattr", time.Now(), &errno)
+	if errno := n.fs.writable(); errno != 0 {
+		return errno
+	}
 	return n.errno("setxattr", n.fs.m.SetXattr(n.ino(), attr, data, cluster.XattrFlags(flags)))
 }
 
 // Removexattr implements gofs.NodeRemovexattrer.
 func (n *Node) Removexattr(ctx context.Context, attr string) (errno syscall.Errno) {
 	defer n.fs.observe("removexattr", time.Now(), &errno)
+	if errno := n.fs.writable(); errno != 0 {
+		return errno
+	}
 	return n.errno("removexattr", n.fs.m.RemoveXattr(n.ino(), attr))
 }
 

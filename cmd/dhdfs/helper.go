@@ -22,6 +22,9 @@ the source. An /etc/fstab line:
 
    /var/lib/dhdfs  /mnt/pool  fuse.dhdfs  defaults,allow_other,_netdev  0  0
 
+The options are those of dhdfs mount -o (ro, noatime, nodiratime,
+relatime, strictatime, read_ahead=SIZE, ...).
+
 Example:
    sudo dhdfs install-helper`,
 		Flags: []cli.Flag{&cli.StringFlag{Name: "dir", Value: "/sbin", Usage: "where to install the helper"}},

@@ -41,12 +41,19 @@ once the mount is ready and logs to HOME/mount.log. Unmounting flushes every
 open file before the process exits. DIR must be an empty directory.
 
 Options for -o (comma-separated, as in fstab): allow_other, debug,
-read_ahead=SIZE; the generic rw, defaults, auto, noauto, user, nouser,
-_netdev, nofail and x-systemd.* are accepted and ignored.
+read_ahead=SIZE; ro (read-only) and rw; relatime (the default: reads and
+listings update a file's access time when it is older than its last
+change, or a day old; kept at open, as reads served from the kernel's
+cache never reach dhdfs), strictatime (at every open), noatime (never),
+nodiratime (never for directories), atime and diratime (undo those);
+/proc/mounts shows them (mounted without root: ro and noatime only). The
+generic defaults, auto, noauto, user, nouser, _netdev, nofail and
+x-systemd.* are accepted and ignored.
 
 Examples:
    dhdfs mount /mnt/pool
    dhdfs mount --daemon -o allow_other /mnt/pool
+   dhdfs mount -o ro,noatime /mnt/pool              # read-only, no access times
    dhdfs mount --read-ahead 0 /mnt/pool             # kernel default 128 KiB: mostly random reads
    mount -t fuse.dhdfs /var/lib/dhdfs /mnt/pool     # after dhdfs install-helper`,
 		Flags: withCommon(
@@ -111,9 +118,25 @@ func applyMountOptions(cfg *fs.Config, opts string) error {
 			if err := setReadAhead(cfg, strings.TrimPrefix(o, "read_ahead=")); err != nil {
 				return fmt.Errorf("read_ahead: %w", err)
 			}
-		case o == "rw" || o == "defaults" || o == "auto" || o == "noauto" || o == "user" || o == "nouser" ||
+		case o == "ro":
+			cfg.ReadOnly = true
+		case o == "rw":
+			cfg.ReadOnly = false
+		case o == "relatime" || o == "atime":
+			// atime is the opposite of noatime, which leaves relatime, as
+			// mount(8) does.
+			cfg.Atime = cluster.AtimeRelative
+		case o == "strictatime":
+			cfg.Atime = cluster.AtimeStrict
+		case o == "noatime":
+			cfg.Atime = cluster.AtimeNever
+		case o == "nodiratime":
+			cfg.NoDirAtime = true
+		case o == "diratime":
+			cfg.NoDirAtime = false
+		case o == "defaults" || o == "auto" || o == "noauto" || o == "user" || o == "nouser" ||
 			o == "users" || o == "_netdev" || o == "nofail" || o == "dev" || o == "nodev" || o == "suid" ||
-			o == "nosuid" || o == "exec" || o == "noexec" || o == "atime" || o == "noatime" || o == "relatime" ||
+			o == "nosuid" || o == "exec" || o == "noexec" ||
 			strings.HasPrefix(o, "x-systemd.") || strings.HasPrefix(o, "comment="):
 		default:
 			return fmt.Errorf("unknown mount option %q", o)

@@ -1,0 +1,100 @@
+package fs
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// needTools finds programs a test runs, installing the Debian packages
+// that hold them when running as root, or skips the test.
+func needTools(t *testing.T, pkgs []string, progs ...string) {
+	t.Helper()
+	missing := func() []string {
+		var out []string
+		for _, p := range progs {
+			if _, err := exec.LookPath(p); err != nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if len(missing()) == 0 {
+		return
+	}
+	if _, err := exec.LookPath("apt-get"); err == nil && os.Geteuid() == 0 {
+		out, err := exec.Command("apt-get", append([]string{"install", "-y", "-q"}, pkgs...)...).CombinedOutput()
+		if err != nil {
+			t.Logf("apt-get install %v: %v\n%s", pkgs, err, out)
+		}
+	}
+	if m := missing(); len(m) > 0 {
+		t.Skipf("%v not installed", m)
+	}
+}
+
+// rsync -aHAX into the mount and back out, and cp -a out of it: exit 0,
+// attributes copied, and none of the pool's own attributes carried out.
+func TestRsyncAndCpXattrs(t *testing.T) {
+	needTools(t, []string{"rsync", "attr"}, "rsync", "getfattr")
+	tm := mountPool(t, 3, cs)
+	src := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(src, "tree/sub"), 0o755))
+	must(os.WriteFile(filepath.Join(src, "tree/a"), randData(1, 3*cs+5), 0o640))
+	must(os.WriteFile(filepath.Join(src, "tree/sub/b"), []byte("b"), 0o600))
+	must(os.Link(filepath.Join(src, "tree/a"), filepath.Join(src, "tree/sub/a-link")))
+	must(os.Symlink("../a", filepath.Join(src, "tree/sub/sym")))
+	must(unix.Setxattr(filepath.Join(src, "tree/a"), "user.note", []byte("hello"), 0))
+	must(unix.Setxattr(filepath.Join(src, "tree/sub"), "user.dir", []byte("d"), 0))
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// Into the mount, twice: the second run compares attributes of files
+	// already there, which is where listing user.dhdfs.* made it fail.
+	for range 2 {
+		run("rsync", "-aHAX", src+"/tree/", tm.path("tree"))
+	}
+	run("rsync", "-aX", src+"/tree/", tm.path("tree2"))
+	run("diff", "-r", src+"/tree", tm.path("tree"))
+	if v := run("getfattr", "--absolute-names", "--only-values", "-n", "user.note", tm.path("tree/a")); v != "hello" {
+		t.Fatalf("user.note in the mount: %q", v)
+	}
+	var a, link unix.Stat_t
+	must(unix.Stat(tm.path("tree/a"), &a))
+	must(unix.Stat(tm.path("tree/sub/a-link"), &link))
+	if a.Ino != link.Ino || a.Nlink != 2 {
+		t.Fatalf("rsync -H: inodes %d and %d, nlink %d", a.Ino, link.Ino, a.Nlink)
+	}
+	// The pool's own attributes still answer by name.
+	if out := run("getfattr", "--absolute-names", "-n", "user.dhdfs.locations", tm.path("tree/a")); !strings.Contains(out, "user.dhdfs.locations") {
+		t.Fatalf("getfattr -n user.dhdfs.locations: %q", out)
+	}
+	// Out of the mount: the copies hold the files' own attributes only.
+	out := t.TempDir()
+	run("cp", "-a", tm.path("tree"), filepath.Join(out, "cp"))
+	run("rsync", "-aHAX", tm.path("tree")+"/", filepath.Join(out, "rsync"))
+	for _, dir := range []string{"cp", "rsync"} {
+		dump := run("getfattr", "--absolute-names", "-R", "-d", "-m", "-", filepath.Join(out, dir))
+		if strings.Contains(dump, "user.dhdfs") {
+			t.Fatalf("%s out of the mount copied the pool's attributes:\n%s", dir, dump)
+		}
+		if !strings.Contains(dump, "user.note") || !strings.Contains(dump, "user.dir") {
+			t.Fatalf("%s out of the mount lost the files' attributes:\n%s", dir, dump)
+		}
+	}
+}
