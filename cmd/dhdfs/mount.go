@@ -221,6 +221,12 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	cfg.Logger = log
 	cfg.Metrics = met
 	cfg.FsName = "dhdfs:" + c.String("home")
+	// Signals are caught before the mount exists: one that arrives while
+	// mounting waits in sigs and unmounts as soon as there is a mount,
+	// instead of killing the process and leaving a stale mount behind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	srv, err := fs.Mount(dir, m, cfg)
 	if err != nil {
 		m.Close()
@@ -240,8 +246,6 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		fmt.Fprintf(os.Stderr, "Mounted the pool at %s. Stop with Ctrl-C or 'dhdfs umount %s'.\n", dir, dir)
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	m.Mounted(dir) // once dir is unmounted, a new mount waits for this process to finish
 	go func() {
 		for s := range sigs {
