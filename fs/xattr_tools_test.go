@@ -10,30 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// needTools finds programs a test runs, installing the Debian packages
-// that hold them when running as root, or skips the test.
+// needTools skips the test when a program it runs is missing
+// (scripts/test.sh installs the Debian packages pkgs that hold them).
 func needTools(t *testing.T, pkgs []string, progs ...string) {
 	t.Helper()
-	missing := func() []string {
-		var out []string
-		for _, p := range progs {
-			if _, err := exec.LookPath(p); err != nil {
-				out = append(out, p)
-			}
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s is not installed (apt-get install %s)", p, strings.Join(pkgs, " "))
 		}
-		return out
-	}
-	if len(missing()) == 0 {
-		return
-	}
-	if _, err := exec.LookPath("apt-get"); err == nil && os.Geteuid() == 0 {
-		out, err := exec.Command("apt-get", append([]string{"install", "-y", "-q"}, pkgs...)...).CombinedOutput()
-		if err != nil {
-			t.Logf("apt-get install %v: %v\n%s", pkgs, err, out)
-		}
-	}
-	if m := missing(); len(m) > 0 {
-		t.Skipf("%v not installed", m)
 	}
 }
 
