@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 )
 
 // atimeOf returns p's access time. Tests mount with no attribute cache, so
@@ -46,17 +47,15 @@ func listDir(t *testing.T, p string) {
 // mountOptions returns the options /proc/mounts shows for dir.
 func mountOptions(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 3 && f[1] == dir {
-			return strings.Split(f[3], ",")
-		}
+	m, ok := mountinfo.At(mounts, dir)
+	if !ok {
+		t.Fatalf("%s is not mounted", dir)
 	}
-	t.Fatalf("%s is not in /proc/mounts", dir)
-	return nil
+	return m.Options
 }
 
 func hasOption(opts []string, o string) bool {

@@ -29,25 +29,17 @@ func TestTools(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run := func(name string, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	run("cp", "-r", src+"/.", tm.mnt)
+	runTool(t, "cp", "-r", src+"/.", tm.mnt)
 	for name, data := range files {
-		run("cmp", filepath.Join(src, name), tm.path(name))
-		if got := run("cat", tm.path(name)); got != string(data) {
+		runTool(t, "cmp", filepath.Join(src, name), tm.path(name))
+		if got := runTool(t, "cat", tm.path(name)); got != string(data) {
 			t.Fatalf("cat %s differs", name)
 		}
 	}
 	// Copy out again with cp -p (times preserved) and compare.
 	out := t.TempDir()
-	run("cp", "-rp", tm.path("photos"), out)
-	run("cmp", filepath.Join(src, "photos/big.jpg"), filepath.Join(out, "photos/big.jpg"))
+	runTool(t, "cp", "-rp", tm.path("photos"), out)
+	runTool(t, "cmp", filepath.Join(src, "photos/big.jpg"), filepath.Join(out, "photos/big.jpg"))
 	st1, _ := os.Stat(tm.path("photos/big.jpg"))
 	st2, _ := os.Stat(filepath.Join(out, "photos/big.jpg"))
 	if !st1.ModTime().Equal(st2.ModTime()) {
@@ -55,14 +47,14 @@ func TestTools(t *testing.T) {
 	}
 	// tar round trip through the mount.
 	tarball := filepath.Join(t.TempDir(), "x.tar")
-	run("tar", "-C", tm.mnt, "-cf", tarball, "dir", "a.bin")
-	run("mkdir", tm.path("restore"))
-	run("tar", "-C", tm.path("restore"), "-xf", tarball)
-	run("diff", "-r", filepath.Join(src, "dir"), tm.path("restore/dir"))
-	run("cmp", filepath.Join(src, "a.bin"), tm.path("restore/a.bin"))
+	runTool(t, "tar", "-C", tm.mnt, "-cf", tarball, "dir", "a.bin")
+	runTool(t, "mkdir", tm.path("restore"))
+	runTool(t, "tar", "-C", tm.path("restore"), "-xf", tarball)
+	runTool(t, "diff", "-r", filepath.Join(src, "dir"), tm.path("restore/dir"))
+	runTool(t, "cmp", filepath.Join(src, "a.bin"), tm.path("restore/a.bin"))
 	// A tar archive written into the mount and listed from it.
-	run("tar", "-C", src, "-cf", tm.path("archive.tar"), ".")
-	if list := run("tar", "-tf", tm.path("archive.tar")); !strings.Contains(list, "photos/big.jpg") {
+	runTool(t, "tar", "-C", src, "-cf", tm.path("archive.tar"), ".")
+	if list := runTool(t, "tar", "-tf", tm.path("archive.tar")); !strings.Contains(list, "photos/big.jpg") {
 		t.Fatalf("tar -t of an archive in the mount: %q", list)
 	}
 	var df bytes.Buffer
@@ -71,4 +63,15 @@ func TestTools(t *testing.T) {
 	if err := cmd.Run(); err != nil || !strings.Contains(df.String(), "dhdfs") {
 		t.Fatalf("df: %v %q", err, df.String())
 	}
+}
+
+// runTool runs a program to its end and returns its output, failing the
+// test with that output if it fails.
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

@@ -40,22 +40,14 @@ func TestRsyncAndCpXattrs(t *testing.T) {
 	must(os.Symlink("../a", filepath.Join(src, "tree/sub/sym")))
 	must(unix.Setxattr(filepath.Join(src, "tree/a"), "user.note", []byte("hello"), 0))
 	must(unix.Setxattr(filepath.Join(src, "tree/sub"), "user.dir", []byte("d"), 0))
-	run := func(name string, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
 	// Into the mount, twice: the second run compares attributes of files
 	// already there, which is where listing user.dhdfs.* made it fail.
 	for range 2 {
-		run("rsync", "-aHAX", src+"/tree/", tm.path("tree"))
+		runTool(t, "rsync", "-aHAX", src+"/tree/", tm.path("tree"))
 	}
-	run("rsync", "-aX", src+"/tree/", tm.path("tree2"))
-	run("diff", "-r", src+"/tree", tm.path("tree"))
-	if v := run("getfattr", "--absolute-names", "--only-values", "-n", "user.note", tm.path("tree/a")); v != "hello" {
+	runTool(t, "rsync", "-aX", src+"/tree/", tm.path("tree2"))
+	runTool(t, "diff", "-r", src+"/tree", tm.path("tree"))
+	if v := runTool(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.note", tm.path("tree/a")); v != "hello" {
 		t.Fatalf("user.note in the mount: %q", v)
 	}
 	var a, link unix.Stat_t
@@ -65,15 +57,15 @@ func TestRsyncAndCpXattrs(t *testing.T) {
 		t.Fatalf("rsync -H: inodes %d and %d, nlink %d", a.Ino, link.Ino, a.Nlink)
 	}
 	// The pool's own attributes still answer by name.
-	if out := run("getfattr", "--absolute-names", "-n", "user.dhdfs.locations", tm.path("tree/a")); !strings.Contains(out, "user.dhdfs.locations") {
+	if out := runTool(t, "getfattr", "--absolute-names", "-n", "user.dhdfs.locations", tm.path("tree/a")); !strings.Contains(out, "user.dhdfs.locations") {
 		t.Fatalf("getfattr -n user.dhdfs.locations: %q", out)
 	}
 	// Out of the mount: the copies hold the files' own attributes only.
 	out := t.TempDir()
-	run("cp", "-a", tm.path("tree"), filepath.Join(out, "cp"))
-	run("rsync", "-aHAX", tm.path("tree")+"/", filepath.Join(out, "rsync"))
+	runTool(t, "cp", "-a", tm.path("tree"), filepath.Join(out, "cp"))
+	runTool(t, "rsync", "-aHAX", tm.path("tree")+"/", filepath.Join(out, "rsync"))
 	for _, dir := range []string{"cp", "rsync"} {
-		dump := run("getfattr", "--absolute-names", "-R", "-d", "-m", "-", filepath.Join(out, dir))
+		dump := runTool(t, "getfattr", "--absolute-names", "-R", "-d", "-m", "-", filepath.Join(out, dir))
 		if strings.Contains(dump, "user.dhdfs") {
 			t.Fatalf("%s out of the mount copied the pool's attributes:\n%s", dir, dump)
 		}

@@ -22,6 +22,10 @@ type Mount struct {
 	MountPoint string
 	// FSType is the filesystem type, e.g. "ext4" or "fuse.dhdfs".
 	FSType string
+	// Options are the mount's options (ro, noatime, nodev, …) followed by
+	// its filesystem's (for FUSE: default_permissions, allow_other, …),
+	// as /proc/mounts shows them together.
+	Options []string
 }
 
 // Read returns the mounts of the calling process's mount namespace, in the
@@ -45,9 +49,27 @@ func Parse(text string) []Mount {
 		if !ok || len(f) < 5 || len(g) < 1 || !strings.Contains(f[2], ":") {
 			continue
 		}
-		out = append(out, Mount{Device: f[2], MountPoint: unescape(f[4]), FSType: g[0]})
+		m := Mount{Device: f[2], MountPoint: unescape(f[4]), FSType: g[0]}
+		if len(f) > 5 {
+			m.Options = strings.Split(f[5], ",")
+		}
+		if len(g) > 2 {
+			m.Options = append(m.Options, strings.Split(g[2], ",")...)
+		}
+		out = append(out, m)
 	}
 	return out
+}
+
+// At returns the mount whose mount point is dir, the last one if several
+// are stacked there.
+func At(mounts []Mount, dir string) (Mount, bool) {
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if mounts[i].MountPoint == dir {
+			return mounts[i], true
+		}
+	}
+	return Mount{}, false
 }
 
 // Innermost returns the mount that holds path (absolute and free of

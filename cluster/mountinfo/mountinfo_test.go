@@ -2,6 +2,7 @@ package mountinfo
 
 import (
 	"os"
+	"reflect"
 	"testing"
 )
 
@@ -19,20 +20,26 @@ garbage line
 func TestParse(t *testing.T) {
 	got := Parse(sample)
 	want := []Mount{
-		{"254:0", "/", "ext4"},
-		{"0:21", "/proc", "proc"},
-		{"0:45", "/mnt/my pool", "fuse.dhdfs"},
-		{"0:46", "/mnt/my pool/inner", "fuse.rawBridge"},
-		{"0:47", "/mnt/my pool", "fuse.dhdfs"},
-		{"0:49", `/back\slash`, "tmpfs"},
+		{"254:0", "/", "ext4", []string{"rw", "relatime", "rw"}},
+		{"0:21", "/proc", "proc", []string{"rw", "nosuid", "rw"}},
+		{"0:45", "/mnt/my pool", "fuse.dhdfs", []string{"rw", "nosuid", "nodev", "relatime", "rw", "user_id=0", "group_id=0"}},
+		{"0:46", "/mnt/my pool/inner", "fuse.rawBridge", []string{"rw", "rw"}},
+		{"0:47", "/mnt/my pool", "fuse.dhdfs", []string{"rw", "rw"}},
+		{"0:49", `/back\slash`, "tmpfs", []string{"rw", "rw"}},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d mounts %+v, want %d", len(got), got, len(want))
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("mount %d: got %+v, want %+v", i, got[i], want[i])
 		}
+	}
+	if m, ok := At(got, "/mnt/my pool"); !ok || m.Device != "0:47" {
+		t.Errorf("At: %+v, %v; want the later of two stacked mounts", m, ok)
+	}
+	if _, ok := At(got, "/mnt"); ok {
+		t.Error("At found a mount where there is none")
 	}
 }
 

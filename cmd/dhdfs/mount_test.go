@@ -44,6 +44,14 @@ func (e *env) mountPid() int {
 // unmount that runs even if the test fails.
 func (e *env) mountDaemon(args ...string) string {
 	mnt := e.mountDir()
+	e.mountDaemonAt(mnt, args...)
+	return mnt
+}
+
+// mountDaemonAt mounts the env's pool at mnt with mount --daemon and args,
+// registers its unmount, and returns the mount process's pid.
+func (e *env) mountDaemonAt(mnt string, args ...string) int {
+	e.t.Helper()
 	e.ok(append(append([]string{"mount", "--daemon"}, args...), mnt)...)
 	pid := e.mountPid()
 	e.t.Cleanup(func() {
@@ -59,7 +67,7 @@ func (e *env) mountDaemon(args ...string) string {
 	if !mounted(mnt) {
 		e.t.Fatalf("%s is not mounted after mount --daemon", mnt)
 	}
-	return mnt
+	return pid
 }
 
 func TestMountDaemonCopyUmount(t *testing.T) {

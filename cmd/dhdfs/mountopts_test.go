@@ -6,12 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 	"github.com/dhdfs/dhdfs/fs"
 )
 
@@ -54,17 +54,15 @@ func TestApplyMountOptions(t *testing.T) {
 // procMountOptions returns the options /proc/mounts shows for dir.
 func procMountOptions(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/mounts")
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 3 && f[1] == dir {
-			return strings.Split(f[3], ",")
-		}
+	m, ok := mountinfo.At(mounts, dir)
+	if !ok {
+		t.Fatalf("%s is not mounted", dir)
 	}
-	t.Fatalf("%s is not mounted", dir)
-	return nil
+	return m.Options
 }
 
 // Mount options from the command line and from mount(8) through the

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -28,23 +27,10 @@ func plainUmount(t *testing.T, dir string) {
 
 // mountSlow mounts the env's pool with a slow drive, so that the mount
 // process takes a while to finish after an unmount (its final sync waits
-// for the drive), and registers its cleanup. It returns the mount's pid.
+// for the drive). It returns the mount's pid.
 func (e *env) mountSlow(mnt string) int {
 	e.t.Helper()
-	e.ok("mount", "--daemon", "--debug-faults", "d1:latency=300ms", mnt)
-	pid := e.mountPid()
-	e.t.Cleanup(func() {
-		if mounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-		for i := 0; i < 500 && pidAlive(pid); i++ {
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-	if !mounted(mnt) {
-		e.t.Fatalf("%s is not mounted", mnt)
-	}
-	return pid
+	return e.mountDaemonAt(mnt, "--debug-faults", "d1:latency=300ms")
 }
 
 // Mounting again right after a plain umount succeeds: the new mount waits
