@@ -15,21 +15,32 @@ import (
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
+// staged is a chunk stageChunk stored for a caller.
+type staged struct {
+	Ref ChunkRef
+	// Touched are the drives written, which the caller syncs before
+	// committing.
+	Touched []uint32
+	// Escaped means a drive call that timed out may still be reading the
+	// data (see nodes.Store.Put): the caller must not reuse its buffer.
+	// It can be set with an error too.
+	Escaped bool
+}
+
 // stageChunk stores data as a chunk on want distinct drives (or as many as
 // are online, at least one) and takes one reference on it for the caller,
 // who must either commit it into a file or release it. An identical chunk
-// already stored is reused rather than written again. It returns the
-// drives written to, which the caller syncs before committing.
-func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkRef, []uint32, error) {
+// already stored is reused rather than written again.
+func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (st staged, err error) {
 	id := nodes.SumChunk(data)
-	ref := ChunkRef{ID: id, Size: len(data)}
+	st.Ref = ChunkRef{ID: id, Size: len(data)}
 	mu := &m.stripes[id[0]]
 	mu.Lock()
 	defer mu.Unlock()
 
 	rec, exists, err := m.chunkRecordOf(id)
 	if err != nil {
-		return ref, nil, err
+		return st, err
 	}
 	// Trust only copies that a drive confirms: after a power loss the meta
 	// store may name a holder whose copy never reached its disk.
@@ -66,9 +77,9 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 		for _, num := range rec.Holders {
 			skip[num] = true
 		}
-		written, err = m.replicate(ctx, id, data, want-confirmed, skip, keep)
+		written, st.Escaped, err = m.replicate(ctx, id, data, want-confirmed, skip, keep)
 		if err != nil && confirmed == 0 {
-			return ref, nil, err
+			return st, err
 		}
 	}
 	err = m.meta.update(func(txn *badger.Txn) error {
@@ -95,9 +106,10 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 		return set(txn, chunkKey(kChunk, id), cur.encode())
 	})
 	if err != nil {
-		return ref, nil, fmt.Errorf("record chunk %s: %w", id.Short(), err)
+		return st, fmt.Errorf("record chunk %s: %w", id.Short(), err)
 	}
-	return ref, written, nil
+	st.Touched = written
+	return st, nil
 }
 
 // replicate puts data on n drives chosen by pickDrives, in parallel. A
@@ -106,8 +118,9 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (ChunkR
 // copy; an error only when there is none. The caller holds id's stripe
 // lock and records the returned drives as holders: a Put that failed may
 // still have landed (a timeout, the drive taken offline under it), so
-// those drives get a pending delete instead.
-func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32) ([]uint32, error) {
+// those drives get a pending delete instead. escaped reports a Put that
+// timed out and may still be reading data.
+func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32) (_ []uint32, escaped bool, _ error) {
 	var got, failed []uint32
 	defer func() { m.queueDeletes(id, failed) }()
 	var errs []error
@@ -117,7 +130,7 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 			if len(got) > 0 {
 				break // the copies made are the caller's to record
 			}
-			return nil, err
+			return nil, escaped, err
 		}
 		targets := m.pickDrives(n-len(got), len(data), skip, append(slices.Clone(have), got...))
 		if len(targets) == 0 {
@@ -147,6 +160,7 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				m.driveFailed(d, err)
 				errs = append(errs, err)
 				noSpace = noSpace && errors.Is(err, syscall.ENOSPC)
+				escaped = escaped || errors.Is(err, nodes.ErrTimeout)
 				if tried[i] {
 					failed = append(failed, d.num)
 				}
@@ -157,20 +171,20 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 	}
 	if len(got) == 0 {
 		if len(errs) > 0 && noSpace {
-			return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
+			return nil, escaped, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
 		}
 		if len(errs) > 0 {
-			return nil, fmt.Errorf("write chunk %s: %w: %w", id.Short(), ErrNoDrives, errors.Join(errs...))
+			return nil, escaped, fmt.Errorf("write chunk %s: %w: %w", id.Short(), ErrNoDrives, errors.Join(errs...))
 		}
 		if m.anyOnline() {
-			return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
+			return nil, escaped, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoSpace)
 		}
-		return nil, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoDrives)
+		return nil, escaped, fmt.Errorf("write chunk %s: %w", id.Short(), ErrNoDrives)
 	}
 	if len(got) < n {
 		m.log.Debug("chunk under-replicated", "chunk", id.Short(), "copies", len(got)+len(have))
 	}
-	return got, nil
+	return got, escaped, nil
 }
 
 func (m *Manager) anyOnline() bool {

@@ -15,6 +15,7 @@ var (
 	ErrNotEmpty     = errors.New("directory not empty")
 	ErrInvalid      = errors.New("invalid argument")
 	ErrNameTooLong  = errors.New("file name too long")
+	ErrFileTooBig   = errors.New("file too large")
 	ErrNoDrives     = errors.New("no drive is online to hold the data")
 	ErrNoSpace      = errors.New("no space left on any drive")
 	ErrUnknownDrive = errors.New("no such drive in the pool")

@@ -213,8 +213,15 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 	}
 }
 
-// truncate sets the size of a regular file, trimming the chunk that the new
-// end falls inside so that bytes past it read as zeros if the file grows.
+// truncate sets the size of a regular file. The chunk the new end falls
+// inside is cut there (a new chunk holding the bytes before the end),
+// and that chunk and the size change in one transaction, so that no
+// chunk ever holds bytes past the size: growing the file again exposes
+// zeros only, also after a failure or a crash part way. Chunks wholly
+// past the end go afterwards, in batches; a truncation marker, set in the
+// same transaction as the size, lets the next open finish that after a
+// crash. Whatever the old size, the end chunk is checked, so truncating
+// again repairs a file an earlier version left with bytes past its end.
 func (m *Manager) truncate(ctx context.Context, ino Ino, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("truncate to %d: %w", size, ErrInvalid)
@@ -230,46 +237,125 @@ func (m *Manager) truncate(ctx context.Context, ino Ino, size int64) error {
 		return ErrInvalid
 	}
 	cs := int64(m.cfg.ChunkSize)
-	if size < n.Size {
-		if err := m.dropChunksFrom(ino, (size+cs-1)/cs, size); err != nil {
-			return err
-		}
-		if rem := size % cs; rem != 0 {
-			if err := m.trimChunk(ctx, ino, size/cs, int(rem), m.wantFor(&n)); err != nil {
-				return err
-			}
-		}
-	}
-	return m.meta.update(func(txn *badger.Txn) error {
-		n, err := getInode(txn, ino)
+	idx, keep := size/cs, int(size%cs)
+	for attempt := 0; ; attempt++ {
+		old, cut, err := m.cutChunk(ctx, ino, idx, keep, m.wantFor(&n))
 		if err != nil {
 			return err
 		}
-		t := now()
-		n.Size, n.Mtime, n.Ctime = size, t, t
-		return putInode(txn, &n)
-	})
+		var zero []nodes.ChunkID
+		beyond := false
+		err = m.meta.update(func(txn *badger.Txn) error {
+			zero = zero[:0:0]
+			n, err := getInode(txn, ino)
+			if err != nil {
+				return err
+			}
+			if err := countStored(txn, &n); err != nil {
+				return err
+			}
+			if cut != nil {
+				// The end chunk must still be the one cut.
+				v, ok, err := get(txn, fileChunkKey(ino, idx))
+				if err != nil {
+					return err
+				}
+				if cur, _ := decodeChunkRef(v); !ok || cur != old {
+					return errChanged
+				}
+				if err := set(txn, fileChunkKey(ino, idx), cut.encode()); err != nil {
+					return err
+				}
+				n.Stored += int64(cut.Size - old.Size)
+				if z, err := decRef(txn, old.ID); err != nil {
+					return err
+				} else if z {
+					zero = append(zero, old.ID)
+				}
+			}
+			if beyond, err = hasChunkFrom(txn, ino, (size+cs-1)/cs); err != nil {
+				return err
+			}
+			if beyond {
+				if err := set(txn, inoKey(kTruncate, ino), nil); err != nil {
+					return err
+				}
+			}
+			t := now()
+			n.Size, n.Mtime, n.Ctime = size, t, t
+			return putInode(txn, &n)
+		})
+		if errors.Is(err, errChanged) && attempt < 10 {
+			m.releaseChunks([]nodes.ChunkID{cut.ID})
+			continue
+		}
+		if err != nil {
+			if cut != nil {
+				m.releaseChunks([]nodes.ChunkID{cut.ID})
+			}
+			return fmt.Errorf("truncate inode %d: %w", ino, err)
+		}
+		m.collect(zero)
+		if beyond {
+			return m.finishTruncate(ino)
+		}
+		return nil
+	}
 }
 
-// trimChunk cuts the chunk at idx down to keep bytes.
-func (m *Manager) trimChunk(ctx context.Context, ino Ino, idx int64, keep int, want int) error {
+// errChanged means a transaction found what it was to change changed
+// meanwhile; the caller starts over.
+var errChanged = errors.New("changed meanwhile")
+
+// cutChunk returns the chunk at idx of ino and, if it holds more than
+// keep bytes, a new chunk of its first keep bytes, stored and synced with
+// one reference for the caller (nil if there is nothing to cut).
+func (m *Manager) cutChunk(ctx context.Context, ino Ino, idx int64, keep int, want int) (ChunkRef, *ChunkRef, error) {
 	ref, ok, err := m.chunkAt(ino, idx)
 	if err != nil || !ok || ref.Size <= keep {
-		return err
+		return ref, nil, err
 	}
 	data, err := m.readChunk(ctx, ref, nil)
 	if err != nil {
-		return err
+		return ref, nil, err
 	}
-	newRef, touched, err := m.stageChunk(ctx, data[:keep], want)
+	st, err := m.stageChunk(ctx, data[:keep], want)
+	if err != nil {
+		return ref, nil, err
+	}
+	if err := m.syncDrives(st.Touched); err != nil {
+		m.releaseChunks([]nodes.ChunkID{st.Ref.ID})
+		return ref, nil, err
+	}
+	return ref, &st.Ref, nil
+}
+
+// hasChunkFrom reports whether ino has a chunk at index from or after.
+func hasChunkFrom(txn *badger.Txn, ino Ino, from int64) (bool, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix, opts.PrefetchValues = inoKey(kFile, ino), false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	it.Seek(fileChunkKey(ino, from))
+	return it.Valid(), nil
+}
+
+// finishTruncate drops the chunks of ino past its size and its truncation
+// marker. It runs after a truncation and, for markers a crash left, at
+// open.
+func (m *Manager) finishTruncate(ino Ino) error {
+	n, err := m.inode(ino)
+	if errors.Is(err, ErrNotFound) {
+		return m.meta.update(func(txn *badger.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
+	}
 	if err != nil {
 		return err
 	}
-	if err := m.syncDrives(touched); err != nil {
-		m.releaseChunks([]nodes.ChunkID{newRef.ID})
+	cs := int64(m.cfg.ChunkSize)
+	if err := m.dropChunks(ino, (n.Size+cs-1)/cs, -1, -1); err != nil {
 		return err
 	}
-	return m.commitSlots(ino, []slot{{Idx: idx, Ref: newRef}}, 0, false)
+	return m.meta.update(func(txn *badger.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
 }
 
 // wantFor returns the replication factor for an inode's new chunks.
@@ -329,6 +415,12 @@ func (m *Manager) freeOrphan(ino Ino) error {
 		return err
 	}
 	return m.meta.update(func(txn *badger.Txn) error {
+		// Close and the kernel's Forget may free one orphan at once: the
+		// one that finds the mark gone has nothing left to do (reading
+		// the mark also makes the two transactions conflict).
+		if _, ok, err := get(txn, inoKey(kOrphan, ino)); err != nil || !ok {
+			return err
+		}
 		if err := dropXattrs(txn, ino); err != nil {
 			return err
 		}
@@ -346,7 +438,7 @@ func (m *Manager) freeOrphan(ino Ino) error {
 // collects chunks whose last reference was dropped and, after a crash,
 // recounts references. It runs at open, before any handle exists.
 func (m *Manager) recover() error {
-	var orphans []Ino
+	var orphans, truncating []Ino
 	var crashed bool
 	err := m.meta.view(func(txn *badger.Txn) error {
 		_, clean, err := get(txn, cleanKey)
@@ -354,15 +446,30 @@ func (m *Manager) recover() error {
 		if err != nil {
 			return err
 		}
-		return scan(txn, []byte{kOrphan}, true, func(k, _ []byte) error {
-			if len(k) == 9 {
-				orphans = append(orphans, Ino(binary.BigEndian.Uint64(k[1:])))
-			}
-			return nil
-		})
+		inos := func(kind byte, out *[]Ino) error {
+			return scan(txn, []byte{kind}, true, func(k, _ []byte) error {
+				if len(k) == 9 {
+					*out = append(*out, Ino(binary.BigEndian.Uint64(k[1:])))
+				}
+				return nil
+			})
+		}
+		if err := inos(kOrphan, &orphans); err != nil {
+			return err
+		}
+		return inos(kTruncate, &truncating)
 	})
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
+	}
+	// Counted first: freeing orphans below must find the count there.
+	if err := m.ensureInodeCount(); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, ino := range truncating {
+		if err := m.finishTruncate(ino); err != nil {
+			return fmt.Errorf("recover: finish truncating inode %d: %w", ino, err)
+		}
 	}
 	for _, ino := range orphans {
 		if err := m.freeOrphan(ino); err != nil {
@@ -382,9 +489,6 @@ func (m *Manager) recover() error {
 				swept += n
 			}
 		}
-	}
-	if err := m.ensureInodeCount(); err != nil {
-		return fmt.Errorf("recover: %w", err)
 	}
 	zero, err := m.zeroChunks()
 	if err != nil {

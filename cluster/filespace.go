@@ -25,18 +25,19 @@ func (f *File) Allocate(ctx context.Context, off, length int64, keepSize bool) e
 		return fmt.Errorf("allocate %d bytes at %d: %w", length, off, ErrInvalid)
 	}
 	end := off + length
+	if end < off {
+		return fmt.Errorf("allocate %d bytes at %d: %w", length, off, ErrFileTooBig)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.takeErr(); err != nil {
-		return err
-	}
 	stored, err := f.m.storedIn(f.ino, off, end)
 	if err != nil {
 		return err
 	}
-	if need := (length - stored) * int64(f.want); need > 0 {
-		if _, free := f.m.Capacity(); need > free {
-			return fmt.Errorf("allocate %d bytes (%d with copies), %d free: %w", length-stored, need, free, ErrNoSpace)
+	// Compared per copy: length times the copies could overflow.
+	if need := length - stored; need > 0 {
+		if _, free := f.m.Capacity(); need > free/int64(max(f.want, 1)) {
+			return fmt.Errorf("allocate %d bytes (%d copies each), %d free: %w", need, f.want, free, ErrNoSpace)
 		}
 	}
 	if !keepSize && end > f.size {
@@ -55,12 +56,17 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 	if off < 0 || length <= 0 {
 		return fmt.Errorf("zero %d bytes at %d: %w", length, off, ErrInvalid)
 	}
+	if off+length < off {
+		return fmt.Errorf("zero %d bytes at %d: %w", length, off, ErrFileTooBig)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	end := min(off+length, f.size) // past the end everything reads as zeros already
 	if off < end {
 		// Commit first: whole chunks then change in the metadata alone,
-		// with no buffer or staging of theirs in flight.
+		// with no buffer or staging of theirs in flight. (Committing
+		// waits with f.mu released; the kernel holds the inode's lock
+		// over fallocate, so no write to this file comes in meanwhile.)
 		if err := f.flushLocked(ctx, f.m.durableClose()); err != nil {
 			return err
 		}
@@ -95,6 +101,15 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 				return err
 			}
 			buf.Zero(in, in+n)
+			if buf.Len() == 0 {
+				// Nothing left but zeros: a hole, not an empty chunk.
+				delete(f.dirty, idx)
+				f.m.freeBuf(buf, true)
+				if err := f.m.dropChunks(f.ino, idx, idx+1, -1); err != nil {
+					return err
+				}
+				continue
+			}
 			f.dirty[idx] = buf
 		}
 		f.mtime, f.modified = now(), true

@@ -57,6 +57,7 @@ const (
 	ProblemHoldingIndex  = "holding index"        // the reverse index disagrees with the records
 	ProblemOrphanCopy    = "orphan copy"          // a drive holds a copy no record names
 	ProblemStoredBytes   = "stored bytes"         // a file's stored bytes (st_blocks) differ from its chunks
+	ProblemPastEnd       = "bytes past the end"   // a file's last chunk holds bytes past its size
 	ProblemInodeCount    = "inode count"          // the count of inodes (df -i) differs from the inodes
 	ProblemStaleDelete   = "stale pending delete" // a pending delete for a drive no longer in the pool
 )
@@ -262,6 +263,14 @@ func (f *fsck) load(txn *badger.Txn) error {
 		if n == nil || n.bad || !n.IsRegular() || idx*int64(f.m.cfg.ChunkSize) >= n.Size {
 			f.problem(ProblemStraySlot, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
 			return nil
+		}
+		if past := int64(ref.Size) - (n.Size - idx*int64(f.m.cfg.ChunkSize)); past > 0 {
+			// Growing the file would show them: cut the chunk at the end.
+			f.driveProblem(ProblemPastEnd, fmt.Sprintf("%s: chunk %d holds %d bytes past the end", f.path(ino), idx, past), func() {
+				if err := f.m.truncate(context.Background(), ino, n.Size); err != nil {
+					f.m.log.Warn("fsck: cut a chunk at the end of a file", "ino", ino, "err", err)
+				}
+			})
 		}
 		c := f.chunks[ref.ID]
 		if c == nil || c.bad {

@@ -73,6 +73,16 @@ func TestFsck(t *testing.T) {
 				f.t.Fatalf("stored bytes after repair: %d, want %d", n.Stored, len(f.dataA))
 			}
 		}},
+		{name: "bytes past the end", kind: ProblemPastEnd, repairable: true, brk: func(f *fixture) {
+			meta(f, editInode(f.a.Ino, func(i *Inode) { i.Size -= 100 }))
+		}, after: func(f *fixture) {
+			size := int64(len(f.dataA))
+			if _, err := f.SetAttr(context.Background(), f.a.Ino, SetAttrIn{Size: &size}); err != nil {
+				f.t.Fatal(err)
+			}
+			want := append(f.dataA[:len(f.dataA)-100:len(f.dataA)-100], make([]byte, 100)...)
+			f.mustEqual("/a", want)
+		}},
 		{name: "inode count", kind: ProblemInodeCount, repairable: true, brk: func(f *fixture) {
 			meta(f, func(txn *badger.Txn) error { return addCount(txn, inodeCountKey, 40) })
 		}},

@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,7 @@ type Manager struct {
 
 	done      chan struct{}  // closed by Close: stops background work
 	wg        sync.WaitGroup // background goroutines
+	releases  sync.WaitGroup // releaseLater's
 	closeOnce sync.Once
 }
 
@@ -173,7 +175,7 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 		if err := set(txn, cleanKey, nil); err != nil {
 			return err
 		}
-		if err := addCount(txn, inodeCountKey, 1); err != nil {
+		if err := set(txn, inodeCountKey, binary.BigEndian.AppendUint64(nil, 1)); err != nil {
 			return err
 		}
 		return putInode(txn, &root)
@@ -299,6 +301,7 @@ func (m *Manager) Close() error {
 		close(m.done)
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
+		m.releases.Wait() // before the pool is marked clean
 		// Delete what waits for drives that are usable now, before they
 		// are synced: a clean pool leaves no copy that nothing names.
 		if _, perr := m.finishAllDeletes(context.Background()); perr != nil {

@@ -28,21 +28,23 @@ import (
 //	r drive chunk         → (empty) reverse index: what a drive holds
 //	z chunk               → (empty) chunk whose Refs fell to zero
 //	o ino                 → (empty) inode with no name, still to be freed
+//	t ino                 → (empty) truncation under way: chunks past the size may remain
 //	p drive chunk         → (empty) a copy no record names, to delete from the drive (pending_delete.go)
 //	x ino name            → extended attribute value (xattr.go)
 //	d drive               → DriveRecord (JSON)
 //	s name                → counters
 const (
-	kInode   = 'i'
-	kDentry  = 'e'
-	kFile    = 'f'
-	kChunk   = 'k'
-	kHolding = 'r'
-	kZero    = 'z'
-	kOrphan  = 'o'
-	kPending = 'p'
-	kDrive   = 'd'
-	kCounter = 's'
+	kInode    = 'i'
+	kDentry   = 'e'
+	kFile     = 'f'
+	kChunk    = 'k'
+	kHolding  = 'r'
+	kZero     = 'z'
+	kOrphan   = 'o'
+	kTruncate = 't'
+	kPending  = 'p'
+	kDrive    = 'd'
+	kCounter  = 's'
 )
 
 func inoKey(kind byte, ino Ino) []byte {
@@ -375,18 +377,15 @@ func newIno(txn *badger.Txn) (Ino, error) {
 	return Ino(n), nil
 }
 
-// addCount adds delta to the uint64 count at key (absent reads as zero,
-// and a count never goes below zero).
+// addCount adds delta to the uint64 count at key. An absent count is
+// unknown and stays so (a pool from before it was kept: opening counts
+// it), and a count never goes below zero.
 func addCount(txn *badger.Txn, key []byte, delta int64) error {
 	v, ok, err := get(txn, key)
-	if err != nil {
+	if err != nil || !ok || len(v) != 8 {
 		return err
 	}
-	var n uint64
-	if ok && len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
-	}
-	n = uint64(max(int64(n)+delta, 0))
+	n := uint64(max(int64(binary.BigEndian.Uint64(v))+delta, 0))
 	return set(txn, key, binary.BigEndian.AppendUint64(nil, n))
 }
 

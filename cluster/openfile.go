@@ -128,9 +128,12 @@ func (f *File) newBuf(ctx context.Context) *chunkBuf {
 	return getChunkBuf(f.cs)
 }
 
-// freeBuf returns a buffer from newBuf.
-func (m *Manager) freeBuf(b *chunkBuf) {
-	putChunkBuf(b, m.opts.PoisonBuffers)
+// freeBuf returns a buffer from newBuf; its storage is recycled unless a
+// drive call may still be reading it (recycle false).
+func (m *Manager) freeBuf(b *chunkBuf, recycle bool) {
+	if recycle {
+		putChunkBuf(b, m.opts.PoisonBuffers)
+	}
 	for o := m.bufOverdraft.Load(); o > 0; o = m.bufOverdraft.Load() {
 		if m.bufOverdraft.CompareAndSwap(o, o-1) {
 			return
@@ -246,7 +249,7 @@ func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) (*chunkBuf, e
 	for {
 		if b, ok := f.dirty[idx]; ok { // possibly made by another writer while we waited
 			if buf != nil {
-				f.m.freeBuf(buf)
+				f.m.freeBuf(buf, true)
 			}
 			return b, nil
 		}
@@ -265,7 +268,7 @@ func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) (*chunkBuf, e
 	if keep > 0 && (in > 0 || int64(in+n) < keep) {
 		old, err := f.current(ctx, idx)
 		if err != nil {
-			f.m.freeBuf(buf)
+			f.m.freeBuf(buf, true)
 			return nil, err
 		}
 		buf.WriteAt(old[:min(int64(len(old)), keep)], 0)
@@ -301,11 +304,11 @@ func (f *File) stage(ctx context.Context, idx int64) {
 	f.staging[idx] = buf
 	want := f.want // read under f.mu
 	go func() {
-		ref, touched, err := f.m.stageChunk(context.WithoutCancel(ctx), buf.Bytes(), want)
+		st, err := f.m.stageChunk(context.WithoutCancel(ctx), buf.Bytes(), want)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.staging, idx)
-		f.m.freeBuf(buf)
+		f.m.freeBuf(buf, !st.Escaped)
 		if err != nil {
 			if f.err == nil {
 				f.err = err
@@ -314,8 +317,8 @@ func (f *File) stage(ctx context.Context, idx int64) {
 			if old, ok := f.pending[idx]; ok {
 				f.m.releaseLater(old.ID)
 			}
-			f.pending[idx] = ref
-			for _, t := range touched {
+			f.pending[idx] = st.Ref
+			for _, t := range st.Touched {
 				f.touched[t] = true
 			}
 		}
@@ -496,9 +499,12 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 	return nil
 }
 
-// releaseLater drops a staged reference that a newer write superseded.
+// releaseLater drops a staged reference that a newer write superseded,
+// in the background (the caller holds a file's lock); Close waits for it.
 func (m *Manager) releaseLater(id nodes.ChunkID) {
+	m.releases.Add(1)
 	go func() {
+		defer m.releases.Done()
 		if err := m.releaseChunks([]nodes.ChunkID{id}); err != nil {
 			m.log.Warn("release superseded chunk", "chunk", id.Short(), "err", err)
 		}

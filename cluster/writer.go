@@ -94,7 +94,10 @@ func (w *Writer) dispatch() {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		ref, touched, err := w.m.stageChunk(w.ctx, buf, w.want)
+		st, err := w.m.stageChunk(w.ctx, buf, w.want)
+		if st.Escaped {
+			buf = nil // a timed-out Put may still read it: never reuse it
+		}
 		w.sem <- buf
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -104,8 +107,8 @@ func (w *Writer) dispatch() {
 			}
 			return
 		}
-		w.done = append(w.done, slot{Idx: idx, Ref: ref})
-		for _, t := range touched {
+		w.done = append(w.done, slot{Idx: idx, Ref: st.Ref})
+		for _, t := range st.Touched {
 			w.touched[t] = true
 		}
 	}()

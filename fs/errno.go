@@ -30,6 +30,8 @@ func errnoOf(log *slog.Logger, op string, err error) syscall.Errno {
 		return syscall.ENOTEMPTY
 	case errors.Is(err, cluster.ErrNameTooLong):
 		return syscall.ENAMETOOLONG
+	case errors.Is(err, cluster.ErrFileTooBig):
+		return syscall.EFBIG
 	case errors.Is(err, cluster.ErrInvalid):
 		return syscall.EINVAL
 	case errors.Is(err, cluster.ErrNoSpace):

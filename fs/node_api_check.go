@@ -41,5 +41,4 @@ var (
 	// Directory handles: listings stream from the metadata and seek.
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
-	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 )

@@ -46,7 +46,6 @@ type dirHandle struct {
 	names   []string           // guarded by mu: names[c-offEntries] is the name of cookie c
 	cookies map[string]uint64  // guarded by mu: the cookie of each name listed
 	touched bool               // guarded by mu: the access time was recorded
-	last    cluster.DirEntry   // guarded by mu: the entry listed last
 }
 
 // OpendirHandle implements gofs.NodeOpendirHandler.
@@ -102,31 +101,9 @@ func (d *dirHandle) Readdirent(ctx context.Context) (_ *fuse.DirEntry, errno sys
 	}
 	ce := d.batch[0]
 	d.batch = d.batch[1:]
-	d.after, d.last = ce.Name, ce
+	d.after = ce.Name
 	d.next = d.cookie(ce.Name)
 	return &fuse.DirEntry{Name: ce.Name, Ino: uint64(ce.Ino), Mode: ce.Type, Off: d.next}, 0
-}
-
-// Lookup implements gofs.FileLookuper: the attributes of an entry for a
-// listing that carries them (READDIRPLUS, as for ls -l). The entry listed
-// last already names its inode, which saves reading the name again;
-// other names (go-fuse re-sending entries the kernel did not take) are
-// looked up as usual.
-func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (_ *gofs.Inode, errno syscall.Errno) {
-	d.mu.Lock()
-	last := d.last
-	d.mu.Unlock()
-	if name != last.Name || last.Ino == 0 {
-		return d.n.Lookup(ctx, name, out)
-	}
-	defer d.n.fs.observe("lookup", time.Now(), &errno)
-	d.n.fs.lookups.Add(1)
-	i, err := d.n.fs.m.GetAttr(last.Ino)
-	if err != nil {
-		// Removed since it was listed.
-		return nil, d.n.errno("lookup", err)
-	}
-	return d.n.newChild(ctx, i, out), 0
 }
 
 // cookie returns the offset that resumes after name, the same each time

@@ -66,6 +66,9 @@ type Store interface {
 	// no-op that succeeds. The store does not check that id matches data;
 	// the caller owns checksums. Data written by Put survives a crash of the
 	// process once Put returns, and a crash of the machine once Sync returns.
+	// Put does not keep data after it returns, with one exception: after
+	// an error wrapping ErrTimeout the call may still be running (see
+	// WithTimeout), and the caller must not change or reuse data.
 	Put(id ChunkID, data []byte) error
 	// Get returns the chunk's bytes appended to buf[:0] (buf may be nil).
 	// It returns an error wrapping ErrNotFound if the chunk is absent.
