@@ -2,31 +2,40 @@ package cluster
 
 import "sync"
 
-// chunkBuf is the write-back content of one chunk of an open file. It
-// stands for the whole chunk: bytes [0, len) are its content and every
-// byte from len to the chunk's end reads as zero, exactly as a stored
-// chunk shorter than the chunk size does.
+// chunkBuf holds the bytes written to one chunk slot of an open file and
+// not yet stored. Only the written ranges count: every other byte of the
+// slot comes from the layers below (committed or staged earlier), and a
+// staging stores just the written ranges, as a new layer, so a small
+// write costs its own size rather than a chunk.
 //
 // Its storage is recycled between files (a deleted file's data may still
-// sit in it past len), so the bytes past len must never become visible
-// without being written first. The methods below are the only code that
-// touches data, and every one that lengthens the content writes each byte
-// it exposes, with data or with zeros: a reader can never see a byte that
-// no write to this chunk put there.
+// sit in it), so no byte outside the written ranges may ever be read or
+// stored: the methods below are the only code that touches data, readers
+// get the written ranges only (Overlay, Pack), and as a second line of
+// defence every gap a write leaves inside the storage is zeroed.
 type chunkBuf struct {
-	data []byte // len is the content's length; [len, cap) is scratch
+	data   []byte // written bytes at their slot offsets; [len, cap) is scratch
+	ranges []span // written ranges, sorted, disjoint and not touching
 }
 
-// Len returns the length of the content.
+// Len returns the end of the last written range.
 func (c *chunkBuf) Len() int { return len(c.data) }
 
-// Bytes returns the content. The slice is only valid until the next
-// change and must not be modified by the caller.
-func (c *chunkBuf) Bytes() []byte { return c.data }
+// Written returns how many bytes the written ranges hold.
+func (c *chunkBuf) Written() int {
+	n := 0
+	for _, r := range c.ranges {
+		n += r.hi - r.lo
+	}
+	return n
+}
+
+// Whole reports whether the writes cover the slot from its start to their
+// end without a gap: then they hide every layer below up to there.
+func (c *chunkBuf) Whole() bool { return len(c.ranges) == 1 && c.ranges[0].lo == 0 }
 
 // WriteAt copies p to offset off, as far as the buffer's capacity (the
-// chunk size) allows, and returns the bytes copied. A gap between the old
-// end and off is zeroed first: it is a hole inside the chunk.
+// chunk size) allows, and returns the bytes copied.
 func (c *chunkBuf) WriteAt(p []byte, off int) int {
 	if off >= cap(c.data) {
 		return 0
@@ -39,22 +48,64 @@ func (c *chunkBuf) WriteAt(p []byte, off int) int {
 			clear(c.data[old:off])
 		}
 	}
-	return copy(c.data[off:end], p)
+	n := copy(c.data[off:end], p)
+	c.mark(span{off, off + n})
+	return n
 }
 
-// Zero makes bytes [from, to) of the chunk read as zeros. A range that
-// reaches the content's end shortens the content instead, which reads the
-// same and stores less.
-func (c *chunkBuf) Zero(from, to int) {
-	from = max(from, 0)
-	if from >= len(c.data) || to <= from {
+// mark adds s to the written ranges, merging what it overlaps or touches.
+func (c *chunkBuf) mark(s span) {
+	if s.lo >= s.hi {
 		return
 	}
-	if to >= len(c.data) {
-		c.data = c.data[:from]
-		return
+	out := c.ranges[:0:0]
+	placed := false
+	for _, r := range c.ranges {
+		switch {
+		case r.hi < s.lo:
+			out = append(out, r)
+		case s.hi < r.lo:
+			if !placed {
+				out, placed = append(out, s), true
+			}
+			out = append(out, r)
+		default:
+			s = span{min(s.lo, r.lo), max(s.hi, r.hi)}
+		}
 	}
-	clear(c.data[from:to])
+	if !placed {
+		out = append(out, s)
+	}
+	c.ranges = out
+}
+
+// Overlay copies the written bytes that fall in [lo, lo+len(dst)) of the
+// slot over dst, leaving dst's other bytes as they are.
+func (c *chunkBuf) Overlay(dst []byte, lo int) {
+	hi := lo + len(dst)
+	for _, r := range c.ranges {
+		a, b := max(r.lo, lo), min(r.hi, hi)
+		if a < b {
+			copy(dst[a-lo:b-lo], c.data[a:b])
+		}
+	}
+}
+
+// Pack returns the written bytes, the ranges one after another, and the
+// layers that place them in the slot, for a chunk to be stored as it.
+// The returned bytes may be the buffer's own (a single range from the
+// slot's start): the caller reads them only while it holds the buffer.
+func (c *chunkBuf) Pack() ([]byte, []piece) {
+	if c.Whole() {
+		return c.data, []piece{{At: 0, Len: len(c.data)}}
+	}
+	packed := make([]byte, 0, c.Written())
+	pieces := make([]piece, 0, len(c.ranges))
+	for _, r := range c.ranges {
+		pieces = append(pieces, piece{Off: len(packed), At: r.lo, Len: r.hi - r.lo})
+		packed = append(packed, c.data[r.lo:r.hi]...)
+	}
+	return packed, pieces
 }
 
 // bufPool recycles chunk buffers of every chunk size: a buffer of another
@@ -64,7 +115,7 @@ var bufPool sync.Pool // of *chunkBuf
 // getChunkBuf returns an empty buffer for a chunk of size cs.
 func getChunkBuf(cs int64) *chunkBuf {
 	if c, ok := bufPool.Get().(*chunkBuf); ok && int64(cap(c.data)) == cs {
-		c.data = c.data[:0]
+		c.data, c.ranges = c.data[:0], c.ranges[:0]
 		return c
 	}
 	return &chunkBuf{data: make([]byte, 0, cs)}
@@ -80,7 +131,7 @@ func putChunkBuf(c *chunkBuf, poison bool) {
 			full[i] = poisonByte
 		}
 	}
-	c.data = c.data[:0]
+	c.data, c.ranges = c.data[:0], c.ranges[:0]
 	bufPool.Put(c)
 }
 

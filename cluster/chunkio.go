@@ -28,10 +28,11 @@ type staged struct {
 }
 
 // stageChunk stores data as a chunk on want distinct drives (or as many as
-// are online, at least one) and takes one reference on it for the caller,
-// who must either commit it into a file or release it. An identical chunk
-// already stored is reused rather than written again.
-func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (st staged, err error) {
+// are online, at least one) and takes refs references on it for the
+// caller (one per piece that will name it), who must either commit them
+// into a file or release them. An identical chunk already stored is
+// reused rather than written again.
+func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (st staged, err error) {
 	id := nodes.SumChunk(data)
 	st.Ref = ChunkRef{ID: id, Size: len(data)}
 	mu := &m.stripes[id[0]]
@@ -98,7 +99,7 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want int) (st sta
 				return err
 			}
 		}
-		cur.Refs++
+		cur.Refs += uint64(refs)
 		cur.Want = max(cur.Want, uint8(want))
 		if err := cur.editHolders(txn, id, written, gone); err != nil {
 			return err
@@ -356,11 +357,12 @@ func decRef(txn *badger.Txn, id nodes.ChunkID) (bool, error) {
 	return true, set(txn, chunkKey(kZero, id), nil)
 }
 
-// collect deletes chunks whose reference count is zero: copies first, then
-// the record. A copy on a drive that cannot delete it now (offline,
-// failed) gets a pending delete in the transaction that drops the record,
-// carried out when the drive returns.
-func (m *Manager) collect(ids []nodes.ChunkID) {
+// collectNow deletes chunks whose reference count is zero and whose
+// release is durable: copies first, then the record. A copy on a drive
+// that cannot delete it now (offline, failed) gets a pending delete in
+// the transaction that drops the record, carried out when the drive
+// returns.
+func (m *Manager) collectNow(ids []nodes.ChunkID) {
 	for _, id := range ids {
 		if err := m.collectOne(id); err != nil {
 			m.log.Warn("collect chunk", "chunk", id.Short(), "err", err)
@@ -378,7 +380,7 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 	}
 	if ok && rec.Refs > 0 {
 		// Taken again by a writer between decRef and now.
-		return m.meta.update(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
+		return m.meta.tidy(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
 	}
 	var later []uint32
 	for _, num := range rec.Holders {
@@ -394,7 +396,7 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 			}
 		}
 	}
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.tidy(func(txn *badger.Txn) error {
 		for _, num := range rec.Holders {
 			if err := del(txn, holdingKey(num, id)); err != nil {
 				return err

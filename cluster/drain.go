@@ -191,9 +191,11 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 	if len(affected) > 0 {
 		files := map[uint64]bool{}
 		_ = m.meta.view(func(txn *badger.Txn) error {
-			return scan(txn, []byte{kFile}, false, func(k, v []byte) error {
-				if ref, err := decodeChunkRef(v); err == nil && affected[ref.ID] {
-					files[uint64(k[1])<<56|uint64(k[2])<<48|uint64(k[3])<<40|uint64(k[4])<<32|uint64(k[5])<<24|uint64(k[6])<<16|uint64(k[7])<<8|uint64(k[8])] = true
+			return scanSlots(txn, func([]byte, Ino, int64) {}, func(ino Ino, _ int64, ls layers) error {
+				for _, ref := range ls.refs() {
+					if affected[ref.ID] {
+						files[uint64(ino)] = true
+					}
 				}
 				return nil
 			})

@@ -48,10 +48,10 @@ func (f *File) Allocate(ctx context.Context, off, length int64, keepSize bool) e
 }
 
 // ZeroRange makes [off, off+length) read as zeros: FALLOC_FL_PUNCH_HOLE
-// (always with keepSize) and FALLOC_FL_ZERO_RANGE. Chunks the range covers
-// whole become holes and their space is released; the chunks at its ends
-// are rewritten with the range zeroed. Without keepSize a range past the
-// end grows the file.
+// (always with keepSize) and FALLOC_FL_ZERO_RANGE. Slots the range covers
+// whole become holes and their space is released; the slots at its ends
+// get a layer of zeros over the range, which stores nothing. Without
+// keepSize a range past the end grows the file.
 func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) error {
 	if off < 0 || length <= 0 {
 		return fmt.Errorf("zero %d bytes at %d: %w", length, off, ErrInvalid)
@@ -63,8 +63,8 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 	defer f.mu.Unlock()
 	end := min(off+length, f.size) // past the end everything reads as zeros already
 	if off < end {
-		// Commit first: whole chunks then change in the metadata alone,
-		// with no buffer or staging of theirs in flight. (Committing
+		// Commit first: slots then change in the metadata alone, with no
+		// buffer or staging of theirs in flight. (Committing
 		// waits with f.mu released; the kernel holds the inode's lock
 		// over fallocate, so no write to this file comes in meanwhile.)
 		if err := f.flushLocked(ctx, f.m.durableClose()); err != nil {
@@ -94,23 +94,19 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 			if r[0] >= r[1] {
 				continue
 			}
+			// A layer of zeros over the range: metadata only. A slot left
+			// with nothing but zeros becomes a hole.
 			idx, in := r[0]/cs, int(r[0]%cs)
-			n := int(r[1] - r[0])
-			buf, err := f.dirtyBuf(ctx, idx, in, n)
+			z := piece{At: in, Len: int(r[1] - r[0])}
+			err := f.m.editSlot(f.ino, idx, func(ls layers) (layers, []piece) {
+				if len(ls) == 0 {
+					return nil, nil
+				}
+				return holeIfEmpty(append(ls, z), nil)
+			})
 			if err != nil {
 				return err
 			}
-			buf.Zero(in, in+n)
-			if buf.Len() == 0 {
-				// Nothing left but zeros: a hole, not an empty chunk.
-				delete(f.dirty, idx)
-				f.m.freeBuf(buf, true)
-				if err := f.m.dropChunks(f.ino, idx, idx+1, -1); err != nil {
-					return err
-				}
-				continue
-			}
-			f.dirty[idx] = buf
 		}
 		f.mtime, f.modified = now(), true
 	}
@@ -122,7 +118,7 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 }
 
 // storedIn returns how many bytes of [from, to) of ino are stored in
-// committed chunks.
+// committed slots.
 func (m *Manager) storedIn(ino Ino, from, to int64) (int64, error) {
 	cs := int64(m.cfg.ChunkSize)
 	var stored int64
@@ -141,12 +137,17 @@ func (m *Manager) storedIn(ino Ino, from, to int64) (int64, error) {
 			if err != nil {
 				return fmt.Errorf("read metadata: %w", err)
 			}
-			ref, err := decodeChunkRef(v)
+			ls, err := decodeLayers(v)
 			if err != nil {
 				return err
 			}
-			lo, hi := max(from, idx*cs), min(to, idx*cs+int64(ref.Size))
-			stored += max(hi-lo, 0)
+			base := idx * cs
+			lo, hi := max(from, base)-base, min(to, base+cs)-base
+			ls.visible(int(lo), int(hi), func(i int, s span) {
+				if ls[i].stored() {
+					stored += int64(s.hi - s.lo)
+				}
+			})
 		}
 		return nil
 	})
@@ -185,11 +186,11 @@ func (f *File) Seek(ctx context.Context, off int64, whence int) (int64, error) {
 	for idx := off / cs; idx*cs < f.size; idx++ {
 		has := buffered(idx)
 		if !has {
-			_, ok, err := f.m.chunkAt(f.ino, idx)
+			ls, err := f.m.slotAt(f.ino, idx)
 			if err != nil {
 				return 0, err
 			}
-			has = ok
+			has = ls.hasData()
 		}
 		if has == (whence == SeekData) {
 			return max(off, idx*cs), nil

@@ -48,7 +48,7 @@ func TestZeroRangeLeavesHoles(t *testing.T) {
 	if err := f.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	slots, _ := tp.fileChunks(n.Ino)
+	slots, _ := tp.fileSlots(n.Ino)
 	if len(slots) != 0 {
 		t.Errorf("an all-zero file keeps %d chunk slots: %+v", len(slots), slots)
 	}

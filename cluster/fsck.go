@@ -113,6 +113,11 @@ type fsck struct {
 func (m *Manager) Fsck(ctx context.Context, repair bool, progress ProgressFunc) (FsckReport, error) {
 	m.healMu.Lock()
 	defer m.healMu.Unlock()
+	// Finish what waits for a sync round first: chunks released but not
+	// deleted yet, slots not settled yet. They are not problems.
+	if err := m.settleAll(); err != nil {
+		return FsckReport{}, fmt.Errorf("fsck: %w", err)
+	}
 	f := &fsck{m: m, repair: repair, inodes: map[Ino]*fsckInode{}, chunks: map[nodes.ChunkID]*fsckChunk{},
 		holding: map[uint32]map[nodes.ChunkID]bool{}, orphans: map[Ino]bool{}}
 	if err := m.meta.view(f.load); err != nil {
@@ -251,37 +256,37 @@ func (f *fsck) load(txn *badger.Txn) error {
 	if err != nil {
 		return err
 	}
-	return scan(txn, []byte{kFile}, false, func(k, v []byte) error {
+	bad := func(k []byte, ino Ino, idx int64) {
 		key := slices.Clone(k)
-		ino, idx := Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))
-		ref, err := decodeChunkRef(v)
-		if err != nil {
-			f.problem(ProblemBadRecord, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
-			return nil
-		}
+		f.problem(ProblemBadRecord, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
+	}
+	return scanSlots(txn, bad, func(ino Ino, idx int64, ls layers) error {
+		key := fileChunkKey(ino, idx)
 		n := f.inodes[ino]
 		if n == nil || n.bad || !n.IsRegular() || idx*int64(f.m.cfg.ChunkSize) >= n.Size {
 			f.problem(ProblemStraySlot, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
 			return nil
 		}
-		if past := int64(ref.Size) - (n.Size - idx*int64(f.m.cfg.ChunkSize)); past > 0 {
-			// Growing the file would show them: cut the chunk at the end.
+		if past := int64(ls.length()) - (n.Size - idx*int64(f.m.cfg.ChunkSize)); past > 0 {
+			// Growing the file would show them: cut the slot at the end.
 			f.driveProblem(ProblemPastEnd, fmt.Sprintf("%s: chunk %d holds %d bytes past the end", f.path(ino), idx, past), func() {
 				if err := f.m.truncate(context.Background(), ino, n.Size); err != nil {
 					f.m.log.Warn("fsck: cut a chunk at the end of a file", "ino", ino, "err", err)
 				}
 			})
 		}
-		c := f.chunks[ref.ID]
-		if c == nil || c.bad {
-			// No fix: the data is gone; reads of this chunk fail.
-			f.problem(ProblemLostChunk, fmt.Sprintf("%s: chunk %d (%s) has no record", f.path(ino), idx, ref.ID.Short()), nil)
-			return nil
-		}
-		c.slots++
-		n.stored += int64(ref.Size)
-		if c.user == "" {
-			c.user = fmt.Sprintf("%s chunk %d", f.path(ino), idx)
+		n.stored += ls.storedBytes()
+		for _, ref := range ls.refs() {
+			c := f.chunks[ref.ID]
+			if c == nil || c.bad {
+				// No fix: the data is gone; reads of this chunk fail.
+				f.problem(ProblemLostChunk, fmt.Sprintf("%s: chunk %d (%s) has no record", f.path(ino), idx, ref.ID.Short()), nil)
+				continue
+			}
+			c.slots++
+			if c.user == "" {
+				c.user = fmt.Sprintf("%s chunk %d", f.path(ino), idx)
+			}
 		}
 		return nil
 	})

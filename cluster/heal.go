@@ -80,16 +80,14 @@ func (m *Manager) chunkWants(txn *badger.Txn) (map[nodes.ChunkID]uint8, error) {
 		return nil, err
 	}
 	wants := map[nodes.ChunkID]uint8{}
-	err = scan(txn, []byte{kFile}, false, func(k, v []byte) error {
-		ref, err := decodeChunkRef(v)
-		if err != nil {
-			return err
-		}
-		w := inoWant[Ino(binary.BigEndian.Uint64(k[1:9]))]
+	err = scanSlots(txn, nil, func(ino Ino, _ int64, ls layers) error {
+		w := inoWant[ino]
 		if w == 0 {
 			w = uint8(m.cfg.Replicas)
 		}
-		wants[ref.ID] = max(wants[ref.ID], w)
+		for _, ref := range ls.refs() {
+			wants[ref.ID] = max(wants[ref.ID], w)
+		}
 		return nil
 	})
 	return wants, err

@@ -63,7 +63,11 @@ func newTestPoolWith(t testing.TB, drives, replicas, chunkSize int, opts Options
 func (tp *testPool) open() {
 	tp.t.Helper()
 	opts := tp.openOpts
+	inner := opts.WrapStore
 	opts.WrapStore = func(rec DriveRecord, s nodes.Store) nodes.Store {
+		if inner != nil {
+			s = inner(rec, s)
+		}
 		f := nodes.NewFaulty(s)
 		tp.mu.Lock()
 		tp.faulty[rec.Name] = f
@@ -179,4 +183,28 @@ func (tp *testPool) storedChunks() map[string]int {
 func init() {
 	// A test that deletes a drive's directory leaves Badger unable to flush.
 	nodes.CloseTimeout = time.Second
+}
+
+// chunkAt returns the chunk of slot idx of ino, which must be one whole
+// stored chunk (what files written in one go have); ok is false for a hole.
+func (tp *testPool) chunkAt(ino Ino, idx int64) (ChunkRef, bool, error) {
+	ls, err := tp.slotAt(ino, idx)
+	if err != nil || len(ls) == 0 {
+		return ChunkRef{}, false, err
+	}
+	ref, ok := ls.single()
+	if !ok {
+		return ChunkRef{}, false, fmt.Errorf("slot %d of inode %d is %v, not one chunk", idx, ino, ls)
+	}
+	return ref, true, nil
+}
+
+// flushDeletes runs sync rounds until released chunks are deleted from
+// the drives and every slot is settled: deletes wait for the change that
+// freed a chunk to be durable.
+func (tp *testPool) flushDeletes() {
+	tp.t.Helper()
+	if err := tp.settleAll(); err != nil {
+		tp.t.Fatal(err)
+	}
 }

@@ -111,9 +111,18 @@ type Manager struct {
 	healKick chan struct{}                     // wakes the background healer
 	healMu   sync.Mutex                        // one heal, drain, rebalance or scrub at a time
 
-	syncMu     sync.Mutex      // one Sync at a time
+	syncs      syncState       // sync rounds (sync.go)
+	commitMu   sync.RWMutex    // held shared by commits of layers, alone to start a round
+	epoch      atomic.Uint64   // the round commits belong to now
 	unsyncedMu sync.Mutex      // guards unsynced
-	unsynced   map[uint32]bool // drives written since the last Sync
+	unsynced   map[uint32]bool // drives written since the last round
+	zeroMu     sync.Mutex      // guards zeroQueue and zeroReady
+	zeroQueue  []nodes.ChunkID // chunks released since the last round
+	zeroReady  []nodes.ChunkID // chunks released before a durable round: to delete
+	settleTo   atomic.Uint64   // epochs below it are durable, their slots to settle
+	settled    atomic.Uint64   // epochs below it are settled
+	settleKick chan struct{}   // wakes the settler
+	settleMu   sync.Mutex      // one settleNow at a time
 
 	mir   mirror       // the metadata mirror on the drives
 	reads atomic.Int64 // chunk reads, to pick which explore (readOrder)
@@ -123,7 +132,6 @@ type Manager struct {
 
 	done      chan struct{}  // closed by Close: stops background work
 	wg        sync.WaitGroup // background goroutines
-	releases  sync.WaitGroup // releaseLater's
 	closeOnce sync.Once
 }
 
@@ -236,7 +244,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},
-		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks)}
+		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks), settleKick: make(chan struct{}, 1)}
+	m.syncs.cond = sync.NewCond(&m.syncs.mu)
+	m.syncs.errs = map[uint64]error{}
 	// Badger would start an empty store in place of a missing one: a pool
 	// without even its root directory.
 	dir := filepath.Join(home, metaDir)
@@ -279,6 +289,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		m.startScrubber(opts.ScrubInterval)
 	}
 	m.loadMirrorState()
+	m.startSettler()
 	if opts.SyncInterval > 0 {
 		m.startSyncer(opts.SyncInterval)
 	}
@@ -301,7 +312,9 @@ func (m *Manager) Close() error {
 		close(m.done)
 		m.wg.Wait()
 		err = m.FlushAll(context.Background())
-		m.releases.Wait() // before the pool is marked clean
+		// Settle every slot and delete what that frees: a clean pool
+		// has nothing unsettled for the next open to check.
+		err = errors.Join(err, m.settleAll())
 		// Delete what waits for drives that are usable now, before they
 		// are synced: a clean pool leaves no copy that nothing names.
 		if _, perr := m.finishAllDeletes(context.Background()); perr != nil {

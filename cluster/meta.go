@@ -29,22 +29,24 @@ import (
 //	z chunk               → (empty) chunk whose Refs fell to zero
 //	o ino                 → (empty) inode with no name, still to be freed
 //	t ino                 → (empty) truncation under way: chunks past the size may remain
+//	u ino index           → epoch: slot committed in that sync round, not settled yet (slots.go)
 //	p drive chunk         → (empty) a copy no record names, to delete from the drive (pending_delete.go)
 //	x ino name            → extended attribute value (xattr.go)
 //	d drive               → DriveRecord (JSON)
 //	s name                → counters
 const (
-	kInode    = 'i'
-	kDentry   = 'e'
-	kFile     = 'f'
-	kChunk    = 'k'
-	kHolding  = 'r'
-	kZero     = 'z'
-	kOrphan   = 'o'
-	kTruncate = 't'
-	kPending  = 'p'
-	kDrive    = 'd'
-	kCounter  = 's'
+	kInode     = 'i'
+	kDentry    = 'e'
+	kFile      = 'f'
+	kChunk     = 'k'
+	kHolding   = 'r'
+	kZero      = 'z'
+	kOrphan    = 'o'
+	kTruncate  = 't'
+	kUnsettled = 'u'
+	kPending   = 'p'
+	kDrive     = 'd'
+	kCounter   = 's'
 )
 
 func inoKey(kind byte, ino Ino) []byte {
@@ -248,10 +250,21 @@ func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }
 // update runs fn in a read-write transaction, retrying when a concurrent
 // transaction touched the same keys (FUSE calls arrive in parallel).
 func (m *metaDB) update(fn func(txn *badger.Txn) error) (err error) {
+	return m.commit(fn, true)
+}
+
+// tidy is update for bookkeeping whose loss in a crash is harmless
+// (settling slots: a slot left unsettled is settled again): it does not
+// count as a change waiting for a sync.
+func (m *metaDB) tidy(fn func(txn *badger.Txn) error) (err error) {
+	return m.commit(fn, false)
+}
+
+func (m *metaDB) commit(fn func(txn *badger.Txn) error, counts bool) (err error) {
 	defer recoverBadger(m.dir, &err)
 	for attempt := 0; ; attempt++ {
 		err := m.db.Update(fn)
-		if err == nil {
+		if err == nil && counts {
 			m.changes.Add(1)
 		}
 		if !errors.Is(err, badger.ErrConflict) || attempt == 1000 {

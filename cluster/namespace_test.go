@@ -151,6 +151,7 @@ func TestUnlinkedOpenFileStaysReadable(t *testing.T) {
 	if _, err := tp.GetAttr(n.Ino); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("inode survives its last release: %v", err)
 	}
+	tp.flushDeletes()
 	for name, c := range tp.storedChunks() {
 		if c != 0 {
 			t.Fatalf("drive %s still holds %d chunks", name, c)

@@ -3,29 +3,26 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
-
-	"github.com/dhdfs/dhdfs/nodes"
 )
 
-// Limits of the write-back state of one open file. A file's unflushed data
-// is at most maxDirtyChunks + maxStagingChunks chunks, whatever is written.
-const (
-	maxDirtyChunks   = 8
-	maxStagingChunks = 4
-)
+// maxStagingChunks bounds how many chunks of one file are stored in
+// parallel. How much a file buffers is bounded by the pool (Options.
+// WriteBufferBytes), as a page cache is, not per file: a random writer's
+// working set up to that bound is absorbed and leaves as small layers.
+const maxStagingChunks = 4
 
 // File is the shared state of an open regular file: every handle on the
 // inode uses the same File, so handles see each other's writes at once and
 // the size reported by GetAttr includes data not yet flushed.
 //
-// Writes land in per-chunk buffers. A buffer is staged (hashed and
-// replicated) in the background once full, or when too many are dirty;
-// staged chunks are committed to the file's metadata every commitEvery
-// chunks and at Flush. A durable commit syncs their drives first; a lazy
-// one leaves that to the pool's next Sync (see Options.SyncInterval).
+// Writes land in per-slot buffers that keep only the bytes written. A
+// buffer is staged (stored as a chunk holding just those bytes, and
+// layered over the slot) in the background once it holds a whole chunk,
+// when the pool's write buffers run short, and at Flush; staged layers are
+// committed to the file's metadata every commitEvery slots and at Flush.
+// Fsync adds one sync round, shared with concurrent fsyncs (sync.go).
 type File struct {
 	m   *Manager
 	ino Ino
@@ -38,9 +35,9 @@ type File struct {
 	size     int64               // guarded by mu: logical size, unflushed writes included
 	mtime    int64               // guarded by mu: time of the last unflushed write
 	modified bool                // guarded by mu: written since the last commit
-	dirty    map[int64]*chunkBuf // guarded by mu: chunk index → content being written
-	staging  map[int64]*chunkBuf // guarded by mu: buffers being replicated
-	pending  map[int64]ChunkRef  // guarded by mu: replicated, not yet committed
+	dirty    map[int64]*chunkBuf // guarded by mu: slot index → bytes written, not yet staged
+	staging  map[int64]*chunkBuf // guarded by mu: buffers being stored, one per slot at most
+	pending  map[int64]layers    // guarded by mu: layers stored, not yet committed, oldest first
 	touched  map[uint32]bool     // guarded by mu: drives written since the last commit
 	err      error               // guarded by mu: a background failure, reported once
 	lastRead int64               // guarded by mu: end of the last read, to spot sequential reads
@@ -65,7 +62,7 @@ func (m *Manager) OpenFile(ino Ino) (*File, error) {
 		return nil, fmt.Errorf("open inode %d: %w", ino, ErrIsDir)
 	}
 	f := &File{m: m, ino: ino, cs: int64(m.cfg.ChunkSize), want: m.wantFor(&n), handles: 1, size: n.Size,
-		dirty: map[int64]*chunkBuf{}, staging: map[int64]*chunkBuf{}, pending: map[int64]ChunkRef{}, touched: map[uint32]bool{}}
+		dirty: map[int64]*chunkBuf{}, staging: map[int64]*chunkBuf{}, pending: map[int64]layers{}, touched: map[uint32]bool{}}
 	f.cond = sync.NewCond(&f.mu)
 	m.files[ino] = f
 	return f, nil
@@ -170,19 +167,19 @@ func (f *File) overlay(n *Inode) {
 	if f.modified {
 		n.Mtime, n.Ctime = f.mtime, f.mtime
 	}
-	// Buffered chunks may replace stored ones: until they are committed,
-	// the stored bytes are an estimate that errs high, as ext4's
-	// delayed allocation does.
+	// Buffered writes may overwrite stored bytes: until they are
+	// committed, the stored bytes are an estimate that errs high, as
+	// ext4's delayed allocation does.
 	if n.Stored >= 0 {
 		extra := int64(0)
 		for _, b := range f.dirty {
-			extra += int64(b.Len())
+			extra += int64(b.Written())
 		}
 		for _, b := range f.staging {
-			extra += int64(b.Len())
+			extra += int64(b.Written())
 		}
-		for _, r := range f.pending {
-			extra += int64(r.Size)
+		for _, ls := range f.pending {
+			extra += ls.storedBytes()
 		}
 		n.Stored = max(n.Stored, min(n.Stored+extra, n.Size))
 	}
@@ -202,23 +199,15 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	for done < len(p) {
 		pos := off + int64(done)
 		idx, in := pos/f.cs, int(pos%f.cs)
-		buf, err := f.dirtyBuf(ctx, idx, in, len(p)-done)
-		if err != nil {
-			return done, err
-		}
+		buf := f.dirtyBuf(ctx, idx)
 		c := buf.WriteAt(p[done:], in)
-		f.dirty[idx] = buf
 		done += c
-		if int64(buf.Len()) == f.cs && int64(in+c) == f.cs {
+		if buf.Whole() && int64(buf.Len()) == f.cs {
 			f.stage(ctx, idx)
 		}
 	}
 	f.size = max(f.size, off+int64(len(p)))
 	f.mtime, f.modified = now(), true
-	// Too much dirty data (random writes): stage the lowest chunks.
-	for len(f.dirty) > maxDirtyChunks {
-		f.stage(ctx, slices.Min(mapKeys(f.dirty)))
-	}
 	if len(f.pending) >= commitEvery {
 		if err := f.commit(f.m.durableClose()); err != nil {
 			return done, err
@@ -241,59 +230,50 @@ func (f *File) takeErr() error {
 	return err
 }
 
-// dirtyBuf returns the write buffer of chunk idx for a write of n bytes at
-// in, loading the chunk's current content unless the write covers all of
-// it. f.mu is held; it may be released while waiting.
-func (f *File) dirtyBuf(ctx context.Context, idx int64, in, n int) (*chunkBuf, error) {
+// dirtyBuf returns the write buffer of slot idx, making one if there is
+// none. f.mu is held; it may be released while waiting for a buffer.
+func (f *File) dirtyBuf(ctx context.Context, idx int64) *chunkBuf {
 	var buf *chunkBuf
 	for {
 		if b, ok := f.dirty[idx]; ok { // possibly made by another writer while we waited
 			if buf != nil {
 				f.m.freeBuf(buf, true)
 			}
-			return b, nil
-		}
-		if f.staging[idx] != nil {
-			f.cond.Wait()
-			continue
+			return b
 		}
 		if buf != nil {
-			break
+			f.dirty[idx] = buf
+			return buf
 		}
 		buf = f.newBuf(ctx) // may release f.mu: look again
 	}
-	// The bytes of the chunk that lie inside the file must be kept; past
-	// them the buffer reads as zeros by construction.
-	keep := min(max(f.size-idx*f.cs, 0), f.cs)
-	if keep > 0 && (in > 0 || int64(in+n) < keep) {
-		old, err := f.current(ctx, idx)
-		if err != nil {
-			f.m.freeBuf(buf, true)
-			return nil, err
-		}
-		buf.WriteAt(old[:min(int64(len(old)), keep)], 0)
-	}
-	return buf, nil
 }
 
-// current returns the stored content of chunk idx (staged or committed),
-// nil for a hole. f.mu is held.
-func (f *File) current(ctx context.Context, idx int64) ([]byte, error) {
-	if ref, ok := f.pending[idx]; ok {
-		return f.m.cachedChunk(ctx, ref)
-	}
-	ref, ok, err := f.m.chunkAt(f.ino, idx)
-	if err != nil || !ok {
+// below returns the layers under a new layer of slot idx: committed and
+// staged ones. f.mu is held.
+func (f *File) below(idx int64) (layers, error) {
+	ls, err := f.m.slotAt(f.ino, idx)
+	if err != nil {
 		return nil, err
 	}
-	return f.m.cachedChunk(ctx, ref)
+	return append(ls, f.pending[idx]...), nil
 }
 
-// stage starts replicating the dirty chunk idx in the background, waiting
-// first if too many chunks of this file are already being replicated.
-// f.mu is held.
+// stage starts storing the buffer of slot idx in the background, as a
+// layer over the slot. Only one buffer of a slot is staged at a time, so
+// layers pile up in the order they were written, and at most
+// maxStagingChunks of the file. f.mu is held.
+//
+// A buffer is stored as written (a chunk holding its ranges, one piece
+// each) unless that would cost more than rewriting the slot: when the
+// slot would have more than maxLayers layers, or when the bytes of the
+// layers above the first one and the new ones together reach the slot's
+// length, the slot is merged into one chunk instead. So a small write
+// costs its own size, and rewriting merges a slot at most once per its
+// length in new bytes: random writes cost at most twice their bytes per
+// copy, and reads of a slot fetch at most maxLayers chunks.
 func (f *File) stage(ctx context.Context, idx int64) {
-	for len(f.staging) >= maxStagingChunks {
+	for f.staging[idx] != nil || len(f.staging) >= maxStagingChunks {
 		f.cond.Wait()
 	}
 	buf, ok := f.dirty[idx]
@@ -303,8 +283,28 @@ func (f *File) stage(ctx context.Context, idx int64) {
 	delete(f.dirty, idx)
 	f.staging[idx] = buf
 	want := f.want // read under f.mu
+	below, err := f.below(idx)
+	if err != nil {
+		f.failStaging(idx, buf, err)
+		return
+	}
+	merge := !buf.Whole() && (len(below)+len(buf.ranges) > maxLayers ||
+		len(below) > 0 && below.upperBytes()+int64(buf.Written()) >= int64(below.length()))
 	go func() {
-		st, err := f.m.stageChunk(context.WithoutCancel(ctx), buf.Bytes(), want)
+		ctx := context.WithoutCancel(ctx)
+		var data []byte
+		var pieces []piece
+		var err error
+		if merge {
+			data, err = f.m.mergeSlot(ctx, below, buf)
+			pieces = []piece{{Len: len(data)}}
+		} else {
+			data, pieces = buf.Pack()
+		}
+		var st staged
+		if err == nil {
+			st, err = f.m.stageChunk(ctx, data, want, len(pieces))
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.staging, idx)
@@ -314,16 +314,26 @@ func (f *File) stage(ctx context.Context, idx int64) {
 				f.err = err
 			}
 		} else {
-			if old, ok := f.pending[idx]; ok {
-				f.m.releaseLater(old.ID)
+			for i := range pieces {
+				pieces[i].Ref = st.Ref
 			}
-			f.pending[idx] = st.Ref
+			f.pending[idx] = append(f.pending[idx], pieces...)
 			for _, t := range st.Touched {
 				f.touched[t] = true
 			}
 		}
 		f.cond.Broadcast()
 	}()
+}
+
+// failStaging ends a staging that could not start. f.mu is held.
+func (f *File) failStaging(idx int64, buf *chunkBuf, err error) {
+	delete(f.staging, idx)
+	f.m.freeBuf(buf, true)
+	if f.err == nil {
+		f.err = err
+	}
+	f.cond.Broadcast()
 }
 
 // drain stages every dirty chunk and waits for all staging. f.mu is held.
@@ -337,10 +347,9 @@ func (f *File) drain(ctx context.Context) error {
 	return f.takeErr()
 }
 
-// commit points the file at the staged chunks. A durable commit first
-// syncs the drives written since the last commit, so that the metadata
-// never names a copy that is not on disk; a lazy one leaves them to the
-// next pool Sync. f.mu is held.
+// commit puts the staged layers on the file's slots in the metadata,
+// without waiting for disks: the next sync round makes them durable
+// (durable: this one runs it now). f.mu is held.
 func (f *File) commit(durable bool) error {
 	if len(f.pending) == 0 && !f.modified {
 		return nil
@@ -349,25 +358,21 @@ func (f *File) commit(durable bool) error {
 	for t := range f.touched {
 		nums = append(nums, t)
 	}
-	if durable {
-		if err := f.m.syncDrives(nums); err != nil {
-			return err
-		}
-	} else {
-		f.m.markUnsynced(nums)
+	adds := make([]slot, 0, len(f.pending))
+	for idx, ls := range f.pending {
+		adds = append(adds, slot{Idx: idx, Layers: ls})
 	}
-	slots := make([]slot, 0, len(f.pending))
-	for idx, ref := range f.pending {
-		slots = append(slots, slot{Idx: idx, Ref: ref})
-	}
-	// The size may cover chunks still in buffers: after a crash those read
+	// The size may cover slots still in buffers: after a crash those read
 	// as they were before the unsynced writes, which POSIX allows.
-	if err := f.m.commitSlots(f.ino, slots, f.size, f.modified); err != nil {
+	if err := f.m.commitLayers(f.ino, adds, f.size, f.modified, false, nums); err != nil {
 		return err
 	}
-	f.pending, f.touched = map[int64]ChunkRef{}, map[uint32]bool{}
+	f.pending, f.touched = map[int64]layers{}, map[uint32]bool{}
 	if len(f.dirty)+len(f.staging) == 0 {
 		f.modified = false
+	}
+	if durable {
+		return f.m.Sync()
 	}
 	return nil
 }
@@ -388,13 +393,15 @@ func (f *File) Flush(ctx context.Context) error {
 func (f *File) Fsync(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.flushLocked(ctx, true); err != nil {
+	if err := f.drain(ctx); err != nil {
 		return err
 	}
-	if f.m.pendingSync() {
-		return f.m.Sync()
+	// A round even when this file has nothing new: its earlier lazy
+	// commits, and the creation of its name, become durable too.
+	if err := f.commit(false); err != nil {
+		return err
 	}
-	return nil
+	return f.m.Sync()
 }
 
 // flushLocked stages and commits every write; durable syncs them too when
@@ -403,14 +410,7 @@ func (f *File) flushLocked(ctx context.Context, durable bool) error {
 	if err := f.drain(ctx); err != nil {
 		return err
 	}
-	changed := len(f.pending) > 0 || f.modified
-	if err := f.commit(durable); err != nil {
-		return err
-	}
-	if durable && changed {
-		return f.m.Sync()
-	}
-	return nil
+	return f.commit(durable)
 }
 
 // nearRead is how far from the end of the previous read a read may start
@@ -464,14 +464,7 @@ func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]b
 	}
 	vec, n, err := f.m.readSpans(p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
 		if !clean {
-			if b, ok := f.dirty[idx]; ok {
-				return b.Bytes(), 0, nil
-			}
-			if b, ok := f.staging[idx]; ok {
-				return b.Bytes(), 0, nil
-			}
-			b, err := f.current(ctx, idx)
-			return b, 0, err
+			return f.buffered(ctx, idx, in, span)
 		}
 		return f.m.committedChunk(ctx, f.ino, idx, in, span, sequential)
 	}, share)
@@ -479,6 +472,31 @@ func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]b
 		f.m.readAhead(f.ino, (off+int64(n))/f.cs+1)
 	}
 	return vec, n, err
+}
+
+// buffered returns bytes [in, in+span) of slot idx as this file sees them:
+// the layers below with the staging and written buffers over them. f.mu
+// is held.
+func (f *File) buffered(ctx context.Context, idx int64, in, span int) ([]byte, int, error) {
+	ls, err := f.below(idx)
+	if err != nil {
+		return nil, 0, err
+	}
+	b, base, err := f.m.slotBytes(ctx, ls, in, span, false)
+	st, dt := f.staging[idx], f.dirty[idx]
+	if err != nil || (st == nil && dt == nil) {
+		return b, base, err
+	}
+	out := make([]byte, span)
+	if rel := in - base; rel >= 0 && rel < len(b) {
+		copy(out, b[rel:])
+	}
+	for _, buf := range []*chunkBuf{st, dt} {
+		if buf != nil {
+			buf.Overlay(out, in)
+		}
+	}
+	return out, in, nil
 }
 
 // Truncate sets the file's size. Unflushed writes are committed first.
@@ -494,19 +512,7 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 	}
 	f.size = size
 	if durable {
-		return f.m.meta.sync()
+		return f.m.Sync()
 	}
 	return nil
-}
-
-// releaseLater drops a staged reference that a newer write superseded,
-// in the background (the caller holds a file's lock); Close waits for it.
-func (m *Manager) releaseLater(id nodes.ChunkID) {
-	m.releases.Add(1)
-	go func() {
-		defer m.releases.Done()
-		if err := m.releaseChunks([]nodes.ChunkID{id}); err != nil {
-			m.log.Warn("release superseded chunk", "chunk", id.Short(), "err", err)
-		}
-	}()
 }

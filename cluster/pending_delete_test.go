@@ -110,6 +110,7 @@ func TestOrphansCollectWhileOfflineAcrossClose(t *testing.T) {
 	files := tp.putFiles(6)
 	tp.setOffline("d3", true)
 	tp.overwriteAll(files, 1)
+	tp.flushDeletes()
 	if tp.mustPending() == 0 {
 		t.Fatal("no delete queued for the offline drive")
 	}
@@ -164,11 +165,13 @@ func TestOrphansHealForgetsDownDrive(t *testing.T) {
 // (b) and (d) A Put that times out lands later: the copy is on the drive
 // but the write went elsewhere.
 func TestOrphansLatePut(t *testing.T) {
-	tp := newTestPoolWith(t, 4, 2, MinChunkSize, Options{DriveTimeout: 20 * time.Millisecond, CacheBytes: -1})
+	// The timeout is well above what a healthy drive takes on a loaded
+	// machine with the race detector, and well below d2's latency.
+	tp := newTestPoolWith(t, 4, 2, MinChunkSize, Options{DriveTimeout: 250 * time.Millisecond, CacheBytes: -1})
 	files := tp.putFiles(3)
-	tp.fault("d2", nodes.Faults{Latency: 100 * time.Millisecond})
+	tp.fault("d2", nodes.Faults{Latency: 1500 * time.Millisecond})
 	tp.overwriteAll(files, 1)
-	time.Sleep(300 * time.Millisecond) // the late calls land
+	time.Sleep(3 * time.Second) // the late calls land
 	tp.fault("d2", nodes.Faults{})
 	tp.ProbeDrives()
 	tp.checkClean(files)
@@ -294,6 +297,7 @@ func TestPendingDeleteSameContentAgain(t *testing.T) {
 	if err := tp.RemovePath("/a", false); err != nil {
 		t.Fatal(err)
 	}
+	tp.flushDeletes()
 	queued := tp.mustPending()
 	tp.put("/b", data)
 	tp.setOffline("d2", false)
@@ -309,6 +313,7 @@ func TestPendingDeletesOfRemovedDrive(t *testing.T) {
 	files := tp.putFiles(4)
 	tp.setOffline("d4", true)
 	tp.overwriteAll(files, 1)
+	tp.flushDeletes()
 	if tp.mustPending() == 0 {
 		t.Fatal("no delete queued for the offline drive")
 	}

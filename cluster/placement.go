@@ -42,6 +42,17 @@ func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint3
 		}
 		cands = append(cands, candidate{d: d, free: free, used: d.written.Load(), device: d.record().Device, shuffle: rand.Uint64()})
 	}
+	// Drives on one device share its free space: one figure for all of
+	// them, so that when they were measured at different moments (a
+	// drive just added, others writing to the disk) the difference does
+	// not decide.
+	devFree := map[uint64]int64{}
+	for _, c := range cands {
+		devFree[c.device] = max(devFree[c.device], c.free)
+	}
+	for i := range cands {
+		cands[i].free = devFree[cands[i].device]
+	}
 	// Most free first. On one shared filesystem free space is equal, so the
 	// drive dhdfs has written least to comes first; drives within a few
 	// chunks of each other are taken in random order, so that the copies of

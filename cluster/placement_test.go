@@ -47,8 +47,10 @@ func TestPickDrives(t *testing.T) {
 		want   []uint32
 	}{
 		{"most free first", []fakeDrive{{1, 10 * G, false}, {2, 50 * G, false}, {3, 30 * G, false}}, 2, nil, nil, []uint32{2, 3}},
-		{"distinct devices before free space", []fakeDrive{{1, 50 * G, false}, {1, 40 * G, false}, {2, 10 * G, false}}, 2, nil, nil, []uint32{1, 3}},
-		{"one device: still distinct drives", []fakeDrive{{1, 3 * G, false}, {1, 2 * G, false}, {1, G, false}}, 2, nil, nil, []uint32{1, 2}},
+		// Drives on one device share its free space, however it was
+		// measured: one of the first two, and the other device.
+		{"distinct devices before free space", []fakeDrive{{1, 50 * G, false}, {1, 40 * G, false}, {2, 10 * G, false}}, 2, nil, nil, nil},
+		{"one device: still distinct drives", []fakeDrive{{1, 3 * G, false}, {1, 2 * G, false}, {1, G, false}}, 2, nil, nil, nil},
 		{"offline excluded", []fakeDrive{{1, 50 * G, true}, {2, 10 * G, false}, {3, 10 * G, false}}, 2, nil, nil, []uint32{2, 3}},
 		{"skip excluded", []fakeDrive{{1, 50 * G, false}, {2, 10 * G, false}, {3, 10 * G, false}}, 2, []uint32{1}, nil, []uint32{2, 3}},
 		{"full drive excluded", []fakeDrive{{1, 1 << 20, false}, {2, 10 * G, false}}, 2, nil, nil, []uint32{2}},
@@ -63,8 +65,19 @@ func TestPickDrives(t *testing.T) {
 				skip[s] = true
 			}
 			got := nums(m.pickDrives(tc.n, 1<<20, skip, tc.used))
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("picked %v, want %v", got, tc.want)
+			switch tc.name {
+			case "distinct devices before free space":
+				if len(got) != 2 || got[1] != 3 || got[0] == 3 {
+					t.Fatalf("picked %v, want drive 3 and one of 1, 2", got)
+				}
+			case "one device: still distinct drives":
+				if len(got) != 2 || got[0] == got[1] {
+					t.Fatalf("picked %v, want two distinct drives", got)
+				}
+			default:
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("picked %v, want %v", got, tc.want)
+				}
 			}
 		})
 	}

@@ -23,20 +23,94 @@ func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int
 	})
 }
 
-// committedChunk returns bytes of chunk idx of ino covering [in, in+span)
-// and their offset in the chunk: the whole chunk, through the cache, for
-// sequential reads (which will want the rest) or when cached; otherwise
-// just the blocks around the range.
+// committedChunk returns bytes of slot idx of ino covering [in, in+span)
+// and the slot offset of the first byte returned (see slotBytes).
 func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, span int, sequential bool) ([]byte, int, error) {
-	ref, ok, err := m.chunkAt(ino, idx)
-	if err != nil || !ok {
+	ls, err := m.slotAt(ino, idx)
+	if err != nil {
 		return nil, 0, err
 	}
-	if sequential || m.cache.contains(ref.ID) || span*4 >= ref.Size {
+	return m.slotBytes(ctx, ls, in, span, sequential)
+}
+
+// slotBytes returns bytes of a slot with layers ls covering [in, in+n)
+// and the slot offset of the first byte returned; bytes past what it
+// returns read as zeros, and nil means zeros only. When one stored piece
+// shows the start of the span and nothing after it does, the bytes are
+// its chunk's own (shared, not to be modified; see chunkBytes), cut where
+// the piece ends. Otherwise the pieces' bytes are copied into a new
+// buffer.
+func (m *Manager) slotBytes(ctx context.Context, ls layers, in, n int, sequential bool) ([]byte, int, error) {
+	type shown struct {
+		i int
+		s span
+	}
+	var parts []shown
+	ls.visible(in, in+n, func(i int, s span) {
+		if ls[i].stored() {
+			parts = append(parts, shown{i, s})
+		}
+	})
+	if len(parts) == 0 {
+		return nil, in, nil
+	}
+	if len(parts) == 1 && parts[0].s.lo == in {
+		p, s := ls[parts[0].i], parts[0].s
+		off := p.Off + in - p.At // chunk offset of slot offset in
+		data, base, err := m.chunkBytes(ctx, p.Ref, off, s.hi-in, sequential)
+		if err != nil {
+			return nil, 0, err
+		}
+		// Never past the piece: the chunk may hold more than it shows.
+		if end := off + s.hi - in - base; end >= 0 && end < len(data) {
+			data = data[:end]
+		}
+		return data, p.At - p.Off + base, nil
+	}
+	out := make([]byte, n)
+	for _, part := range parts {
+		p, s := ls[part.i], part.s
+		off := p.Off + s.lo - p.At
+		data, base, err := m.chunkBytes(ctx, p.Ref, off, s.hi-s.lo, sequential)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rel := off - base; rel >= 0 && rel < len(data) {
+			copy(out[s.lo-in:s.hi-in], data[rel:])
+		}
+	}
+	return out, in, nil
+}
+
+// chunkBytes returns verified bytes of a stored chunk covering [off,
+// off+n) and the chunk offset of the first byte returned: the whole chunk
+// through the cache when the read is sequential, the chunk is cached or
+// the range is a large part of it, else the blocks around the range.
+func (m *Manager) chunkBytes(ctx context.Context, ref ChunkRef, off, n int, sequential bool) ([]byte, int, error) {
+	if sequential || m.cache.contains(ref.ID) || n*4 >= ref.Size {
 		data, err := m.cachedChunk(ctx, ref)
 		return data, 0, err
 	}
-	return m.readBlocks(ctx, ref, in, span)
+	return m.readBlocks(ctx, ref, off, n)
+}
+
+// mergeSlot returns the content of a slot with layers ls and the buffer
+// buf written over them, from the slot's start to the end of both: what
+// a staging stores as one chunk instead of another layer.
+func (m *Manager) mergeSlot(ctx context.Context, ls layers, buf *chunkBuf) ([]byte, error) {
+	n := max(ls.length(), buf.Len())
+	out := make([]byte, n)
+	data, base, err := m.slotBytes(ctx, ls, 0, n, true)
+	if err != nil {
+		return nil, err
+	}
+	if rel := -base; rel >= 0 && rel < len(data) {
+		copy(out, data[rel:])
+	} else if base > 0 && base < n {
+		copy(out[base:], data)
+	}
+	buf.Overlay(out, 0)
+	return out, nil
 }
 
 // readRange fills p from off of a file of the given size. chunk returns
@@ -107,44 +181,55 @@ func (m *Manager) cachedChunk(ctx context.Context, ref ChunkRef) ([]byte, error)
 // reader fetches in the background: enough to keep a disk busy.
 const readAheadChunks = 4
 
-// readAhead fetches chunks idx to idx+readAheadChunks-1 of ino into the
-// cache in the background, unless they are there already or enough fetches
-// are running.
+// readAhead fetches the chunks of slots idx to idx+readAheadChunks-1 of
+// ino into the cache in the background, unless they are there already or
+// enough fetches are running.
 func (m *Manager) readAhead(ino Ino, idx int64) {
 	for i := idx; i < idx+readAheadChunks; i++ {
-		ref, ok, err := m.chunkAt(ino, i)
-		if err != nil || !ok || m.cache.contains(ref.ID) {
+		ls, err := m.slotAt(ino, i)
+		if err != nil {
 			continue
 		}
-		select {
-		case m.raSem <- struct{}{}:
-		default:
-			return
+		for _, ref := range ls.refs() {
+			if m.cache.contains(ref.ID) {
+				continue
+			}
+			select {
+			case m.raSem <- struct{}{}:
+			default:
+				return
+			}
+			go func() {
+				defer func() { <-m.raSem }()
+				_, _ = m.cachedChunk(context.Background(), ref)
+			}()
 		}
-		go func() {
-			defer func() { <-m.raSem }()
-			_, _ = m.cachedChunk(context.Background(), ref)
-		}()
 	}
 }
 
-// chunkData returns the content of chunk idx of ino (nil for a hole),
-// appended to buf[:0]. A read that races with an overwrite of the same
-// chunk retries with the new chunk rather than failing.
+// chunkData returns the content of slot idx of ino (nil for a hole),
+// appended to buf[:0] when it is one stored chunk. A read that races with
+// a change of the same slot retries with the new layers rather than
+// failing.
 func (m *Manager) chunkData(ctx context.Context, ino Ino, idx int64, buf []byte) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
-		ref, ok, err := m.chunkAt(ino, idx)
-		if err != nil || !ok {
+		ls, err := m.slotAt(ino, idx)
+		if err != nil || len(ls) == 0 {
 			return buf[:0], err
 		}
-		data, err := m.readChunk(ctx, ref, buf)
+		var data []byte
+		if ref, ok := ls.single(); ok {
+			data, err = m.readChunk(ctx, ref, buf)
+		} else {
+			data, err = m.mergeSlot(ctx, ls, &chunkBuf{})
+		}
 		if err == nil || attempt == 2 || !errors.Is(err, ErrUnavailable) {
 			if err != nil {
 				return nil, fmt.Errorf("read inode %d at chunk %d: %w", ino, idx, err)
 			}
 			return data, nil
 		}
-		if now, ok, _ := m.chunkAt(ino, idx); ok && now == ref {
+		if now, _ := m.slotAt(ino, idx); now.equal(ls) {
 			return nil, fmt.Errorf("read inode %d at chunk %d: %w", ino, idx, err)
 		}
 	}

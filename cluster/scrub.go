@@ -230,6 +230,11 @@ func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, erro
 	}
 	m.collect(zero)
 	rep.Collected = int64(len(zero))
+	// Chunks are deleted once the change that freed them is durable: a
+	// round or two makes that so now.
+	if err := m.settleAll(); err != nil {
+		return rep, err
+	}
 	n, err := m.finishAllDeletes(ctx)
 	rep.Orphans += int64(n)
 	if err != nil {

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -143,18 +142,16 @@ func (m *Manager) Status() (Status, error) {
 			return err
 		}
 		risky := map[uint32]map[uint64]bool{}
-		return scan(txn, []byte{kFile}, false, func(k, v []byte) error {
-			ref, err := decodeChunkRef(v)
-			if err != nil {
-				return err
-			}
-			if h, ok := soleCopy[ref.ID]; ok {
-				if risky[h] == nil {
-					risky[h] = map[uint64]bool{}
-				}
-				if ino := binary.BigEndian.Uint64(k[1:9]); !risky[h][ino] {
-					risky[h][ino] = true
-					st.AtRisk[names[h]]++
+		return scanSlots(txn, nil, func(ino Ino, _ int64, ls layers) error {
+			for _, ref := range ls.refs() {
+				if h, ok := soleCopy[ref.ID]; ok {
+					if risky[h] == nil {
+						risky[h] = map[uint64]bool{}
+					}
+					if !risky[h][uint64(ino)] {
+						risky[h][uint64(ino)] = true
+						st.AtRisk[names[h]]++
+					}
 				}
 			}
 			return nil
@@ -202,31 +199,48 @@ func (m *Manager) StatPath(p string, chunks bool) (FileStat, error) {
 
 // ChunkLocations lists the chunks of ino with the drives holding each.
 func (m *Manager) ChunkLocations(ino Ino) ([]ChunkLocation, error) {
-	slots, err := m.fileChunks(ino)
+	slots, err := m.fileSlots(ino)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]ChunkLocation, 0, len(slots))
 	err = m.meta.view(func(txn *badger.Txn) error {
 		for _, s := range slots {
-			rec, _, err := getChunkRecord(txn, s.Ref.ID)
-			if err != nil {
-				return err
-			}
-			loc := ChunkLocation{Index: s.Idx, ID: s.Ref.ID.String(), Size: s.Ref.Size, Want: int(rec.Want), Drives: []string{}}
-			for _, h := range rec.Holders {
-				name := fmt.Sprintf("#%d", h)
-				if d := m.driveByNum(h); d != nil {
-					name = d.record().Name
-					if d.usable() != nil {
-						loc.Online++
-					}
+			// One line per chunk a slot uses, however many pieces of it.
+			seen := map[nodes.ChunkID]bool{}
+			for _, ref := range s.Layers.refs() {
+				if seen[ref.ID] {
+					continue
 				}
-				loc.Drives = append(loc.Drives, name)
+				seen[ref.ID] = true
+				loc, err := m.chunkLocation(txn, s.Idx, ref)
+				if err != nil {
+					return err
+				}
+				out = append(out, loc)
 			}
-			out = append(out, loc)
 		}
 		return nil
 	})
 	return out, err
+}
+
+// chunkLocation describes chunk ref, used at slot idx, and its copies.
+func (m *Manager) chunkLocation(txn *badger.Txn, idx int64, ref ChunkRef) (ChunkLocation, error) {
+	rec, _, err := getChunkRecord(txn, ref.ID)
+	if err != nil {
+		return ChunkLocation{}, err
+	}
+	loc := ChunkLocation{Index: idx, ID: ref.ID.String(), Size: ref.Size, Want: int(rec.Want), Drives: []string{}}
+	for _, h := range rec.Holders {
+		name := fmt.Sprintf("#%d", h)
+		if d := m.driveByNum(h); d != nil {
+			name = d.record().Name
+			if d.usable() != nil {
+				loc.Online++
+			}
+		}
+		loc.Drives = append(loc.Drives, name)
+	}
+	return loc, nil
 }

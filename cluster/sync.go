@@ -2,15 +2,61 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/dhdfs/dhdfs/nodes"
 )
+
+// Durability works in sync rounds. File commits put new layers in the
+// metadata without waiting for disks and record the drives they wrote; a
+// round syncs those drives and the metadata store at the same time, in
+// parallel, so an fsync costs one round of durable writes, and fsyncs
+// that arrive while a round runs share the next one (group commit).
+//
+// That the metadata may reach the disk before the chunks it names is safe
+// because of how slots change (slots.go): a commit only adds layers on
+// top and marks the slot unsettled with the round (epoch) it belongs to;
+// until that round is durable nothing below is given up, and after a
+// crash the next open drops the top layers whose chunks no drive holds.
+// Once a round is durable the slots it covers are settled: layers nothing
+// shows any more are dropped. Likewise chunks whose last reference went
+// are deleted from the drives only after the round that made the
+// metadata change durable, so a crash can never bring back a reference to
+// a deleted copy.
 
 // durableClose reports whether closing a file syncs it to disk (no
 // background sync configured) rather than only committing it.
 func (m *Manager) durableClose() bool { return m.opts.SyncInterval <= 0 }
 
+// syncState is the state of sync rounds, guarded by mu.
+type syncState struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	next    uint64           // the round that starts next
+	done    uint64           // rounds finished: every round below it
+	running bool             // a caller is running rounds
+	errs    map[uint64]error // recent rounds' errors
+}
+
+// committing runs a metadata change that marks slots unsettled, with the
+// epoch (the sync round) it belongs to. A round starts only between such
+// changes, so every change with an epoch up to the round's is in the
+// metadata the round syncs, and so are the drives it wrote (markUnsynced
+// under the same lock).
+func (m *Manager) committing(fn func(epoch uint64) error) error {
+	m.commitMu.RLock()
+	defer m.commitMu.RUnlock()
+	return fn(m.epoch.Load())
+}
+
 // markUnsynced records drives holding chunks that committed metadata names
-// but that may not be on disk yet; the next Sync syncs them.
+// but that may not be on disk yet; the next round syncs them. Callers that
+// commit layers call it inside committing.
 func (m *Manager) markUnsynced(nums []uint32) {
 	if len(nums) == 0 {
 		return
@@ -22,14 +68,45 @@ func (m *Manager) markUnsynced(nums []uint32) {
 	m.unsyncedMu.Unlock()
 }
 
-// Sync makes everything committed so far durable: first the drives written
-// since the last Sync, then the metadata, so that once the metadata is on
-// disk so are the copies it names. Syncs run one at a time, so a Sync that
-// returns covers everything committed before it was called, including
-// what a concurrent Sync was still writing out.
+// Sync makes everything committed before it was called durable: the
+// drives written and the metadata, in one round. Concurrent calls share
+// rounds: a call waits for the first round that starts after it.
 func (m *Manager) Sync() error {
-	m.syncMu.Lock()
-	defer m.syncMu.Unlock()
+	g := &m.syncs
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ticket := g.next // the first round to start after this call
+	for g.done <= ticket {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		// No one runs rounds: this caller does, until its own is done.
+		r := g.next
+		g.next++
+		g.running = true
+		g.mu.Unlock()
+		err := m.syncRound()
+		g.mu.Lock()
+		g.running = false
+		g.done = r + 1
+		g.errs[r] = err
+		for old := range g.errs {
+			if old+16 < r {
+				delete(g.errs, old)
+			}
+		}
+		g.cond.Broadcast()
+	}
+	return g.errs[ticket]
+}
+
+// syncRound syncs the drives written since the last round and the
+// metadata, in parallel, then lets the settler settle the slots and
+// delete the chunks the round made safe to give up.
+func (m *Manager) syncRound() error {
+	m.commitMu.Lock()
+	epoch := m.epoch.Add(1) - 1 // commits up to here carry epoch or less
 	m.unsyncedMu.Lock()
 	nums := make([]uint32, 0, len(m.unsynced))
 	for n := range m.unsynced {
@@ -37,28 +114,208 @@ func (m *Manager) Sync() error {
 	}
 	clear(m.unsynced)
 	m.unsyncedMu.Unlock()
-	if err := m.syncDrives(nums); err != nil {
+	m.zeroMu.Lock()
+	zeros := m.zeroQueue
+	m.zeroQueue = nil
+	m.zeroMu.Unlock()
+	m.commitMu.Unlock()
+
+	var wg sync.WaitGroup
+	var driveErr, metaErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		driveErr = m.syncDrives(nums)
+	}()
+	metaErr = m.meta.sync()
+	wg.Wait()
+	if driveErr != nil || metaErr != nil {
 		m.markUnsynced(nums)
-		return err
+		m.collect(zeros)
+		if metaErr != nil {
+			return metaErr
+		}
+		return driveErr
 	}
-	if len(nums) == 0 && !m.meta.unsynced() {
-		return nil
+	m.zeroMu.Lock()
+	m.zeroReady = append(m.zeroReady, zeros...)
+	m.zeroMu.Unlock()
+	if m.settled.Load() < epoch+1 {
+		m.settleTo.Store(max(m.settleTo.Load(), epoch+1))
 	}
-	return m.meta.sync()
+	select {
+	case m.settleKick <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
-// pendingSync reports whether Sync has anything to do.
+// pendingSync reports whether something committed may not be durable.
 func (m *Manager) pendingSync() bool {
 	m.unsyncedMu.Lock()
-	defer m.unsyncedMu.Unlock()
-	return len(m.unsynced) > 0 || m.meta.unsynced()
+	n := len(m.unsynced)
+	m.unsyncedMu.Unlock()
+	return n > 0 || m.meta.unsynced()
 }
 
-// startSyncer syncs the pool every interval in the background, bounding
-// what a power loss can take to that many seconds of changes.
+// pendingWork reports whether a round has anything to do: make changes
+// durable, or let released chunks be deleted and slots be settled.
+func (m *Manager) pendingWork() bool {
+	m.zeroMu.Lock()
+	z := len(m.zeroQueue) + len(m.zeroReady)
+	m.zeroMu.Unlock()
+	return z > 0 || m.pendingSync() || m.settleTo.Load() > m.settled.Load()
+}
+
+// collect deletes chunks whose last reference went, once the change that
+// dropped it is durable: it queues them for the next sync round.
+func (m *Manager) collect(ids []nodes.ChunkID) {
+	if len(ids) == 0 {
+		return
+	}
+	m.zeroMu.Lock()
+	m.zeroQueue = append(m.zeroQueue, ids...)
+	m.zeroMu.Unlock()
+}
+
+// settleNow settles every slot whose epoch a finished round covers and
+// deletes the chunks that rounds made safe to delete. The settler runs it
+// after each round; Close runs it directly.
+func (m *Manager) settleNow() {
+	// One at a time: a caller that returns from here (gc, Close) has
+	// seen every delete a finished round allowed carried out.
+	m.settleMu.Lock()
+	defer m.settleMu.Unlock()
+	upTo := m.settleTo.Load()
+	if upTo > m.settled.Load() {
+		if err := m.settle(upTo - 1); err != nil {
+			m.log.Warn("settle chunk slots", "err", err)
+		} else {
+			m.settled.Store(max(m.settled.Load(), upTo))
+		}
+	}
+	m.zeroMu.Lock()
+	ready := m.zeroReady
+	m.zeroReady = nil
+	m.zeroMu.Unlock()
+	m.collectNow(ready)
+}
+
+// startSettler settles slots and deletes chunks after each sync round,
+// off the path of the fsync that waited for the round.
+func (m *Manager) startSettler() {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			select {
+			case <-m.done:
+				return
+			case <-m.settleKick:
+				m.settleNow()
+			}
+		}
+	}()
+}
+
+// settle settles the unsettled slots committed in epochs up to epoch:
+// their layers' chunks are durable now, so layers no byte shows any more
+// are dropped and their references released.
+func (m *Manager) settle(epoch uint64) error {
+	for {
+		var keys [][]byte
+		err := m.meta.view(func(txn *badger.Txn) error {
+			return scan(txn, []byte{kUnsettled}, false, func(k, v []byte) error {
+				if len(v) == 8 && binary.BigEndian.Uint64(v) <= epoch {
+					keys = append(keys, append([]byte(nil), k...))
+				}
+				if len(keys) == txnBatch {
+					return errStop
+				}
+				return nil
+			})
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		for _, k := range keys {
+			ino, idx := Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))
+			if err := m.settleSlot(ino, idx, epoch); err != nil {
+				return err
+			}
+		}
+		if len(keys) < txnBatch {
+			return nil
+		}
+	}
+}
+
+// settleSlot settles one slot if its latest commit is from epoch or
+// before (a later commit keeps it unsettled for its own round).
+func (m *Manager) settleSlot(ino Ino, idx int64, epoch uint64) error {
+	var zero []nodes.ChunkID
+	err := m.meta.tidy(func(txn *badger.Txn) error {
+		zero = zero[:0:0]
+		key := unsettledKey(ino, idx)
+		v, ok, err := get(txn, key)
+		if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
+			return err
+		}
+		if err := del(txn, key); err != nil {
+			return err
+		}
+		old, ok, err := getSlot(txn, ino, idx)
+		if err != nil || !ok {
+			return err
+		}
+		ls, hidden := old.settle()
+		if len(hidden) == 0 {
+			return nil
+		}
+		n, err := getInode(txn, ino)
+		if err != nil {
+			return err
+		}
+		if err := countStored(txn, &n); err != nil {
+			return err
+		}
+		if zero, err = release(txn, hidden); err != nil {
+			return err
+		}
+		if err := putSlot(txn, &n, idx, old, ls); err != nil {
+			return err
+		}
+		return putInode(txn, &n)
+	})
+	if err != nil {
+		return fmt.Errorf("settle chunk %d of inode %d: %w", idx, ino, err)
+	}
+	m.collect(zero)
+	return nil
+}
+
+// settleAll runs rounds until nothing is left unsettled or uncollected,
+// as Close does before marking the pool clean. A few rounds suffice:
+// settling releases chunks, whose deletion waits one more round.
+func (m *Manager) settleAll() error {
+	for i := 0; i < 4; i++ {
+		if err := m.Sync(); err != nil {
+			return err
+		}
+		m.settleNow()
+		if !m.pendingWork() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// startSyncer runs a sync round every interval in the background when
+// there is anything to sync, bounding what a power loss can take to that
+// many seconds of changes.
 func (m *Manager) startSyncer(interval time.Duration) {
 	m.runEvery(interval, nil, func(context.Context) {
-		if !m.pendingSync() {
+		if !m.pendingWork() {
 			return
 		}
 		if err := m.Sync(); err != nil {

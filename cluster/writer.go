@@ -94,7 +94,7 @@ func (w *Writer) dispatch() {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		st, err := w.m.stageChunk(w.ctx, buf, w.want)
+		st, err := w.m.stageChunk(w.ctx, buf, w.want, 1)
 		if st.Escaped {
 			buf = nil // a timed-out Put may still read it: never reuse it
 		}
@@ -107,7 +107,7 @@ func (w *Writer) dispatch() {
 			}
 			return
 		}
-		w.done = append(w.done, slot{Idx: idx, Ref: st.Ref})
+		w.done = append(w.done, slot{Idx: idx, Layers: layers{wholePiece(st.Ref)}})
 		for _, t := range st.Touched {
 			w.touched[t] = true
 		}
@@ -132,9 +132,10 @@ func (w *Writer) commit() error {
 	if err == nil {
 		end := int64(0)
 		for _, s := range done {
-			end = max(end, s.Idx*int64(w.m.cfg.ChunkSize)+int64(s.Ref.Size))
+			end = max(end, s.Idx*int64(w.m.cfg.ChunkSize)+int64(s.Layers.length()))
 		}
-		err = w.m.commitSlots(w.ino, done, end, true)
+		// Synced already: the slots are settled at once.
+		err = w.m.commitLayers(w.ino, done, end, true, true, nil)
 	}
 	if err != nil {
 		w.release(done)
@@ -148,9 +149,11 @@ func (w *Writer) commit() error {
 }
 
 func (w *Writer) release(slots []slot) {
-	ids := make([]nodes.ChunkID, len(slots))
-	for i, s := range slots {
-		ids[i] = s.Ref.ID
+	var ids []nodes.ChunkID
+	for _, s := range slots {
+		for _, r := range s.Layers.refs() {
+			ids = append(ids, r.ID)
+		}
 	}
 	if err := w.m.releaseChunks(ids); err != nil {
 		w.m.log.Warn("release staged chunks", "err", err)
