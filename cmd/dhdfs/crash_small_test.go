@@ -447,7 +447,8 @@ func crashRounds(def int) int {
 // file, those of earlier rounds included, is byte for byte what its last
 // acknowledged sync left, except where an operation in flight wrote,
 // where each byte is the old one or the new one (a write may be partly
-// applied). DHDFS_CRASH_SEEDS=N makes N rounds instead of 8.
+// applied). Every third round kills the next mount too, soon after it
+// starts. DHDFS_CRASH_SEEDS=N makes N rounds instead of 8.
 func TestCrashSmallWrites(t *testing.T) {
 	rounds := crashRounds(8)
 	const writers = 3
@@ -521,6 +522,17 @@ func TestCrashSmallWrites(t *testing.T) {
 				t.Errorf("round %d: writer %d stopped with %v, want ENOTCONN from the killed mount", round, i, err)
 			}
 		}
+		again := ""
+		if round%3 == 0 {
+			// Kill the next mount too, soon after it starts, while it may
+			// still be recovering from the first kill: recovery must not
+			// change what the files hold either.
+			e.mountDaemon()
+			d := time.Duration(rng.IntN(300)) * time.Millisecond
+			time.Sleep(d)
+			killMount(t, e.mountPid(), mnt)
+			again = fmt.Sprintf(", and the next mount %v after it started", d)
+		}
 		if out := e.ok("fsck"); !strings.Contains(out, ": 0 problems") {
 			t.Fatalf("round %d: fsck after the kill:\n%s", round, out)
 		}
@@ -547,7 +559,7 @@ func TestCrashSmallWrites(t *testing.T) {
 		for i, w := range ws {
 			n += w.ops - ops[i]
 		}
-		t.Logf("round %d: killed after %d operations (%d in flight), %d files checked; fsck clean", round, n, inFlight, len(m.files))
+		t.Logf("round %d: killed after %d operations (%d in flight)%s; %d files checked, fsck clean", round, n, inFlight, again, len(m.files))
 	}
 	total := map[string]int{}
 	for _, w := range ws {

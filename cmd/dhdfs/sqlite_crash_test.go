@@ -285,7 +285,7 @@ func TestSQLiteCrash(t *testing.T) {
 				pid := e.mountPid()
 				before := len(db.txns)
 				r := startSQLite(t, db)
-				go r.run(db, rng)
+				go r.run(db, rand.New(rand.NewPCG(uint64(round), 1))) // its own: rng is this goroutine's
 				// Kill at a random moment once the workload runs.
 				select {
 				case <-r.first:
