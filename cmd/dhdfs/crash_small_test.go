@@ -430,6 +430,16 @@ func (m *smallModel) newSmallFile(t *testing.T, rng *rand.Rand, path string, siz
 	return sf
 }
 
+// fsckClean runs dhdfs fsck on the unmounted pool: no problem, and no
+// chunk with fewer copies than it should have (every drive is online).
+func fsckClean(t *testing.T, e *env, round int) {
+	t.Helper()
+	out, errs, code := e.run(nil, "fsck")
+	if code != 0 || !strings.Contains(out, ": 0 problems") || !strings.Contains(out, "; 0 chunks under-replicated.") {
+		t.Fatalf("round %d: fsck after the kill: exit %d\n%s%s", round, code, out, errs)
+	}
+}
+
 // crashRounds is the number of kills a crash test makes: def, or
 // DHDFS_CRASH_SEEDS.
 func crashRounds(def int) int {
@@ -443,11 +453,11 @@ func crashRounds(def int) int {
 // small random overwrites, appends, writes past the end and truncations,
 // each followed by fsync, fdatasync, or done through an O_DSYNC or O_SYNC
 // descriptor, on their own files and on disjoint regions of one file
-// whose chunks they share. After each kill: fsck is clean, and every
-// file, those of earlier rounds included, is byte for byte what its last
-// acknowledged sync left, except where an operation in flight wrote,
-// where each byte is the old one or the new one (a write may be partly
-// applied). Every third round kills the next mount too, soon after it
+// whose chunks they share. After each kill: fsck finds no problem and no
+// under-replicated chunk, and every file, those of earlier rounds
+// included, is byte for byte what its last acknowledged sync left, except
+// where an operation in flight wrote, where each byte is the old one or
+// the new one (a write may be partly applied). Every third round kills the next mount too, soon after it
 // starts. DHDFS_CRASH_SEEDS=N makes N rounds instead of 8.
 func TestCrashSmallWrites(t *testing.T) {
 	rounds := crashRounds(8)
@@ -533,9 +543,7 @@ func TestCrashSmallWrites(t *testing.T) {
 			killMount(t, e.mountPid(), mnt)
 			again = fmt.Sprintf(", and the next mount %v after it started", d)
 		}
-		if out := e.ok("fsck"); !strings.Contains(out, ": 0 problems") {
-			t.Fatalf("round %d: fsck after the kill:\n%s", round, out)
-		}
+		fsckClean(t, e, round)
 		e.mountDaemon()
 		inFlight := 0
 		for _, f := range m.files {
