@@ -39,9 +39,9 @@ type sqliteDB struct {
 	settled int         // transactions present after the last check
 }
 
-// sqliteRound runs the sqlite3 shell on the mounted database, one
-// transaction at a time, until kill is called or the shell fails. It
-// returns the id of the last transaction whose COMMIT returned.
+// sqliteRound is one sqlite3 shell on the mounted database, fed one
+// transaction at a time until it fails (the mount was killed); acked is
+// the id of the last transaction whose COMMIT returned.
 type sqliteRound struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -262,11 +262,10 @@ func (db *sqliteDB) check(t *testing.T, round, acked, sent int) {
 // journal (DELETE) and WAL mode, and kills the mount with SIGKILL in the
 // middle of a stream of transactions, 5 times per mode
 // (DHDFS_CRASH_SEEDS=N: N times). After each kill fsck finds no problem
-// and no under-replicated chunk, PRAGMA
-// integrity_check says ok, every transaction whose COMMIT returned is
-// there, and the database holds exactly transactions 1 to n, whole, with
-// the rows they inserted: n is at least the last acknowledged and at most
-// the one in flight.
+// and no under-replicated chunk, PRAGMA integrity_check says ok, every
+// transaction whose COMMIT returned is there, and the database holds
+// exactly transactions 1 to n, whole, with the rows they inserted: n is
+// at least the last acknowledged and at most the one in flight.
 func TestSQLiteCrash(t *testing.T) {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		t.Skip("sqlite3 is not installed (apt-get install sqlite3)")
