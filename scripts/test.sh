@@ -14,9 +14,10 @@ fi
 command -v go >/dev/null 2>&1 || { echo "test.sh: Go is not installed (https://go.dev/dl/)" >&2; exit 1; }
 
 # What the tests run: the mount tests need /dev/fuse and, when not root,
-# fusermount3; the tool tests drive rsync and getfattr/setfattr.
+# fusermount3; the tool tests drive rsync and getfattr/setfattr, the crash
+# tests sqlite3.
 need=()
-for tool in fusermount3:fuse3 rsync:rsync getfattr:attr; do
+for tool in fusermount3:fuse3 rsync:rsync getfattr:attr sqlite3:sqlite3; do
 	command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
