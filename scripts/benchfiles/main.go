@@ -1,7 +1,9 @@
 // Command benchfiles times small-file work in a directory, for
 // scripts/bench.sh: create N files of SIZE bytes (unique random content),
-// stat them all (as ls -l does), read them, delete them, or make N
-// directories. It prints operations per second.
+// stat them all (as ls -l does), read them, delete them, make N
+// directories, or append SIZE unique random bytes to DIR/append.log N times
+// with an fsync after each (as a log or a database journal does). It prints
+// operations per second.
 package main
 
 import (
@@ -18,11 +20,15 @@ func main() {
 	size := flag.Int("size", 4096, "bytes per file")
 	flag.Parse()
 	if flag.NArg() != 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchfiles [-n N] [-size B] create|stat|read|delete|mkdir DIR")
+		fmt.Fprintln(os.Stderr, "usage: benchfiles [-n N] [-size B] create|stat|read|delete|mkdir|append DIR")
 		os.Exit(2)
 	}
 	op, dir := flag.Arg(0), flag.Arg(1)
 	buf := make([]byte, *size)
+	if op == "append" {
+		appendSync(filepath.Join(dir, "append.log"), *n, buf)
+		return
+	}
 	start := time.Now()
 	for i := 0; i < *n; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("f%06d", i))
@@ -48,4 +54,28 @@ func main() {
 		}
 	}
 	fmt.Printf("%.0f\n", float64(*n)/time.Since(start).Seconds())
+}
+
+// appendSync appends len(buf) fresh random bytes to path n times, syncing
+// the file after each, and prints appends per second (open and close
+// included).
+func appendSync(path string, n int, buf []byte) {
+	start := time.Now()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	for i := 0; err == nil && i < n; i++ {
+		rand.Read(buf) // unique content: no deduplication
+		if _, err = f.Write(buf); err == nil {
+			err = f.Sync()
+		}
+	}
+	if f != nil {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("%.0f\n", float64(n)/time.Since(start).Seconds())
 }
