@@ -369,7 +369,10 @@ for l in loopback loopback-ra; do
 	n=$(grep -c trySplice "$work/$l.log" || true)
 	if [ "$n" -gt 0 ]; then
 		warn+=("WARNING: $l copied $n replies it could not splice; first: $(grep -m 1 trySplice "$work/$l.log")")
-		[ "$l" = loopback-ra ] && R[loop,readra]="${R[loop,readra]}!"
+		if [ "$l" = loopback-ra ]; then
+			R[loop,readra]="${R[loop,readra]}!"
+			warn+=("WARNING: so the figure marked ! (loopback at dhdfs's read-ahead) includes those copies")
+		fi
 	fi
 done
 
