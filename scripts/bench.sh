@@ -211,12 +211,19 @@ if [ "$(id -u)" = 0 ] && pipe_raise 2>/dev/null; then
 	cat "$(bdi "$work/mnt")" >"$(bdi "$work/loopra")" && ra_ok=1
 fi
 
-# Peak RssAnon of the dhdfs process, sampled in the background.
+# Peak RssAnon of the dhdfs process, sampled in the background, with the
+# workload that was running then (phase NAME says which).
 peakfile="$work/peak"
-echo 0 >"$peakfile"
+echo "0 -" >"$peakfile"
+phase() { echo "$1 on $(name "$2")" >"$work/phase"; }
+echo setup >"$work/phase"
 ( peak=0; while kill -0 "$dpid" 2>/dev/null; do
 	a=$(awk '/RssAnon/ {print $2}' "/proc/$dpid/status" 2>/dev/null || echo 0)
-	[ -n "$a" ] && [ "$a" -gt "$peak" ] && peak=$a && echo "$peak" >"$peakfile"
+	if [ -n "$a" ] && [ "$a" -gt "$peak" ]; then
+		peak=$a
+		read -r ph <"$work/phase" || ph=-
+		echo "$peak $ph" >"$peakfile"
+	fi
 	sleep 0.1
 done ) & pids+=($!)
 
@@ -268,14 +275,17 @@ for round in $(seq "$rounds"); do
 	read -r gofiles gobytes < <("$work/bin/benchfiles" salt "$gosrc")
 	for t in $order; do
 		d="$work/$t"
+		phase "seq write" "$t"
 		drop_caches
 		measure "$t" "$mib" dd if="$work/src.bin" of="$d/seq" bs=1M conv=fsync status=none
 		add "$t" write "$M_RATE"
 		add "$t" cpuwrite "$(per_gib "$M_CPU" "$mib")"
 		add "$t" ampseq "$(per_byte "$M_WB" $((mib << 20)))"
+		phase cp "$t"
 		measure "$t" "$mib" copy "$work/src2.bin" "$d/cp"
 		add "$t" cp "$M_RATE"
 		rm -f "$d/cp"
+		phase "seq read" "$t"
 		drop_caches
 		measure "$t" "$mib" dd if="$d/seq" of=/dev/null bs=1M status=none
 		add "$t" read "$M_RATE"
@@ -288,9 +298,11 @@ for round in $(seq "$rounds"); do
 			add "$t" readra "$M_RATE"
 		fi
 		rm -f "$d/seq"
+		phase "random read" "$t"
 		drop_caches
 		add "$t" rand "$(fio --name=rand --filename="$d/rand" --size=256M --rw=randread --bs=4k --ioengine=psync \
 			--runtime="$fiotime" --time_based --invalidate=1 --output-format=terse 2>/dev/null | awk -F';' '{print $8}')"
+		phase "small files" "$t"
 		mkdir "$d/small" "$d/dirs"
 		add "$t" create "$("$work/bin/benchfiles" -n "$nfiles" create "$d/small")"
 		drop_caches
@@ -310,6 +322,7 @@ for round in $(seq "$rounds"); do
 		# dhdfs may keep writing afterwards (background work), so it first
 		# finishes what came before, and after fio its bytes are counted
 		# again once it has written nothing for 6 s.
+		phase "random write" "$t"
 		if have fio; then
 			dd if=/dev/urandom of="$d/rw" bs=1M count=64 conv=fsync status=none
 			drop_caches
@@ -330,11 +343,13 @@ for round in $(seq "$rounds"); do
 		fi
 
 		# 200 fresh random bytes appended and fsynced, $nsync times.
+		phase append "$t"
 		add "$t" append "$("$work/bin/benchfiles" -n "$nsync" -size 200 append "$d")"
 		rm -f "$d/append.log"
 
 		# SQLite: $nsync transactions of one insert each, in a new database
 		# with a rollback journal (the default, DELETE) and with a WAL.
+		phase SQLite "$t"
 		if have sqlite3; then
 			for mode in delete wal; do
 				rm -f "$d"/db "$d"/db-*
@@ -349,6 +364,7 @@ for round in $(seq "$rounds"); do
 
 		# cp -a of Go's source tree, read from the page cache (read once
 		# just before), not synced: like create files/s above.
+		phase "cp -a Go src" "$t"
 		find "$gosrc" -type f -exec cat {} + >/dev/null
 		measure "$t" "$gofiles" cp -a "$gosrc" "$d/gosrc"
 		add "$t" gocp "$M_RATE"
@@ -356,6 +372,7 @@ for round in $(seq "$rounds"); do
 	done
 	order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
 done
+echo end >"$work/phase"
 rm -f "$work/src.bin" "$work/src2.bin"
 rows="write cp read readra rand create ls readsmall delete mkdir randw append sqldelete sqlwal gocp cpuwrite cpuread ampseq amprand amprands"
 for t in $targets; do
@@ -378,7 +395,8 @@ done
 
 probe mnt
 cpu=$(awk -v t="$P_TICKS" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz }')
-peak=$(( $(cat "$peakfile") / 1024 ))
+read -r peak peak_phase <"$peakfile"
+peak=$(( peak / 1024 ))
 
 echo
 echo "dhdfs $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), size $size, 3 drives, replicas 2"
@@ -410,7 +428,7 @@ echo "* lower is better. CPU: of the filesystem's process (raw: of dd itself). d
 echo "  filesystem's process (raw: the workload) sent to storage, from /proc/PID/io write_bytes; a page"
 echo "  rewritten before the kernel wrote it back counts once. settled: until dhdfs wrote nothing for 6 s"
 echo "  (longest wait ${settle_longest} s, at most ${settle_max} s); the others write nothing afterwards."
-echo "dhdfs process: peak RssAnon $peak MiB, CPU $cpu s"
+echo "dhdfs process: peak RssAnon $peak MiB (during $peak_phase), CPU $cpu s"
 for w in "${warn[@]}"; do echo "$w"; done
 
 if [ "$scale" = 1 ]; then
@@ -423,7 +441,7 @@ if [ "$scale" = 1 ]; then
 		DHDFS_HOME=$h dhdfs init >/dev/null
 		for i in $(seq "$n"); do mkdir -p "$work/s$n-$i"; DHDFS_HOME=$h dhdfs node add "$work/s$n-$i" >/dev/null 2>&1; done
 		DHDFS_HOME=$h dhdfs mount --daemon "$work/mnt"
-		p=$(cat "$h/lock"); peak=0
+		p=$(head -n 1 "$h/lock"); peak=0
 		cp "$work/big.bin" "$work/mnt/big" &
 		cpid=$!
 		while kill -0 "$cpid" 2>/dev/null; do
