@@ -58,7 +58,16 @@ func (c *chunkBuf) mark(s span) {
 	if s.lo >= s.hi {
 		return
 	}
-	out := c.ranges[:0:0]
+	// The usual cases without allocating: a write at or after the end of
+	// the last range (sequential writes, appends).
+	if n := len(c.ranges); n == 0 || s.lo > c.ranges[n-1].hi {
+		c.ranges = append(c.ranges, s)
+		return
+	} else if last := &c.ranges[n-1]; s.lo >= last.lo {
+		last.hi = max(last.hi, s.hi)
+		return
+	}
+	out := make([]span, 0, len(c.ranges)+1)
 	placed := false
 	for _, r := range c.ranges {
 		switch {

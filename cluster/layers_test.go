@@ -316,3 +316,32 @@ func TestManyRangesMerge(t *testing.T) {
 		t.Fatalf("read %d bytes, content differs", k)
 	}
 }
+
+// chunkBuf's written ranges stay sorted, disjoint and apart, whatever the
+// order of writes.
+func TestChunkBufRanges(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for round := 0; round < 500; round++ {
+		c := &chunkBuf{data: make([]byte, 0, 4096)}
+		written := make([]bool, 4096)
+		for i := r.IntN(20); i >= 0; i-- {
+			off, n := r.IntN(4000), 1+r.IntN(200)
+			c.WriteAt(make([]byte, n), off)
+			for k := off; k < min(off+n, 4096); k++ {
+				written[k] = true
+			}
+		}
+		var want []span
+		for k := 0; k < len(written); k++ {
+			if written[k] && (k == 0 || !written[k-1]) {
+				want = append(want, span{k, k})
+			}
+			if written[k] {
+				want[len(want)-1].hi = k + 1
+			}
+		}
+		if !reflect.DeepEqual(c.ranges, want) && !(len(want) == 0 && len(c.ranges) == 0) {
+			t.Fatalf("round %d: ranges %v, want %v", round, c.ranges, want)
+		}
+	}
+}
