@@ -168,6 +168,7 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				continue
 			}
 			got = append(got, d.num)
+			m.noteWrite(d.num, id, data)
 		}
 	}
 	if len(got) == 0 {

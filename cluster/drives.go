@@ -78,10 +78,12 @@ type drive struct {
 	num uint32
 
 	mu       sync.Mutex
-	rec      DriveRecord // guarded by mu
-	store    nodes.Store // guarded by mu; nil while offline or failed to open
-	failure  error       // guarded by mu; why the drive is failed, nil if not
-	failedAt time.Time   // guarded by mu; when failure was set
+	rec      DriveRecord    // guarded by mu
+	store    nodes.Store    // guarded by mu; nil while offline or failed to open
+	jnl      *nodes.Journal // guarded by mu; the drive's journal once opened (journalOf)
+	jnlTried bool           // guarded by mu: journalOf tried to open it
+	failure  error          // guarded by mu; why the drive is failed, nil if not
+	failedAt time.Time      // guarded by mu; when failure was set
 
 	free      atomic.Int64 // bytes free, estimated between statfs calls
 	freeStamp atomic.Int64 // unix nanos of the last statfs
@@ -237,7 +239,7 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 // attachDrive opens the drive's store (unless it is offline) and adds it
 // to the in-memory registry, then carries out the deletes queued while it
 // was away. A drive that cannot be opened is kept, failed.
-func (m *Manager) attachDrive(rec DriveRecord) *drive {
+func (m *Manager) attachDrive(rec DriveRecord, deletes bool) *drive {
 	d := &drive{num: rec.Num, rec: rec}
 	if !rec.Offline {
 		s, err := m.openDriveStore(rec)
@@ -255,12 +257,20 @@ func (m *Manager) attachDrive(rec DriveRecord) *drive {
 	m.drivesMu.Lock()
 	m.drives[rec.Num] = d
 	m.drivesMu.Unlock()
-	if d.usable() != nil {
-		if _, err := m.finishDeletes(context.Background(), d); err != nil {
-			m.log.Warn("pending deletes", "drive", rec.Name, "err", err)
-		}
+	if deletes {
+		m.finishDrivesDeletes(d)
 	}
 	return d
+}
+
+// finishDrivesDeletes carries out the deletes queued for d while it was
+// away, if it is usable.
+func (m *Manager) finishDrivesDeletes(d *drive) {
+	if d.usable() != nil {
+		if _, err := m.finishDeletes(context.Background(), d); err != nil {
+			m.log.Warn("pending deletes", "drive", d.record().Name, "err", err)
+		}
+	}
 }
 
 // driveByNum returns the drive numbered num, or nil.

@@ -208,3 +208,18 @@ func (tp *testPool) flushDeletes() {
 		tp.t.Fatal(err)
 	}
 }
+
+// crash closes the pool as a killed process would leave it: background
+// work stopped, what reached the stores' files kept (as the page cache
+// keeps it), nothing marked clean and no final checkpoint.
+func (tp *testPool) crash() {
+	tp.Manager.closeOnce.Do(func() {
+		close(tp.done)
+		tp.wg.Wait()
+		tp.syncAll()
+		tp.meta.sync()
+		tp.closeStores()
+		tp.meta.close()
+		tp.lock.release()
+	})
+}

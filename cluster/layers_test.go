@@ -211,13 +211,7 @@ func TestCrashRevertsLostLayers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tp.Manager.closeOnce.Do(func() {
-		tp.syncAll()
-		tp.meta.sync()
-		tp.closeStores()
-		tp.meta.close()
-		tp.lock.release()
-	})
+	tp.crash()
 	tp.open()
 	want := append([]byte(nil), old...)
 	copy(want[MinChunkSize+10:], kept)

@@ -342,13 +342,7 @@ func TestCrashLeakedRefsRecounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Simulate the crash: close without marking the pool clean.
-	tp.Manager.closeOnce.Do(func() {
-		tp.syncAll()
-		tp.meta.sync()
-		tp.closeStores()
-		tp.meta.close()
-		tp.lock.release()
-	})
+	tp.crash()
 	tp.open()
 	if st := tp.mustStatus(); st.Chunks != 0 {
 		t.Fatalf("after a crash the leaked chunk is still counted: %+v", st)

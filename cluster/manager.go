@@ -123,6 +123,8 @@ type Manager struct {
 	settled    atomic.Uint64   // epochs below it are settled
 	settleKick chan struct{}   // wakes the settler
 	settleMu   sync.Mutex      // one settleNow at a time
+	roundMu    sync.Mutex      // one sync round or checkpoint at a time
+	jrn        journalState    // what the next round journals (journal.go)
 
 	mir   mirror       // the metadata mirror on the drives
 	reads atomic.Int64 // chunk reads, to pick which explore (readOrder)
@@ -247,6 +249,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks), settleKick: make(chan struct{}, 1)}
 	m.syncs.cond = sync.NewCond(&m.syncs.mu)
 	m.syncs.errs = map[uint64]error{}
+	m.jrn.init()
 	// Badger would start an empty store in place of a missing one: a pool
 	// without even its root directory.
 	dir := filepath.Join(home, metaDir)
@@ -269,8 +272,18 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		m.meta.close()
 		return nil, fmt.Errorf("load drives: %w", err)
 	}
+	m.meta.setLogged(m.logBatch)
 	for _, r := range recs {
-		m.attachDrive(r)
+		m.attachDrive(r, false)
+	}
+	// What the journals hold first: the rest reads the metadata.
+	if err := m.replayJournals(); err != nil {
+		m.closeStores()
+		m.meta.close()
+		return nil, fmt.Errorf("replay journals: %w", err)
+	}
+	for _, d := range m.driveList() {
+		m.finishDrivesDeletes(d)
 	}
 	// Finish what a crash interrupted: free unnamed inodes, collect chunks
 	// whose last reference went away.
@@ -290,9 +303,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	m.loadMirrorState()
 	m.startSettler()
-	if opts.SyncInterval > 0 {
-		m.startSyncer(opts.SyncInterval)
-	}
+	m.startCheckpointer(opts.SyncInterval)
 	if opts.MirrorInterval > 0 {
 		m.startMirror(opts.MirrorInterval)
 	}
@@ -356,11 +367,14 @@ func (m *Manager) closeStores() error {
 	var errs []error
 	for _, d := range m.driveList() {
 		d.mu.Lock()
-		s := d.store
-		d.store = nil
+		s, jn := d.store, d.jnl
+		d.store, d.jnl = nil, nil
 		d.mu.Unlock()
 		if s != nil {
 			errs = append(errs, s.Close())
+		}
+		if jn != nil {
+			errs = append(errs, jn.Close())
 		}
 	}
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,7 @@ var (
 	inoCounterKey   = []byte{kCounter, 'i'} // the last inode number given out
 	inodeCountKey   = []byte{kCounter, 'n'} // inodes that exist (df -i)
 	driveCounterKey = []byte{kCounter, 'd'}
+	metaSeqKey      = []byte{kCounter, 'q'} // the number of the last write transaction (metalog.go)
 )
 
 // metaDB is the pool's metadata store: a Badger database in HOME/meta.
@@ -98,6 +100,11 @@ type metaDB struct {
 	// start of the last successful sync. They differ while some committed
 	// change may not be on disk.
 	changes, synced atomic.Uint64
+	// writeMu serialises write transactions, so that their sequence
+	// numbers are their commit order (metalog.go).
+	writeMu sync.Mutex
+	seq     uint64                            // guarded by writeMu: the last write transaction
+	logged  func(seq uint64, muts []mutation) // guarded by writeMu: called after each commit, if set
 }
 
 // openMeta opens (or creates) the meta store in dir. A store Badger could
@@ -127,7 +134,18 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &metaDB{db: db, dir: dir}, nil
+	m := &metaDB{db: db, dir: dir}
+	if err := m.view(func(txn *badger.Txn) error {
+		v, ok, err := get(txn, metaSeqKey)
+		if ok && len(v) == 8 {
+			m.seq = binary.BigEndian.Uint64(v)
+		}
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return m, nil
 }
 
 // openingLogger is Badger's logger for the meta store. While the store
@@ -254,16 +272,38 @@ func (m *metaDB) update(fn func(txn *badger.Txn) error) (err error) {
 }
 
 // tidy is update for bookkeeping whose loss in a crash is harmless
-// (settling slots: a slot left unsettled is settled again): it does not
-// count as a change waiting for a sync.
+// (settling slots: a slot left unsettled is settled again; deleting
+// collected chunks' records: collected again; references it drops are
+// recounted after a crash): it neither counts as a change waiting for a
+// sync nor goes into the metadata journal.
 func (m *metaDB) tidy(fn func(txn *badger.Txn) error) (err error) {
 	return m.commit(fn, false)
 }
 
 func (m *metaDB) commit(fn func(txn *badger.Txn) error, counts bool) (err error) {
 	defer recoverBadger(m.dir, &err)
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
 	for attempt := 0; ; attempt++ {
-		err := m.db.Update(fn)
+		rec := &txnRecord{}
+		err := m.db.Update(func(txn *badger.Txn) error {
+			if !counts {
+				return fn(txn)
+			}
+			rec.muts = rec.muts[:0]
+			txnRecords.Store(txn, rec)
+			defer txnRecords.Delete(txn)
+			if err := fn(txn); err != nil || len(rec.muts) == 0 {
+				return err
+			}
+			return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, m.seq+1))
+		})
+		if err == nil && len(rec.muts) > 0 {
+			m.seq++
+			if m.logged != nil {
+				m.logged(m.seq, rec.muts)
+			}
+		}
 		if err == nil && counts {
 			m.changes.Add(1)
 		}
@@ -302,6 +342,7 @@ func set(txn *badger.Txn, key, val []byte) error {
 	if err := txn.Set(key, val); err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
+	record(txn, mutation{Key: key, Val: val})
 	return nil
 }
 
@@ -309,6 +350,7 @@ func del(txn *badger.Txn, key []byte) error {
 	if err := txn.Delete(key); err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
+	record(txn, mutation{Key: key, Del: true})
 	return nil
 }
 

@@ -1,11 +1,9 @@
 package cluster
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"sync"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -101,10 +99,14 @@ func (m *Manager) Sync() error {
 	return g.errs[ticket]
 }
 
-// syncRound syncs the drives written since the last round and the
-// metadata, in parallel, then lets the settler settle the slots and
-// delete the chunks the round made safe to give up.
+// syncRound makes durable what was committed before it started: the
+// drives written since the last round and the metadata, in parallel,
+// through the drives' journals where it can (journal.go). Then the
+// settler settles the slots and deletes the chunks the round made safe
+// to give up.
 func (m *Manager) syncRound() error {
+	m.roundMu.Lock()
+	defer m.roundMu.Unlock()
 	m.commitMu.Lock()
 	epoch := m.epoch.Add(1) - 1 // commits up to here carry epoch or less
 	m.unsyncedMu.Lock()
@@ -118,36 +120,34 @@ func (m *Manager) syncRound() error {
 	zeros := m.zeroQueue
 	m.zeroQueue = nil
 	m.zeroMu.Unlock()
+	w := m.takeJournalWork()
 	m.commitMu.Unlock()
 
-	var wg sync.WaitGroup
-	var driveErr, metaErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		driveErr = m.syncDrives(nums)
-	}()
-	metaErr = m.meta.sync()
-	wg.Wait()
-	if driveErr != nil || metaErr != nil {
+	if err := m.journalRound(nums, w); err != nil {
 		m.markUnsynced(nums)
 		m.collect(zeros)
-		if metaErr != nil {
-			return metaErr
-		}
-		return driveErr
+		return err
 	}
+	m.roundDone(epoch, zeros)
+	return nil
+}
+
+// roundDone hands what a durable round (of epoch) made safe to the
+// settler: the slots to settle and the chunks to delete.
+func (m *Manager) roundDone(epoch uint64, zeros []nodes.ChunkID) {
 	m.zeroMu.Lock()
 	m.zeroReady = append(m.zeroReady, zeros...)
 	m.zeroMu.Unlock()
-	if m.settled.Load() < epoch+1 {
-		m.settleTo.Store(max(m.settleTo.Load(), epoch+1))
+	for {
+		to := m.settleTo.Load()
+		if to >= epoch+1 || m.settleTo.CompareAndSwap(to, epoch+1) {
+			break
+		}
 	}
 	select {
 	case m.settleKick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // pendingSync reports whether something committed may not be durable.
@@ -155,7 +155,10 @@ func (m *Manager) pendingSync() bool {
 	m.unsyncedMu.Lock()
 	n := len(m.unsynced)
 	m.unsyncedMu.Unlock()
-	return n > 0 || m.meta.unsynced()
+	m.jrn.mu.Lock()
+	b := len(m.jrn.batches)
+	m.jrn.mu.Unlock()
+	return n > 0 || b > 0
 }
 
 // pendingWork reports whether a round has anything to do: make changes
@@ -294,12 +297,12 @@ func (m *Manager) settleSlot(ino Ino, idx int64, epoch uint64) error {
 	return nil
 }
 
-// settleAll runs rounds until nothing is left unsettled or uncollected,
+// settleAll checkpoints until nothing is left unsettled or uncollected,
 // as Close does before marking the pool clean. A few rounds suffice:
 // settling releases chunks, whose deletion waits one more round.
 func (m *Manager) settleAll() error {
 	for i := 0; i < 4; i++ {
-		if err := m.Sync(); err != nil {
+		if err := m.Checkpoint(); err != nil {
 			return err
 		}
 		m.settleNow()
@@ -308,18 +311,4 @@ func (m *Manager) settleAll() error {
 		}
 	}
 	return nil
-}
-
-// startSyncer runs a sync round every interval in the background when
-// there is anything to sync, bounding what a power loss can take to that
-// many seconds of changes.
-func (m *Manager) startSyncer(interval time.Duration) {
-	m.runEvery(interval, nil, func(context.Context) {
-		if !m.pendingWork() {
-			return
-		}
-		if err := m.Sync(); err != nil {
-			m.log.Warn("background sync", "err", err)
-		}
-	})
 }

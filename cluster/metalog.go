@@ -1,0 +1,133 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Every write transaction of the metadata store is numbered (metaSeqKey,
+// written by the transaction itself) and its changes are captured as
+// key/value mutations. Transactions are serialised, so the numbers are
+// the commit order, and the store on disk after a crash is always the
+// state after some transaction n: Badger replays its write-ahead log up
+// to the first torn entry. Mutations are absolute (set this value, delete
+// this key), so applying the captured transactions after n, in order,
+// onto that state gives exactly the state after the last of them. That
+// is what lets a sync round make metadata durable by writing the
+// mutations into the drives' journals (journal.go) instead of syncing the
+// metadata store's own files.
+
+// mutation is one change of a write transaction.
+type mutation struct {
+	Key, Val []byte
+	Del      bool
+}
+
+// metaBatch is the mutations of write transaction Seq.
+type metaBatch struct {
+	Seq  uint64
+	Muts []mutation
+}
+
+// txnRecord collects a transaction's mutations while it runs.
+type txnRecord struct{ muts []mutation }
+
+// txnRecords maps the transactions running in metaDB.commit to their
+// records; set and del add to them.
+var txnRecords sync.Map // *badger.Txn → *txnRecord
+
+func record(txn *badger.Txn, m mutation) {
+	if r, ok := txnRecords.Load(txn); ok {
+		rec := r.(*txnRecord)
+		rec.muts = append(rec.muts, m)
+	}
+}
+
+// seqNow returns the number of the last write transaction.
+func (m *metaDB) seqNow() uint64 {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	return m.seq
+}
+
+// setLogged installs fn to receive every write transaction's mutations
+// from now on (nil: none).
+func (m *metaDB) setLogged(fn func(seq uint64, muts []mutation)) {
+	m.writeMu.Lock()
+	m.logged = fn
+	m.writeMu.Unlock()
+}
+
+// apply replays batch b onto the store as one transaction, if it is the
+// next one the store lacks (its number is one after the store's).
+func (m *metaDB) apply(b metaBatch) (bool, error) {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	if b.Seq != m.seq+1 {
+		return false, nil
+	}
+	err := m.db.Update(func(txn *badger.Txn) error {
+		for _, mu := range b.Muts {
+			var err error
+			if mu.Del {
+				err = txn.Delete(mu.Key)
+			} else {
+				err = txn.Set(mu.Key, mu.Val)
+			}
+			if err != nil {
+				return fmt.Errorf("replay metadata: %w", err)
+			}
+		}
+		return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, b.Seq))
+	})
+	if err != nil {
+		return false, err
+	}
+	m.seq = b.Seq
+	m.changes.Add(1)
+	return true, nil
+}
+
+// appendBatch encodes b onto buf.
+func appendBatch(buf []byte, b metaBatch) []byte {
+	buf = binary.AppendUvarint(buf, b.Seq)
+	buf = binary.AppendUvarint(buf, uint64(len(b.Muts)))
+	for _, mu := range b.Muts {
+		if mu.Del {
+			buf = append(buf, 1)
+		} else {
+			buf = append(buf, 0)
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(mu.Key)))
+		buf = append(buf, mu.Key...)
+		if !mu.Del {
+			buf = binary.AppendUvarint(buf, uint64(len(mu.Val)))
+			buf = append(buf, mu.Val...)
+		}
+	}
+	return buf
+}
+
+// readBatch decodes one batch from d.
+func readBatch(d *decoder) metaBatch {
+	var b metaBatch
+	b.Seq = d.uvarint()
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return b
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var mu mutation
+		mu.Del = d.byte1() == 1
+		mu.Key = append([]byte(nil), d.bytes(d.uvarint())...)
+		if !mu.Del {
+			mu.Val = append([]byte(nil), d.bytes(d.uvarint())...)
+		}
+		b.Muts = append(b.Muts, mu)
+	}
+	return b
+}

@@ -1,0 +1,231 @@
+package nodes
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Journal is a drive's intent log: records made durable with one write
+// and one flush each, for what must survive a crash before the drive's
+// store (and the pool's metadata) are next synced. A synchronous write
+// then costs one flush per drive instead of one per file a store keeps.
+//
+// Records are grouped in generations, one file each: Rotate starts a new
+// generation, Drop deletes old ones once what they hold is durable
+// elsewhere, and Replay reads every record of the generations left. A
+// record torn by a crash, and everything after it in its file, is not
+// replayed. A journal opened after a restart starts a new generation, so
+// it never appends after a torn tail.
+type Journal struct {
+	dir string
+
+	mu  sync.Mutex
+	gen uint64   // guarded by mu: the generation appended to
+	f   *os.File // guarded by mu: its file
+	off int64    // guarded by mu: where the next record goes
+}
+
+// JournalDir is the journal's directory inside a drive directory.
+const JournalDir = "journal"
+
+const (
+	journalSuffix = ".jnl"
+	recordMagic   = 0x6a726e31 // "jrn1"
+	recordHeader  = 12         // magic, length, CRC-32C of the payload
+	maxRecord     = 1 << 30
+)
+
+// OpenJournal opens the journal in drive directory dir, creating it if
+// needed, and starts a new generation after the ones present.
+func OpenJournal(dir string) (*Journal, error) {
+	j := &Journal{dir: filepath.Join(dir, JournalDir)}
+	if err := os.MkdirAll(j.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	gens, err := j.generations()
+	if err != nil {
+		return nil, err
+	}
+	next := uint64(1)
+	if len(gens) > 0 {
+		next = gens[len(gens)-1] + 1
+	}
+	if err := j.start(next); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func (j *Journal) path(gen uint64) string {
+	return filepath.Join(j.dir, fmt.Sprintf("%016x%s", gen, journalSuffix))
+}
+
+// generations lists the generations on disk, oldest first.
+func (j *Journal) generations() ([]uint64, error) {
+	entries, err := os.ReadDir(j.dir)
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	var gens []uint64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), journalSuffix)
+		if !ok {
+			continue
+		}
+		if g, err := strconv.ParseUint(name, 16, 64); err == nil {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	return gens, nil
+}
+
+// start makes gen the generation appended to. j.mu is held (or j is new).
+func (j *Journal) start(gen uint64) error {
+	f, err := os.OpenFile(j.path(gen), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("start journal generation: %w", err)
+	}
+	// The new name must survive a crash too, or its records are lost
+	// with it.
+	if err := syncDir(j.dir); err != nil {
+		f.Close()
+		return err
+	}
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.gen, j.f, j.off = gen, f, 0
+	return nil
+}
+
+// Append writes rec as one record and makes it durable before returning.
+func (j *Journal) Append(rec []byte) error {
+	if len(rec) > maxRecord {
+		return fmt.Errorf("journal record of %d bytes: too large", len(rec))
+	}
+	b := make([]byte, recordHeader, recordHeader+len(rec))
+	binary.LittleEndian.PutUint32(b[0:], recordMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(rec)))
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(rec, castagnoli))
+	b = append(b, rec...)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return ErrClosed
+	}
+	if _, err := j.f.WriteAt(b, j.off); err != nil {
+		return fmt.Errorf("append to journal: %w", err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	j.off += int64(len(b))
+	return nil
+}
+
+// Size returns the bytes of the generation being appended to.
+func (j *Journal) Size() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.off
+}
+
+// Rotate starts a new generation and returns the one it ends: records
+// appended after Rotate returns go to the new one.
+func (j *Journal) Rotate() (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return 0, ErrClosed
+	}
+	old := j.gen
+	return old, j.start(old + 1)
+}
+
+// Drop deletes the generations up to and including upTo.
+func (j *Journal) Drop(upTo uint64) error {
+	gens, err := j.generations()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range gens {
+		if g <= upTo {
+			if err := os.Remove(j.path(g)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("drop journal generations: %w", err)
+	}
+	return nil
+}
+
+// Replay calls fn with every record of every generation present, oldest
+// first, stopping in a file at its first torn or damaged record. fn's
+// record is only valid during the call.
+func (j *Journal) Replay(fn func(gen uint64, rec []byte) error) error {
+	gens, err := j.generations()
+	if err != nil {
+		return err
+	}
+	for _, g := range gens {
+		b, err := os.ReadFile(j.path(g))
+		if err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		for len(b) >= recordHeader {
+			n := int(binary.LittleEndian.Uint32(b[4:]))
+			if binary.LittleEndian.Uint32(b) != recordMagic || n > len(b)-recordHeader {
+				break
+			}
+			rec := b[recordHeader : recordHeader+n]
+			if crc32.Checksum(rec, castagnoli) != binary.LittleEndian.Uint32(b[8:]) {
+				break
+			}
+			if err := fn(g, rec); err != nil {
+				return err
+			}
+			b = b[recordHeader+n:]
+		}
+	}
+	return nil
+}
+
+// Close closes the journal; its files stay.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// syncDir makes the entries of directory dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
