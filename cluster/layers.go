@@ -293,3 +293,80 @@ func (ls layers) String() string {
 
 // equal reports whether two slots are the same layers.
 func (ls layers) equal(o layers) bool { return slices.Equal(ls, o) }
+
+// stagePlan says how a staging stores a buffer: as its own written
+// ranges, one piece each (fold false), or as one piece holding the slot's
+// content over [lo, hi) with the buffer written over it.
+type stagePlan struct {
+	fold   bool
+	lo, hi int
+}
+
+// tierWidth is how many pieces of one size class a slot keeps before
+// folding them into one (see planStage).
+const tierWidth = 8
+
+// planStage decides how to store a buffer with written ranges (sorted,
+// bytes written in all) over a slot with layers below. Three costs are
+// balanced: bytes rewritten, layers a read may have to fetch, and the
+// size of the slot's record, which every commit rewrites.
+//
+//   - The whole slot is rewritten as one piece when its layers would
+//     exceed maxLayers, or when the bytes of the layers above the first
+//     and of the buffer reach the slot's length: a slot is rewritten at
+//     most once per its length in new bytes, so random writes cost at
+//     most twice their bytes per copy.
+//   - Otherwise small pieces are folded in tiers, as a log-structured
+//     merge tree does: when tierWidth-1 pieces at the top of the slot are
+//     no bigger than twice the new one, they and the new one become one
+//     piece, and that repeats with the bigger piece. Appends and other
+//     writes that stay together (a log, a database's journal) then keep
+//     about tierWidth per size class, a few dozen layers, and rewrite
+//     each byte log_tierWidth(writes) times. Pieces are folded only while
+//     the region they cover together stays dense (at most twice the
+//     bytes they hold), so scattered random writes are never folded into
+//     a mostly unchanged region.
+//   - Several written ranges that lie close together are stored as one
+//     piece of the region they span.
+func planStage(below layers, ranges []span, written int) stagePlan {
+	if len(ranges) == 0 {
+		return stagePlan{}
+	}
+	lo, hi := ranges[0].lo, ranges[len(ranges)-1].hi
+	length := below.length()
+	if len(ranges) == 1 && lo == 0 && hi >= length {
+		return stagePlan{} // it hides everything below: stored as written
+	}
+	if len(below)+len(ranges) > maxLayers ||
+		len(below) > 0 && below.upperBytes()+int64(written) >= int64(length) {
+		return stagePlan{fold: true, lo: 0, hi: max(length, hi)}
+	}
+	size, fold, top := written, false, len(below)
+	for {
+		// The run of pieces at the top no bigger than twice what is being
+		// stored, and the region it and that spans.
+		n, rlo, rhi, rsize := 0, lo, hi, size
+		for i := top - 1; i >= 0 && n < tierWidth-1; i-- {
+			p := below[i]
+			if !p.stored() || p.Len > 2*size {
+				break
+			}
+			nlo, nhi := min(rlo, p.At), max(rhi, p.end())
+			if nhi-nlo > 2*(rsize+p.Len) {
+				break // sparse: the region would be mostly old bytes
+			}
+			n, rlo, rhi, rsize = n+1, nlo, nhi, rsize+p.Len
+		}
+		if n < tierWidth-1 {
+			break
+		}
+		fold, top, lo, hi, size = true, top-n, rlo, rhi, rsize
+	}
+	if !fold && len(ranges) > 1 && hi-lo <= 2*written {
+		fold = true // close ranges: one piece
+	}
+	if !fold {
+		return stagePlan{}
+	}
+	return stagePlan{fold: true, lo: lo, hi: hi}
+}

@@ -339,3 +339,69 @@ func TestChunkBufRanges(t *testing.T) {
 		}
 	}
 }
+
+// simulateStaging applies writes to a slot the way staging and settling
+// do, without storage, and returns the bytes stored and the most layers
+// the slot had.
+func simulateStaging(t *testing.T, writes []span) (stored int64, most int) {
+	t.Helper()
+	var ls layers
+	id := 0
+	for _, w := range writes {
+		plan := planStage(ls, []span{w}, w.hi-w.lo)
+		var p piece
+		id++
+		ref := ChunkRef{Size: 1}
+		ref.ID[0], ref.ID[1] = byte(id), byte(id>>8)
+		if plan.fold {
+			p = piece{Ref: ref, At: plan.lo, Len: plan.hi - plan.lo}
+		} else {
+			p = piece{Ref: ref, At: w.lo, Len: w.hi - w.lo}
+		}
+		ref.Size = p.Len
+		p.Ref = ref
+		stored += int64(p.Len)
+		ls, _ = append(ls, p).settle()
+		most = max(most, len(ls))
+	}
+	return stored, most
+}
+
+// The staging plan keeps appends to a few dozen layers at a few times
+// their bytes, random writes at most twice their bytes and maxLayers,
+// and rewrites of the same place as one layer.
+func TestPlanStage(t *testing.T) {
+	var appends, random, same []span
+	for i := 0; i < 5000; i++ {
+		appends = append(appends, span{i * 200, i*200 + 200})
+		same = append(same, span{4096, 8192})
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	for i := 0; i < 2000; i++ {
+		off := r.IntN(256) * 4096
+		random = append(random, span{off, off + 4096})
+	}
+	// A slot written whole first, for the random writes.
+	random = append([]span{{0, 1 << 20}}, random...)
+	for _, c := range []struct {
+		name      string
+		writes    []span
+		amp       float64
+		maxLayers int
+	}{
+		{"appends of 200 bytes", appends, 6, 64},
+		{"random 4 KiB writes", random, 2.6, maxLayers},
+		{"the same 4 KiB again and again", same, 1, 2},
+	} {
+		written := int64(0)
+		for _, w := range c.writes {
+			written += int64(w.hi - w.lo)
+		}
+		stored, most := simulateStaging(t, c.writes)
+		amp := float64(stored) / float64(written)
+		t.Logf("%s: %.2f bytes stored per byte written, at most %d layers", c.name, amp, most)
+		if amp > c.amp || most > c.maxLayers {
+			t.Errorf("%s: %.2f bytes per byte (want ≤ %.1f), %d layers (want ≤ %d)", c.name, amp, c.amp, most, c.maxLayers)
+		}
+	}
+}

@@ -260,18 +260,10 @@ func (f *File) below(idx int64) (layers, error) {
 }
 
 // stage starts storing the buffer of slot idx in the background, as a
-// layer over the slot. Only one buffer of a slot is staged at a time, so
-// layers pile up in the order they were written, and at most
-// maxStagingChunks of the file. f.mu is held.
-//
-// A buffer is stored as written (a chunk holding its ranges, one piece
-// each) unless that would cost more than rewriting the slot: when the
-// slot would have more than maxLayers layers, or when the bytes of the
-// layers above the first one and the new ones together reach the slot's
-// length, the slot is merged into one chunk instead. So a small write
-// costs its own size, and rewriting merges a slot at most once per its
-// length in new bytes: random writes cost at most twice their bytes per
-// copy, and reads of a slot fetch at most maxLayers chunks.
+// layer over the slot (see planStage for what is stored). Only one
+// buffer of a slot is staged at a time, so layers pile up in the order
+// they were written, and at most maxStagingChunks of the file. f.mu is
+// held.
 func (f *File) stage(ctx context.Context, idx int64) {
 	for f.staging[idx] != nil || len(f.staging) >= maxStagingChunks {
 		f.cond.Wait()
@@ -288,16 +280,15 @@ func (f *File) stage(ctx context.Context, idx int64) {
 		f.failStaging(idx, buf, err)
 		return
 	}
-	merge := !buf.Whole() && (len(below)+len(buf.ranges) > maxLayers ||
-		len(below) > 0 && below.upperBytes()+int64(buf.Written()) >= int64(below.length()))
+	plan := planStage(below, buf.ranges, buf.Written())
 	go func() {
 		ctx := context.WithoutCancel(ctx)
 		var data []byte
 		var pieces []piece
 		var err error
-		if merge {
-			data, err = f.m.mergeSlot(ctx, below, buf)
-			pieces = []piece{{Len: len(data)}}
+		if plan.fold {
+			data, err = f.m.mergeRegion(ctx, below, buf, plan.lo, plan.hi)
+			pieces = []piece{{At: plan.lo, Len: len(data)}}
 		} else {
 			data, pieces = buf.Pack()
 		}

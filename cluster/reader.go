@@ -94,22 +94,19 @@ func (m *Manager) chunkBytes(ctx context.Context, ref ChunkRef, off, n int, sequ
 	return m.readBlocks(ctx, ref, off, n)
 }
 
-// mergeSlot returns the content of a slot with layers ls and the buffer
-// buf written over them, from the slot's start to the end of both: what
-// a staging stores as one chunk instead of another layer.
-func (m *Manager) mergeSlot(ctx context.Context, ls layers, buf *chunkBuf) ([]byte, error) {
-	n := max(ls.length(), buf.Len())
-	out := make([]byte, n)
-	data, base, err := m.slotBytes(ctx, ls, 0, n, true)
+// mergeRegion returns bytes [lo, hi) of a slot with layers ls and the
+// buffer buf written over them: what a staging stores as one piece
+// instead of the buffer's ranges.
+func (m *Manager) mergeRegion(ctx context.Context, ls layers, buf *chunkBuf, lo, hi int) ([]byte, error) {
+	out := make([]byte, hi-lo)
+	data, base, err := m.slotBytes(ctx, ls, lo, hi-lo, true)
 	if err != nil {
 		return nil, err
 	}
-	if rel := -base; rel >= 0 && rel < len(data) {
-		copy(out, data[rel:])
-	} else if base > 0 && base < n {
-		copy(out[base:], data)
+	if rel := lo - base; rel >= 0 && rel < len(data) {
+		copy(out, data[rel:]) // slotBytes starts at lo or before it
 	}
-	buf.Overlay(out, 0)
+	buf.Overlay(out, lo)
 	return out, nil
 }
 
@@ -221,7 +218,7 @@ func (m *Manager) chunkData(ctx context.Context, ino Ino, idx int64, buf []byte)
 		if ref, ok := ls.single(); ok {
 			data, err = m.readChunk(ctx, ref, buf)
 		} else {
-			data, err = m.mergeSlot(ctx, ls, &chunkBuf{})
+			data, err = m.mergeRegion(ctx, ls, &chunkBuf{}, 0, ls.length())
 		}
 		if err == nil || attempt == 2 || !errors.Is(err, ErrUnavailable) {
 			if err != nil {
