@@ -114,9 +114,19 @@ func TestMountOptionsLive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper: %v %s", err, out)
 	}
+	pid := e.mountPid()
 	t.Cleanup(func() {
 		if mounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
+			if syscall.Unmount(mnt, 0) != nil {
+				syscall.Unmount(mnt, syscall.MNT_DETACH)
+			}
+		}
+		// Wait for the mount process, and never leave it behind.
+		for i := 0; i < 500 && pidAlive(pid); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if pidAlive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
 	opts = procMountOptions(t, mnt)
