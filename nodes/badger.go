@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 )
 
 // Options tune one drive's Badger store.
@@ -52,6 +54,8 @@ type BadgerStore struct {
 	// not accumulate).
 	live      atomic.Int64
 	liveKnown atomic.Bool
+	// deleted counts the bytes of chunks deleted or replaced.
+	deleted atomic.Int64
 }
 
 var _ Reclaimer = (*BadgerStore)(nil)
@@ -95,6 +99,9 @@ func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 func OpenBadger(dir string, o Options) (*BadgerStore, error) {
 	size := o.ValueLogFileSize
 	if size <= 0 {
+		size = DefaultValueLogFileSize
+	}
+	if size <= 0 {
 		_, total, err := FilesystemSpace(dir)
 		if err != nil {
 			return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
@@ -121,6 +128,12 @@ const (
 	minValueLogFile = 16 << 20
 	maxValueLogFile = 256 << 20
 )
+
+// DefaultValueLogFileSize, if positive, is the value-log file size of
+// stores opened without Options.ValueLogFileSize, in place of one sized
+// from their filesystem. Tests set it to give drives in temp directories
+// the behaviour of small drives.
+var DefaultValueLogFileSize int64
 
 // valueLogFileSize returns the value-log file size for a filesystem of
 // total bytes.
@@ -179,6 +192,7 @@ func (s *BadgerStore) Put(id ChunkID, data []byte) error {
 		return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
 	s.live.Add(int64(len(data)) - old)
+	s.deleted.Add(old)
 	return nil
 }
 
@@ -289,6 +303,7 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
 	s.live.Add(-old)
+	s.deleted.Add(old)
 	return nil
 }
 
@@ -338,7 +353,7 @@ func (s *BadgerStore) Usage() (Usage, error) {
 		return Usage{}, err
 	}
 	defer s.mu.RUnlock()
-	used, err := dirSize(filepath.Join(s.dir, storeDir))
+	used, err := storeSize(filepath.Join(s.dir, storeDir))
 	if err != nil {
 		return Usage{}, err
 	}
@@ -362,11 +377,11 @@ func (s *BadgerStore) Space() (Space, error) {
 		return Space{}, err
 	}
 	defer s.mu.RUnlock()
-	used, err := dirSize(filepath.Join(s.dir, storeDir))
+	used, err := storeSize(filepath.Join(s.dir, storeDir))
 	if err != nil {
 		return Space{}, err
 	}
-	return Space{Used: used, Live: s.live.Load(), Unit: s.opts.ValueLogFileSize}, nil
+	return Space{Used: used, Live: s.live.Load(), Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
 }
 
 // countLive sets live to the bytes of the chunks stored. Puts and deletes
@@ -388,7 +403,7 @@ func (s *BadgerStore) used() int64 {
 		return -1
 	}
 	defer s.mu.RUnlock()
-	n, err := dirSize(filepath.Join(s.dir, storeDir))
+	n, err := storeSize(filepath.Join(s.dir, storeDir))
 	if err != nil {
 		return -1
 	}
@@ -399,10 +414,11 @@ func (s *BadgerStore) used() int64 {
 // writes and drops to make Badger flush its memtable (see settle).
 var flushKey = []byte("~flush")
 
-// Reclaim implements Reclaimer without closing the store: see settle for
-// how dead bytes become known, then value-log GC rewrites mostly-dead
-// files one per round. Reads go on throughout; writes wait while settle
-// flushes (measured: 20 to 200 ms).
+// Reclaim implements Reclaimer without closing the store (unless asked to
+// Rotate: Badger starts a new value-log file only when it opens): see
+// settle for how dead bytes become known, then value-log GC rewrites
+// mostly-dead files one per round. Reads go on throughout; writes wait
+// while settle flushes (measured: 20 to 200 ms).
 func (s *BadgerStore) Reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
 	s.maint.Lock()
 	defer s.maint.Unlock()
@@ -419,6 +435,11 @@ func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions) (ReclaimRes
 		return res, fmt.Errorf("reclaim on %s: dead share %v is not in (0, 1)", s.dir, ratio)
 	}
 	before := s.used()
+	if o.Rotate {
+		if err := s.reopen(); err != nil {
+			return res, err
+		}
+	}
 	if err := s.settle(ctx); err != nil {
 		return res, err
 	}
@@ -521,10 +542,7 @@ func (s *BadgerStore) gcRound(ratio float64) (bool, error) {
 func (s *BadgerStore) CollectGarbage() error {
 	s.maint.Lock()
 	defer s.maint.Unlock()
-	if err := s.reopen(); err != nil {
-		return err
-	}
-	_, err := s.reclaim(context.Background(), ReclaimOptions{MinDead: 0.5})
+	_, err := s.reclaim(context.Background(), ReclaimOptions{MinDead: 0.5, Rotate: true})
 	return err
 }
 
@@ -555,6 +573,37 @@ func (s *BadgerStore) reopen() error {
 		return fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
 	}
 	return nil
+}
+
+// storeSize sums the allocated size of the files below dir, as dirSize
+// does, except that a file deleted while it looks (value-log GC removing
+// a file it rewrote) counts as nothing instead of failing the count.
+func storeSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		total += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("measure %s: %w", dir, err)
+	}
+	return total, nil
 }
 
 // CloseTimeout bounds how long Close waits for Badger. Badger retries a

@@ -136,6 +136,10 @@ type Space struct {
 	// back a file at a time, and the newest file (being written) only
 	// once it is full.
 	Unit int64
+	// Deleted counts the bytes of chunks deleted or replaced since the
+	// store was opened: the dead bytes made between two calls to Space
+	// are the difference.
+	Deleted int64
 }
 
 // Dead returns Used - Live, or zero.
@@ -150,6 +154,11 @@ type ReclaimOptions struct {
 	// Between, if set, is called after each round with the result so far;
 	// it may wait (throttling) and ends Reclaim by returning an error.
 	Between func(ctx context.Context, sofar ReclaimResult) error
+	// Rotate first closes the file being written, so that it can be
+	// reclaimed too (Reclaim never rewrites it otherwise). A store may
+	// have to be unavailable for a moment to do that: calls made
+	// meanwhile then fail with ErrBusy.
+	Rotate bool
 }
 
 // ReclaimResult says what Reclaim did.
