@@ -71,6 +71,15 @@ type Options struct {
 	// hangs longer is marked failed and its copies are read from others.
 	// Zero means 30 s; negative waits forever.
 	DriveTimeout time.Duration
+	// ReclaimInterval, if set, runs the space reclaimer (reclaim.go): that
+	// often it checks each drive's dead bytes and gives them back when they
+	// pass ReclaimThreshold; drives short of space are checked every second
+	// and reclaimed at once. Zero disables it (one-shot commands).
+	ReclaimInterval time.Duration
+	// ReclaimThreshold is how many dead bytes a drive gathers (beyond what
+	// its last reclaim left) before it is reclaimed; at least a quarter of
+	// its store. Zero means 256 MiB.
+	ReclaimThreshold int64
 	// PoisonBuffers overwrites every recycled write buffer with a fixed
 	// pattern, so that a bug exposing bytes no write produced shows them
 	// at once instead of another file's data (tests, mount --debug-poison).
@@ -120,6 +129,7 @@ type Manager struct {
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
+	rc    *reclaimer    // nil unless Options.ReclaimInterval
 
 	done      chan struct{}  // closed by Close: stops background work
 	wg        sync.WaitGroup // background goroutines
@@ -237,6 +247,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},
 		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks)}
+	m.initReclaimer() // before the drives open
 	// Badger would start an empty store in place of a missing one: a pool
 	// without even its root directory.
 	dir := filepath.Join(home, metaDir)
@@ -285,6 +296,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.MirrorInterval > 0 {
 		m.startMirror(opts.MirrorInterval)
 	}
+	m.startReclaimer()
 	return m, nil
 }
 
