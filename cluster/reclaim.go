@@ -177,7 +177,7 @@ func (m *Manager) kickReclaim(num uint32) {
 // ext4, which commits its journal to release freed blocks and retries an
 // allocation that failed with ENOSPC, it has the reclaimer look at the
 // short drives at once and waits until it has (at most reclaimWait, and
-// not past Close). It reports whether the reclaimer gave space back
+// not past Close). It reports whether the reclaimer reclaimed a drive
 // meanwhile, in which case placement should try again. Without dead
 // space to give back it costs one look at each short drive's space.
 func (m *Manager) waitReclaim() bool {
@@ -185,7 +185,7 @@ func (m *Manager) waitReclaim() bool {
 	if r == nil {
 		return false
 	}
-	freed := r.freed.Load()
+	passes := r.passes.Load()
 	r.mu.Lock()
 	target := r.started + 1 // a check that starts after now
 	r.mu.Unlock()
@@ -200,12 +200,12 @@ func (m *Manager) waitReclaim() bool {
 		done, ch := r.finished >= target, r.checked
 		r.mu.Unlock()
 		if done {
-			return r.freed.Load() > freed
+			return r.passes.Load() > passes
 		}
 		select {
 		case <-ch:
 		case <-timeout.C:
-			return r.freed.Load() > freed
+			return r.passes.Load() > passes
 		case <-m.done:
 			return false
 		}
@@ -283,22 +283,27 @@ func deltaFor(unit int64) int64 {
 	return min(max(unit/4, 1<<20), reclaimDelta)
 }
 
-// check looks at every drive due for a look and reclaims those that need
-// it, one after the other.
+// check looks at the drives and reclaims those that need it, one after
+// the other: first the short ones, then (waitReclaim waits for no more)
+// those due for their periodic look.
 func (r *reclaimer) check(ctx context.Context) {
 	r.mu.Lock()
 	r.started++
 	n := r.started
 	r.mu.Unlock()
-	defer func() {
+	finish := func() {
 		r.mu.Lock()
-		r.finished = n
-		close(r.checked)
-		r.checked = make(chan struct{})
-		r.mu.Unlock()
-	}()
+		defer r.mu.Unlock()
+		if r.finished < n {
+			r.finished = n
+			close(r.checked)
+			r.checked = make(chan struct{})
+		}
+	}
+	defer finish()
 	now := time.Now()
 	r.writeRate()
+	var due []*drive
 	for _, d := range r.m.driveList() {
 		if ctx.Err() != nil {
 			return
@@ -318,27 +323,45 @@ func (r *reclaimer) check(ctx context.Context) {
 				st.total = total
 			}
 		}
-		short := r.takeShort(d.num) || d.freeBytes()-r.m.reclaimHeld(d.num)-reserveBytes < shortBytes(st.total)
-		if !short && now.Sub(st.checked) < r.interval {
-			continue
+		switch {
+		case r.takeShort(d.num) || d.freeBytes()-r.m.reclaimHeld(d.num)-reserveBytes < shortBytes(st.total):
+			r.consider(ctx, d, rs, st, true)
+		case now.Sub(st.checked) >= r.interval:
+			due = append(due, d)
 		}
-		st.checked = now
-		sp, err := rs.Space()
-		if err != nil {
-			continue // the drive's errors are for its readers and writers to report
-		}
-		dead := sp.Dead()
-		if dead < st.baseline {
-			st.baseline = dead // gc, or a reopen, gave space back
-		}
-		grown := dead - st.baseline
-		urgent := short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
-		limit := max(r.threshold, sp.Used/4)
-		if !urgent && grown < limit {
-			continue
-		}
-		r.pass(ctx, d, rs, sp, st, urgent, grown >= 2*limit)
 	}
+	finish()
+	for _, d := range due {
+		if ctx.Err() != nil {
+			return
+		}
+		if rs := r.storeFor(d); rs != nil {
+			r.consider(ctx, d, rs, r.drives[d.num], false)
+		}
+	}
+}
+
+// consider measures drive d's dead bytes and reclaims it if they grew
+// past its threshold since its last reclaim, or, if it is short, by a
+// quarter of a value-log file.
+func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, st *driveReclaim, short bool) {
+	now := time.Now()
+	st.checked = now
+	sp, err := rs.Space()
+	if err != nil {
+		return // the drive's errors are for its readers and writers to report
+	}
+	dead := sp.Dead()
+	if dead < st.baseline {
+		st.baseline = dead // gc, or a reopen, gave space back
+	}
+	grown := dead - st.baseline
+	urgent := short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
+	limit := max(r.threshold, sp.Used/4)
+	if !urgent && grown < limit {
+		return
+	}
+	r.pass(ctx, d, rs, sp, st, urgent, grown >= 2*limit)
 }
 
 // pass reclaims drive d. urgent passes (a short drive) rewrite files down

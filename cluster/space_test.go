@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 
 	"github.com/dhdfs/dhdfs/nodes"
@@ -76,4 +77,32 @@ func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
 			t.Fatalf("a reclaim holding 8 MiB: %+v, was %+v", held, before)
 		}
 	})
+}
+
+// status counts the space deletes left dead in the stores, and gc (the
+// explicit, do-it-all-now reclaim) gives it back, with the reclaimer off.
+func TestStatusDeadAndGC(t *testing.T) {
+	smallUnits(t, 4<<20)
+	tp := newTestPool(t, 3, 2)
+	data := randBytes(1, 24<<20)
+	tp.put("/keep", randBytes(2, 2<<20))
+	tp.put("/big", data)
+	before := tp.mustStatus()
+	if err := tp.RemovePath("/big", false); err != nil {
+		t.Fatal(err)
+	}
+	st := tp.mustStatus()
+	if st.StoreDead < before.StoreDead+2*int64(len(data))*9/10 {
+		t.Fatalf("status: %s dead before deleting %s (2 copies), %s after", mib(before.StoreDead), mib(int64(len(data))), mib(st.StoreDead))
+	}
+	rep, err := tp.GC(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := tp.mustStatus()
+	t.Logf("dead: %s, after deleting: %s, after gc: %s (drives %s to %s)", mib(before.StoreDead), mib(st.StoreDead), mib(after.StoreDead), mib(rep.UsedBefore), mib(rep.UsedAfter))
+	if after.StoreDead > before.StoreDead+4<<20 || rep.UsedAfter > rep.UsedBefore-2*int64(len(data))*9/10 {
+		t.Fatalf("gc left %s dead (%+v)", mib(after.StoreDead), rep)
+	}
+	tp.mustEqual("/keep", randBytes(2, 2<<20))
 }
