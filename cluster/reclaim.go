@@ -446,7 +446,9 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	r.passes.Add(1)
 	r.freed.Add(max(res.Freed, 0))
 	name := d.record().Name
-	if err != nil && !errors.Is(err, context.Canceled) {
+	// A drive closed or busy meanwhile (taken offline, revived, gc) is
+	// not a problem; the I/O path reports real failures of the drive.
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, nodes.ErrClosed) && !errors.Is(err, nodes.ErrBusy) {
 		r.m.log.Warn("reclaim space", "drive", name, "err", err)
 	}
 	r.m.log.Info("reclaimed space", "drive", name, "urgent", urgent, "rounds", res.Rounds, "freed", res.Freed,
