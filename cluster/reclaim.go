@@ -61,9 +61,14 @@ type reclaimer struct {
 	sampleW  int64
 	rate     float64 // bytes per second placed on drives lately
 
-	passes atomic.Int64
-	freed  atomic.Int64
+	passes  atomic.Int64
+	freed   atomic.Int64
+	waiting atomic.Int64 // placements in waitReclaim
 }
+
+// errYield ends a pass that placements waiting for room should not wait
+// behind.
+var errYield = errors.New("reclaim pass yields to a placement waiting for room")
 
 // driveReclaim is what the reclaimer remembers about a drive.
 type driveReclaim struct {
@@ -186,6 +191,8 @@ func (m *Manager) waitReclaim() bool {
 		return false
 	}
 	passes := r.passes.Load()
+	r.waiting.Add(1)
+	defer r.waiting.Add(-1)
 	r.mu.Lock()
 	target := r.started + 1 // a check that starts after now
 	r.mu.Unlock()
@@ -332,8 +339,8 @@ func (r *reclaimer) check(ctx context.Context) {
 	}
 	finish()
 	for _, d := range due {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || r.waiting.Load() > 0 {
+			return // a placement waits: the next check starts with the short drives
 		}
 		if rs := r.storeFor(d); rs != nil {
 			r.consider(ctx, d, rs, r.drives[d.num], false)
@@ -400,6 +407,9 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 			return err
 		}
 		rewritten = now
+		if !urgent && r.waiting.Load() > 0 {
+			return errYield // short drives first; this one resumes later
+		}
 		// While the foreground writes, reclaim takes a share of the time
 		// (its rounds compete for the same disk): a quarter, or half when
 		// far behind; all of it when the drive is short or writes ebb.
@@ -439,9 +449,14 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 		}
 	}
 	st.passed = time.Now()
-	// What this pass could not give back; dead bytes that deletes made
-	// while it ran (after it settled) are for the next one.
-	st.baseline = max(after.Dead()-max(after.Deleted-sp.Deleted, 0), 0)
+	if errors.Is(err, errYield) {
+		st.checked = time.Time{} // look again at the next check
+		err = nil
+	} else {
+		// What this pass could not give back; dead bytes that deletes
+		// made while it ran (after it settled) are for the next one.
+		st.baseline = max(after.Dead()-max(after.Deleted-sp.Deleted, 0), 0)
+	}
 	d.freeStamp.Store(0) // placement measures the free space afresh
 	r.passes.Add(1)
 	r.freed.Add(max(res.Freed, 0))

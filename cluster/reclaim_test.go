@@ -337,3 +337,31 @@ func TestReclaimerStopsAtClose(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 }
+
+// A placement that found no room waits for one look at the drives, not
+// for a timeout, when there is nothing to reclaim; and not at all without
+// a reclaimer or after Close.
+func TestWaitReclaimReturns(t *testing.T) {
+	tp := newTestPoolWith(t, 2, 1, 256<<10, Options{ReclaimInterval: time.Hour})
+	tp.put("/f", randBytes(1, 1<<20))
+	for _, d := range tp.driveList() {
+		tp.kickReclaim(d.num) // as placement does for a full drive
+	}
+	start := time.Now()
+	if tp.waitReclaim() {
+		t.Fatal("waitReclaim reports a reclaim with nothing dead")
+	}
+	if took := time.Since(start); took > reclaimWait/2 {
+		t.Fatalf("waitReclaim took %v", took)
+	}
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if tp.waitReclaim() {
+		t.Fatal("waitReclaim after Close")
+	}
+	off := newTestPool(t, 2, 1)
+	if off.rc != nil || off.waitReclaim() {
+		t.Fatal("a pool without a reclaimer waits for one")
+	}
+}
