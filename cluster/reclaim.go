@@ -21,8 +21,9 @@ import (
 // store keeps that count) and reclaims a drive:
 //   - when its dead bytes have grown by the threshold since its last
 //     reclaim left them (Options.ReclaimThreshold, at least a quarter of
-//     the store), checked every Options.ReclaimInterval; files at least
-//     half dead are rewritten;
+//     the store), measured every Options.ReclaimInterval, and sooner when
+//     the store's count of deleted bytes says they may have (a counter,
+//     read every second); files at least half dead are rewritten;
 //   - at once when the drive is short of space: placement found it too
 //     full for a chunk, or its free space beyond the reserve fell under
 //     shortBytes; checked every second, and reclaimed as soon as deletes
@@ -77,6 +78,10 @@ type driveReclaim struct {
 	rotated  time.Time // last reclaim that rotated
 	baseline int64     // dead bytes its last reclaim left
 	total    int64     // size of its filesystem, from the last check
+	// trigger is the store's Deleted count at which its dead bytes will
+	// have grown past its threshold, as last measured: a cheap test, every
+	// second, of whether to measure again before the interval is up.
+	trigger int64
 }
 
 const (
@@ -333,7 +338,7 @@ func (r *reclaimer) check(ctx context.Context) {
 		switch {
 		case r.takeShort(d.num) || d.freeBytes()-r.m.reclaimHeld(d.num)-reserveBytes < shortBytes(st.total):
 			r.consider(ctx, d, rs, st, true)
-		case now.Sub(st.checked) >= r.interval:
+		case now.Sub(st.checked) >= r.interval || (st.trigger > 0 && rs.Deleted() >= st.trigger):
 			due = append(due, d)
 		}
 	}
@@ -366,6 +371,7 @@ func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, 
 	urgent := short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
 	limit := max(r.threshold, sp.Used/4)
 	if !urgent && grown < limit {
+		st.trigger = sp.Deleted + limit - grown
 		return
 	}
 	r.pass(ctx, d, rs, sp, st, urgent, grown >= 2*limit)
@@ -391,6 +397,7 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	minDead = max(minDead, 1-float64(free)/float64(unit))
 	if minDead > 0.95 {
 		st.passed, st.baseline = time.Now(), sp.Dead()
+		st.trigger = sp.Deleted + max(r.threshold, sp.Used/4)
 		r.m.log.Warn("no room to reclaim space", "drive", d.record().Name, "free", d.freeBytes(), "dead", sp.Dead())
 		return
 	}
@@ -455,7 +462,9 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	} else {
 		// What this pass could not give back; dead bytes that deletes
 		// made while it ran (after it settled) are for the next one.
-		st.baseline = max(after.Dead()-max(after.Deleted-sp.Deleted, 0), 0)
+		made := max(after.Deleted-sp.Deleted, 0)
+		st.baseline = max(after.Dead()-made, 0)
+		st.trigger = after.Deleted + max(r.threshold, after.Used/4) - made
 	}
 	d.freeStamp.Store(0) // placement measures the free space afresh
 	r.passes.Add(1)

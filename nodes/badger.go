@@ -384,6 +384,9 @@ func (s *BadgerStore) Space() (Space, error) {
 	return Space{Used: used, Live: s.live.Load(), Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
 }
 
+// Deleted implements Reclaimer.
+func (s *BadgerStore) Deleted() int64 { return s.deleted.Load() }
+
 // countLive sets live to the bytes of the chunks stored. Puts and deletes
 // that race with the count may be counted twice or not at all; the next
 // count sets that right.

@@ -105,9 +105,12 @@ type GarbageCollector interface {
 // package cluster decides when; GarbageCollector stays the explicit,
 // do-everything-now variant.
 type Reclaimer interface {
-	// Space reports the store's own estimate of its space. It is cheap
-	// enough to call every second or so.
+	// Space reports the store's own estimate of its space. It measures
+	// the store's files: cheap enough to call every few seconds.
 	Space() (Space, error)
+	// Deleted returns Space().Deleted without measuring anything: cheap
+	// enough to call at any time, to tell when to call Space.
+	Deleted() int64
 	// Reclaim gives dead space back to the filesystem while the store
 	// stays in use: calls made meanwhile succeed, though writes may wait
 	// a moment (well under a second) while the store flushes. First it

@@ -272,7 +272,8 @@ func testReclaim(t *testing.T, s nodes.Store) {
 	}
 	const n, size = 40, 64 << 10
 	var keep []nodes.ChunkID
-	var want int64
+	var want, deleted int64
+	deleted0 := r.Deleted()
 	for i := 0; i < n; i++ {
 		id, data := chunk(uint64(5000+i), size)
 		if err := s.Put(id, data); err != nil {
@@ -283,6 +284,8 @@ func testReclaim(t *testing.T, s nodes.Store) {
 			want += size
 		} else if err := s.Delete(id); err != nil {
 			t.Fatal(err)
+		} else {
+			deleted += size
 		}
 	}
 	sp, err := r.Space()
@@ -293,6 +296,9 @@ func testReclaim(t *testing.T, s nodes.Store) {
 	near := func(live int64) bool { return live >= want-want/100 && live <= want+want/100 }
 	if !near(sp.Live) || sp.Used < 0 || sp.Unit <= 0 || sp.Dead() != max(0, sp.Used-sp.Live) {
 		t.Fatalf("Space = %+v, want Live about %d", sp, want)
+	}
+	if d := sp.Deleted - deleted0; d < deleted-deleted/100 || d > deleted+deleted/100 || r.Deleted() != sp.Deleted {
+		t.Fatalf("Space.Deleted went from %d to %d (Deleted() %d) after deleting %d bytes", deleted0, sp.Deleted, r.Deleted(), deleted)
 	}
 	done := make(chan error, 1)
 	go func() {
