@@ -20,8 +20,8 @@ import (
 // drive's dead bytes (the store's size less the chunks it holds; the
 // store keeps that count) and reclaims a drive:
 //   - when its dead bytes have grown by the threshold since its last
-//     reclaim left them (Options.ReclaimThreshold, at least a quarter of
-//     the store), measured every Options.ReclaimInterval, and sooner when
+//     reclaim left them (Options.ReclaimThreshold, or a quarter of its
+//     live data if more), measured every Options.ReclaimInterval, and sooner when
 //     the store's count of deleted bytes says they may have (a counter,
 //     read every second); files at least half dead are rewritten;
 //   - at once when the drive is short of space: placement found it too
@@ -35,12 +35,12 @@ import (
 //     A placement that found no room waits for this (waitReclaim).
 //
 // One drive at a time, one file per round. Between rounds it pauses
-// (reclaimPause) and keeps the bytes it rewrites under Options.RepairRate;
-// while the foreground writes more than busyRate, it pauses three times
-// as long as the round took (a quarter of the time is reclaim's), or as
-// long when far behind (dead bytes past twice the threshold), but not
-// when the drive is short. The space a round may write is held back from
-// placement while it runs.
+// (reclaimPause). Unless the drive is short, while the foreground writes
+// more than busyRate it pauses three times as long as the round took
+// (reclaim takes a quarter of the disk's time), as long when behind (dead
+// bytes grown past twice the threshold: half), and no longer when far
+// behind (four times, or more dead bytes than live ones). The space a
+// round may write is held back from placement while it runs.
 type reclaimer struct {
 	m         *Manager
 	interval  time.Duration
@@ -369,18 +369,34 @@ func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, 
 	}
 	grown := dead - st.baseline
 	urgent := short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
-	limit := max(r.threshold, sp.Used/4)
+	limit := r.limit(sp)
 	if !urgent && grown < limit {
 		st.trigger = sp.Deleted + limit - grown
 		return
 	}
-	r.pass(ctx, d, rs, sp, st, urgent, grown >= 2*limit)
+	// How much of the time the pass may take while the foreground writes:
+	// the further behind, the more.
+	duty := 3 // pauses three times as long as each round: a quarter
+	switch {
+	case urgent || grown >= 4*limit || dead >= max(sp.Live, 2*limit):
+		duty = 0
+	case grown >= 2*limit:
+		duty = 1
+	}
+	r.pass(ctx, d, rs, sp, st, urgent, duty)
 }
 
-// pass reclaims drive d. urgent passes (a short drive) rewrite files down
-// to a quarter dead and do not wait for the foreground to ebb; behind
-// passes (far past the threshold) do not wait either.
-func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp nodes.Space, st *driveReclaim, urgent, behind bool) {
+// limit returns the dead bytes a drive may gather beyond what its last
+// reclaim left: the threshold, or a quarter of its live data if more.
+func (r *reclaimer) limit(sp nodes.Space) int64 {
+	return max(r.threshold, sp.Live/4)
+}
+
+// pass reclaims drive d. Urgent passes (a short drive) rewrite files down
+// to a quarter dead, as the room to copy their live part allows, and are
+// not throttled. Others pause duty times as long as each round took while
+// the foreground writes.
+func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp nodes.Space, st *driveReclaim, urgent bool, duty int) {
 	unit := max(sp.Unit, 1)
 	// A round copies the live part of a file, at most (1-minDead)·unit
 	// bytes, before it deletes the file: that must fit in the free space.
@@ -397,38 +413,26 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	minDead = max(minDead, 1-float64(free)/float64(unit))
 	if minDead > 0.95 {
 		st.passed, st.baseline = time.Now(), sp.Dead()
-		st.trigger = sp.Deleted + max(r.threshold, sp.Used/4)
+		st.trigger = sp.Deleted + r.limit(sp)
 		r.m.log.Warn("no room to reclaim space", "drive", d.record().Name, "free", d.freeBytes(), "dead", sp.Dead())
 		return
 	}
 	hold := int64(math.Ceil((1 - minDead) * float64(unit)))
 	r.setHeld(d.num, hold)
 	defer r.setHeld(d.num, 0)
-	t := throttle{rate: r.m.opts.RepairRate}
-	rewritten := int64(0)
 	roundStart := time.Now()
 	between := func(ctx context.Context, sofar nodes.ReclaimResult) error {
-		// Each round rewrote about a unit less what it freed.
-		now := max(int64(sofar.Rounds)*unit-sofar.Freed, 0)
-		if err := t.wait(ctx, int(now-rewritten)); err != nil {
-			return err
+		if urgent {
+			return sleepCtx(ctx, reclaimPause)
 		}
-		rewritten = now
-		if !urgent && r.waiting.Load() > 0 {
+		if r.waiting.Load() > 0 {
 			return errYield // short drives first; this one resumes later
 		}
-		// While the foreground writes, reclaim takes a share of the time
-		// (its rounds compete for the same disk): a quarter, or half when
-		// far behind; all of it when the drive is short or writes ebb.
+		// While the foreground writes, reclaim's rounds compete with it
+		// for the disk: they take a share of the time.
 		pause := reclaimPause
-		if !urgent && r.writeRate() >= busyRate {
-			took := time.Since(roundStart)
-			if behind {
-				pause = max(pause, took)
-			} else {
-				pause = max(pause, 3*took)
-			}
-			pause = min(pause, reclaimMaxPause)
+		if r.writeRate() >= busyRate {
+			pause = min(max(pause, time.Duration(duty)*time.Since(roundStart)), reclaimMaxPause)
 		}
 		if err := sleepCtx(ctx, pause); err != nil {
 			return err
@@ -464,7 +468,7 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 		// made while it ran (after it settled) are for the next one.
 		made := max(after.Deleted-sp.Deleted, 0)
 		st.baseline = max(after.Dead()-made, 0)
-		st.trigger = after.Deleted + max(r.threshold, after.Used/4) - made
+		st.trigger = after.Deleted + r.limit(after) - made
 	}
 	d.freeStamp.Store(0) // placement measures the free space afresh
 	r.passes.Add(1)
