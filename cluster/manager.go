@@ -77,8 +77,8 @@ type Options struct {
 	// and reclaimed at once. Zero disables it (one-shot commands).
 	ReclaimInterval time.Duration
 	// ReclaimThreshold is how many dead bytes a drive gathers (beyond what
-	// its last reclaim left) before it is reclaimed; at least a quarter of
-	// its store. Zero means 256 MiB.
+	// its last reclaim left) before it is reclaimed, or a quarter of the
+	// live data it holds if more. Zero means 256 MiB.
 	ReclaimThreshold int64
 	// PoisonBuffers overwrites every recycled write buffer with a fixed
 	// pattern, so that a bug exposing bytes no write produced shows them

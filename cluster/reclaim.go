@@ -21,9 +21,10 @@ import (
 // store keeps that count) and reclaims a drive:
 //   - when its dead bytes have grown by the threshold since its last
 //     reclaim left them (Options.ReclaimThreshold, or a quarter of its
-//     live data if more), measured every Options.ReclaimInterval, and sooner when
-//     the store's count of deleted bytes says they may have (a counter,
-//     read every second); files at least half dead are rewritten;
+//     live data if more), measured every Options.ReclaimInterval, and
+//     sooner when the store's count of deleted bytes says they may have
+//     (a counter, read every second); files at least half dead are
+//     rewritten;
 //   - at once when the drive is short of space: placement found it too
 //     full for a chunk, or its free space beyond the reserve fell under
 //     shortBytes; checked every second, and reclaimed as soon as deletes
