@@ -15,6 +15,33 @@ import (
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
+// storeChunk is stageChunk for writes (no lock held): when no drive has
+// room, it makes room and tries once more. Room is what deletes freed:
+// their chunks leave the drives once a round or checkpoint has made the
+// deletes durable, and the space then comes back from the drives' stores
+// (the reclaimer), as ext4 commits its journal and retries an allocation
+// that failed with ENOSPC.
+func (m *Manager) storeChunk(ctx context.Context, data []byte, want, refs int) (staged, error) {
+	st, err := m.stageChunk(ctx, data, want, refs)
+	if errors.Is(err, ErrNoSpace) && !st.Escaped {
+		m.makeRoom()
+		st, err = m.stageChunk(ctx, data, want, refs)
+	}
+	return st, err
+}
+
+// makeRoom carries out the deletes waiting for a round and has the
+// reclaimer give their space back.
+func (m *Manager) makeRoom() {
+	if m.pendingWork() {
+		if err := m.Checkpoint(); err != nil {
+			m.log.Warn("checkpoint to make room", "err", err)
+		}
+		m.settleNow()
+	}
+	m.waitReclaim()
+}
+
 // staged is a chunk stageChunk stored for a caller.
 type staged struct {
 	Ref ChunkRef

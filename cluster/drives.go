@@ -321,6 +321,7 @@ func (m *Manager) driveFailed(d *drive, err error) {
 		d.free.Store(0)
 		d.freeStamp.Store(time.Now().UnixNano())
 		m.log.Warn("drive is full", "drive", d.record().Name)
+		m.kickReclaim(d.num)
 		return
 	}
 	if errors.Is(err, nodes.ErrClosed) || errors.Is(err, nodes.ErrBusy) {

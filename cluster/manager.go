@@ -71,6 +71,15 @@ type Options struct {
 	// hangs longer is marked failed and its copies are read from others.
 	// Zero means 30 s; negative waits forever.
 	DriveTimeout time.Duration
+	// ReclaimInterval, if set, runs the space reclaimer (reclaim.go): that
+	// often it checks each drive's dead bytes and gives them back when they
+	// pass ReclaimThreshold; drives short of space are checked every second
+	// and reclaimed at once. Zero disables it (one-shot commands).
+	ReclaimInterval time.Duration
+	// ReclaimThreshold is how many dead bytes a drive gathers (beyond what
+	// its last reclaim left) before it is reclaimed, or a quarter of the
+	// live data it holds if more. Zero means 256 MiB.
+	ReclaimThreshold int64
 	// PoisonBuffers overwrites every recycled write buffer with a fixed
 	// pattern, so that a bug exposing bytes no write produced shows them
 	// at once instead of another file's data (tests, mount --debug-poison).
@@ -131,6 +140,7 @@ type Manager struct {
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight
+	rc    *reclaimer    // nil unless Options.ReclaimInterval
 
 	done      chan struct{}  // closed by Close: stops background work
 	wg        sync.WaitGroup // background goroutines
@@ -250,6 +260,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	m.syncs.cond = sync.NewCond(&m.syncs.mu)
 	m.syncs.errs = map[uint64]error{}
 	m.jrn.init()
+	m.initReclaimer() // before the drives open
 	// Badger would start an empty store in place of a missing one: a pool
 	// without even its root directory.
 	dir := filepath.Join(home, metaDir)
@@ -307,6 +318,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	if opts.MirrorInterval > 0 {
 		m.startMirror(opts.MirrorInterval)
 	}
+	m.startReclaimer()
 	return m, nil
 }
 

@@ -294,7 +294,7 @@ func (f *File) stage(ctx context.Context, idx int64) {
 		}
 		var st staged
 		if err == nil {
-			st, err = f.m.stageChunk(ctx, data, want, len(pieces))
+			st, err = f.m.storeChunk(ctx, data, want, len(pieces))
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()

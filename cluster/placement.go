@@ -28,7 +28,21 @@ type candidate struct {
 // The chosen drives are charged size bytes at once, so that writers
 // placing chunks concurrently spread them instead of all picking the same
 // emptiest drives.
+//
+// When no drive has room but one was skipped for lack of it, it waits for
+// the reclaimer to give back what deletes left on the drives
+// (waitReclaim) and tries once more.
 func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint32) []*drive {
+	out, full := m.pickDrivesOnce(n, size, skip, used)
+	if len(out) == 0 && full && m.waitReclaim() {
+		out, _ = m.pickDrivesOnce(n, size, skip, used)
+	}
+	return out
+}
+
+// pickDrivesOnce is pickDrives without waiting; full reports that a drive
+// was left out for lack of room.
+func (m *Manager) pickDrivesOnce(n int, size int, skip map[uint32]bool, used []uint32) (_ []*drive, full bool) {
 	m.placeMu.Lock()
 	defer m.placeMu.Unlock()
 	var cands []candidate
@@ -36,8 +50,11 @@ func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint3
 		if skip[d.num] || !d.placeable() {
 			continue
 		}
-		free := d.freeBytes()
+		// A reclaim running on the drive holds back what its round may write.
+		free := d.freeBytes() - m.reclaimHeld(d.num)
 		if free-reserveBytes < int64(size) {
+			m.kickReclaim(d.num) // deletes may have left dead space to give back
+			full = true
 			continue
 		}
 		cands = append(cands, candidate{d: d, free: free, used: d.written.Load(), device: d.record().Device, shuffle: rand.Uint64()})
@@ -88,7 +105,7 @@ func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint3
 	}()
 	for _, c := range cands {
 		if len(out) == n {
-			return out
+			return out, full
 		}
 		if !devices[c.device] {
 			devices[c.device] = true
@@ -104,5 +121,5 @@ func (m *Manager) pickDrives(n int, size int, skip map[uint32]bool, used []uint3
 			out = append(out, c.d)
 		}
 	}
-	return out
+	return out, full
 }

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-
-	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // SetAttrIn holds the attributes to change; nil fields stay as they are.
@@ -73,28 +71,13 @@ func (m *Manager) SetAttr(ctx context.Context, ino Ino, in SetAttrIn) (Inode, er
 	return m.GetAttr(ino)
 }
 
-// Capacity returns the total and free bytes of the filesystems under the
-// online drives, each filesystem counted once, for statfs.
-func (m *Manager) Capacity() (total, free int64) {
-	seen := map[uint64]bool{}
-	for _, d := range m.driveList() {
-		if d.usable() == nil {
-			continue
-		}
-		rec := d.record()
-		if seen[rec.Device] {
-			continue
-		}
-		seen[rec.Device] = true
-		f := d.freeBytes()
-		_, t, err := nodes.FilesystemSpace(rec.Path)
-		if err != nil {
-			continue
-		}
-		total += t
-		free += f
-	}
-	return total, free
+// Capacity returns the total bytes of the filesystems under the online
+// drives and the bytes new chunks can use on them (PoolSpace.Avail), each
+// filesystem counted once: statfs and fallocate divide them by the
+// replication factor.
+func (m *Manager) Capacity() (total, avail int64) {
+	sp := m.Space()
+	return sp.Total, sp.Avail
 }
 
 // AtimeMode says when reads update access times.

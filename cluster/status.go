@@ -17,14 +17,20 @@ type Status struct {
 	// Drives counts drives by state; every state is present.
 	Drives map[DriveState]int `json:"drives"`
 	// RawTotal and RawFree add up the filesystems under online drives,
-	// each filesystem counted once however many drives share it.
+	// each filesystem counted once however many drives share it; RawFree
+	// is what new chunks can use (PoolSpace.Avail: free space less what
+	// placement keeps free), as df counts it.
 	RawTotal int64 `json:"raw_total_bytes"`
 	RawFree  int64 `json:"raw_free_bytes"`
 	// UsableFree is RawFree divided by the replication factor: roughly how
-	// much more file data fits.
+	// much more file data fits, df's "Avail".
 	UsableFree int64 `json:"usable_free_bytes"`
 	// StoreUsed adds up the bytes the online drives' stores occupy.
 	StoreUsed int64 `json:"store_used_bytes"`
+	// StoreDead is StoreUsed less the copies those drives hold: space that
+	// deletes and overwrites left in the stores, which the background
+	// reclaimer (or gc) gives back, plus the stores' own overhead.
+	StoreDead int64 `json:"store_dead_bytes"`
 	Files     int64 `json:"files"`
 	Dirs      int64 `json:"directories"`
 	// FileBytes is the logical size of all files.
@@ -52,7 +58,7 @@ func (m *Manager) Status() (Status, error) {
 		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0, StateDraining: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}
 	device := map[uint32]uint64{}
-	seenDev := map[uint64]bool{}
+	measured := map[uint32]bool{}
 	names := map[uint32]string{}
 	for _, d := range m.driveList() {
 		state, _ := d.state()
@@ -71,13 +77,13 @@ func (m *Manager) Status() (Status, error) {
 			continue
 		}
 		st.StoreUsed += u.Used
-		if !seenDev[rec.Device] {
-			seenDev[rec.Device] = true
-			st.RawTotal += u.Total
-			st.RawFree += u.Free
-		}
+		measured[d.num] = true
 	}
+	// The same measure as statfs, so that status and df agree.
+	sp := m.Space()
+	st.RawTotal, st.RawFree = sp.Total, sp.Avail
 	st.UsableFree = st.RawFree / int64(m.cfg.Replicas)
+	var copyBytes int64                    // of the copies on the drives measured
 	soleCopy := map[nodes.ChunkID]uint32{} // chunk → the one online drive holding it
 	err := m.meta.view(func(txn *badger.Txn) error {
 		err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
@@ -116,6 +122,9 @@ func (m *Manager) Status() (Status, error) {
 				if online[h] {
 					live++
 					last = h
+				}
+				if measured[h] {
+					copyBytes += int64(c.Size)
 				}
 				if devs[device[h]] {
 					shared = true
@@ -160,6 +169,7 @@ func (m *Manager) Status() (Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("status: %w", err)
 	}
+	st.StoreDead = max(st.StoreUsed-copyBytes, 0)
 	return st, nil
 }
 

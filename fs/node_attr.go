@@ -114,18 +114,21 @@ func (n *Node) Access(ctx context.Context, mask uint32) (errno syscall.Errno) {
 	return 0
 }
 
-// Statfs implements gofs.NodeStatfser: free space is the free space of the
-// drives' filesystems (each counted once) divided by the replication
-// factor, so df shows how much more file data fits.
+// Statfs implements gofs.NodeStatfser. The drives' filesystems are each
+// counted once and divided by the replication factor: the available space
+// (df's Avail) is what new chunks can use, their free space less what
+// placement keeps free on each (cluster.PoolSpace.Avail), so df shows how
+// much more file data fits; the free space counts the reserve too, as
+// ext4's free blocks count its reserved ones.
 func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) (errno syscall.Errno) {
 	defer n.fs.observe("statfs", time.Now(), &errno)
-	total, free := n.fs.m.Capacity()
+	sp := n.fs.m.Space()
 	r := int64(n.fs.m.Config().Replicas)
 	const bsize = 4096
 	out.Bsize, out.Frsize = bsize, bsize
-	out.Blocks = uint64(total / r / bsize)
-	out.Bfree = uint64(free / r / bsize)
-	out.Bavail = out.Bfree
+	out.Blocks = uint64(sp.Total / r / bsize)
+	out.Bfree = uint64(sp.Free / r / bsize)
+	out.Bavail = uint64(sp.Avail / r / bsize)
 	// Inodes are keys in the metadata store: there is no fixed table, so
 	// df -i shows those in use out of a large number.
 	used, err := n.fs.m.InodeCount()

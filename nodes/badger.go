@@ -1,10 +1,10 @@
 package nodes
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -14,12 +14,17 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 )
 
 // Options tune one drive's Badger store.
 type Options struct {
 	// Logger receives Badger's warnings and errors. Nil discards them.
 	Logger *slog.Logger
+	// ValueLogFileSize sets the size of the store's value-log files, the
+	// unit in which deleted space comes back. Zero sizes them from the
+	// filesystem (see valueLogFileSize).
+	ValueLogFileSize int64
 }
 
 // keyPrefix keeps room in the key space for other record kinds later.
@@ -38,7 +43,22 @@ type BadgerStore struct {
 	// cycling is set while CollectGarbage reopens the database; calls then
 	// fail fast with ErrBusy so that callers use another copy.
 	cycling atomic.Bool
+	// maint serialises Reclaim and CollectGarbage.
+	maint sync.Mutex
+	// gate is held shared by writes and exclusively by value-log GC
+	// rounds, in race-detector builds only (see gcRound).
+	gate sync.RWMutex
+	// live is the bytes of the chunks stored, kept up to date by Put and
+	// Delete once liveKnown (counted by Space the first time, and again
+	// after every Reclaim, so that races between counting and calls do
+	// not accumulate).
+	live      atomic.Int64
+	liveKnown atomic.Bool
+	// deleted counts the bytes of chunks deleted or replaced.
+	deleted atomic.Int64
 }
+
+var _ Reclaimer = (*BadgerStore)(nil)
 
 var _ Store = (*BadgerStore)(nil)
 
@@ -53,8 +73,9 @@ var _ Store = (*BadgerStore)(nil)
 //     and dhdfs keeps its own chunk cache above the drives;
 //   - chunks are already checksummed by dhdfs and incompressible in the
 //     common case, so Badger's compression is off;
-//   - 256 MiB value-log files let value-log GC give space back sooner.
-func badgerOptions(dir string, o Options) badger.Options {
+//   - value-log files are small (see valueLogFileSize) so that value-log GC
+//     gives space back sooner.
+func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(BadgerLogger(o.Logger)).
 		WithMemTableSize(8 << 20).
@@ -66,7 +87,7 @@ func badgerOptions(dir string, o Options) badger.Options {
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(0).
 		WithValueThreshold(1 << 10).
-		WithValueLogFileSize(256 << 20).
+		WithValueLogFileSize(vlogSize).
 		WithCompression(options.None).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
@@ -76,12 +97,48 @@ func badgerOptions(dir string, o Options) badger.Options {
 // OpenBadger opens (creating if needed) the chunk store inside the drive
 // directory dir. The caller checks the identity file first.
 func OpenBadger(dir string, o Options) (*BadgerStore, error) {
-	opts := badgerOptions(filepath.Join(dir, storeDir), o)
+	size := o.ValueLogFileSize
+	if size <= 0 {
+		size = DefaultValueLogFileSize
+	}
+	if size <= 0 {
+		_, total, err := FilesystemSpace(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
+		}
+		size = valueLogFileSize(total)
+	}
+	opts := badgerOptions(filepath.Join(dir, storeDir), o, size)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
 	}
 	return &BadgerStore{dir: dir, opts: opts, db: db}, nil
+}
+
+// Value-log files are the unit in which Badger gives space back: value-log
+// GC rewrites a file's live values and deletes it, and never touches the
+// file being written. They are a 64th of the filesystem, between 16 and
+// 256 MiB: on a small drive a file's worth of dead space is then a small
+// part of it and rewriting one fits in the space kept free, and a big
+// drive still has few enough files (every file is open and mapped: 4 TiB
+// is 16,384 files at 256 MiB, and Linux allows 65,530 mappings per
+// process by default).
+const (
+	minValueLogFile = 16 << 20
+	maxValueLogFile = 256 << 20
+)
+
+// DefaultValueLogFileSize, if positive, is the value-log file size of
+// stores opened without Options.ValueLogFileSize, in place of one sized
+// from their filesystem. Tests set it to give drives in temp directories
+// the behaviour of small drives.
+var DefaultValueLogFileSize int64
+
+// valueLogFileSize returns the value-log file size for a filesystem of
+// total bytes.
+func valueLogFileSize(total int64) int64 {
+	return min(max(total/64>>20<<20, minValueLogFile), maxValueLogFile)
 }
 
 func chunkKey(id ChunkID) []byte {
@@ -118,13 +175,50 @@ func (s *BadgerStore) Put(id ChunkID, data []byte) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	err := s.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(chunkKey(id), data)
+	var old int64
+	err := s.update(func(txn *badger.Txn) error {
+		old = 0
+		key := chunkKey(id)
+		item, err := txn.Get(key)
+		switch {
+		case err == nil:
+			old = item.ValueSize()
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		return txn.Set(key, data)
 	})
 	if err != nil {
 		return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
+	s.live.Add(int64(len(data)) - old)
+	s.deleted.Add(old)
 	return nil
+}
+
+// blockedWait bounds how long a write waits while Reclaim has Badger's
+// writes blocked (it flushes the memtable; that takes milliseconds).
+const blockedWait = 10 * time.Second
+
+// update runs fn in a read-write transaction, waiting while Reclaim has
+// Badger's writes blocked. It fails with ErrBusy if that lasts past
+// blockedWait.
+func (s *BadgerStore) update(fn func(txn *badger.Txn) error) error {
+	if raceDetector {
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+	}
+	deadline := time.Now().Add(blockedWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		err := s.db.Update(fn)
+		if !errors.Is(err, badger.ErrBlockedWrites) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("writes blocked for %v: %w", blockedWait, ErrBusy)
+		}
+		time.Sleep(wait)
+	}
 }
 
 // Get implements Store.
@@ -191,12 +285,25 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	err := s.db.Update(func(txn *badger.Txn) error {
-		return txn.Delete(chunkKey(id))
+	var old int64
+	err := s.update(func(txn *badger.Txn) error {
+		old = 0
+		key := chunkKey(id)
+		item, err := txn.Get(key)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return nil // nothing to delete: no tombstone either
+		case err != nil:
+			return err
+		}
+		old = item.ValueSize()
+		return txn.Delete(key)
 	})
 	if err != nil {
 		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
+	s.live.Add(-old)
+	s.deleted.Add(old)
 	return nil
 }
 
@@ -246,7 +353,7 @@ func (s *BadgerStore) Usage() (Usage, error) {
 		return Usage{}, err
 	}
 	defer s.mu.RUnlock()
-	used, err := dirSize(filepath.Join(s.dir, storeDir))
+	used, err := storeSize(filepath.Join(s.dir, storeDir))
 	if err != nil {
 		return Usage{}, err
 	}
@@ -257,48 +364,204 @@ func (s *BadgerStore) Usage() (Usage, error) {
 	return Usage{Used: used, Free: free, Total: total}, nil
 }
 
-// CollectGarbage gives the space of deleted chunks back to the
-// filesystem. Badger learns which value-log bytes are dead only when it
-// compacts the keys that pointed at them, and it compacts only flushed
-// tables; deletions sit in the memtable until it fills, which with small
-// keys may be never. So the database is closed (flushing the memtable) and
-// reopened (its compaction then records the dead bytes), and value-log GC
-// rewrites the files that are mostly dead. Calls made meanwhile fail with
-// ErrBusy, so the pool reads and writes other drives for that moment.
-func (s *BadgerStore) CollectGarbage() error {
-	// A compaction that runs at reopen before Badger's read watermark has
-	// caught up discards nothing; the next cycle's range-spanning flush
-	// (see gcCycle) makes Badger compact that data again.
-	for cycle := 0; cycle < 4; cycle++ {
-		rewrote, err := s.gcCycle()
-		if err != nil || rewrote {
+// Space implements Reclaimer. The first call counts the stored chunks
+// (a pass over the keys, not the values); later calls only measure the
+// store's directory.
+func (s *BadgerStore) Space() (Space, error) {
+	if !s.liveKnown.Load() {
+		if err := s.countLive(); err != nil {
+			return Space{}, err
+		}
+	}
+	if err := s.enter(); err != nil {
+		return Space{}, err
+	}
+	defer s.mu.RUnlock()
+	used, err := storeSize(filepath.Join(s.dir, storeDir))
+	if err != nil {
+		return Space{}, err
+	}
+	return Space{Used: used, Live: s.live.Load(), Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
+}
+
+// Deleted implements Reclaimer.
+func (s *BadgerStore) Deleted() int64 { return s.deleted.Load() }
+
+// countLive sets live to the bytes of the chunks stored. Puts and deletes
+// that race with the count may be counted twice or not at all; the next
+// count sets that right.
+func (s *BadgerStore) countLive() error {
+	var n int64
+	if err := s.Iterate(func(_ ChunkID, size int64) error { n += size; return nil }); err != nil {
+		return err
+	}
+	s.live.Store(n)
+	s.liveKnown.Store(true)
+	return nil
+}
+
+// used returns the bytes the store occupies, or -1 if it cannot tell.
+func (s *BadgerStore) used() int64 {
+	if err := s.enter(); err != nil {
+		return -1
+	}
+	defer s.mu.RUnlock()
+	n, err := storeSize(filepath.Join(s.dir, storeDir))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// flushKey is a key outside the chunk key space (keyPrefix) that Reclaim
+// writes and drops to make Badger flush its memtable (see settle).
+var flushKey = []byte("~flush")
+
+// Reclaim implements Reclaimer without closing the store (unless asked to
+// Rotate: Badger starts a new value-log file only when it opens): see
+// settle for how dead bytes become known, then value-log GC rewrites
+// mostly-dead files one per round. Reads go on throughout; writes wait
+// while settle flushes (measured: 20 to 200 ms).
+func (s *BadgerStore) Reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
+	s.maint.Lock()
+	defer s.maint.Unlock()
+	return s.reclaim(ctx, o)
+}
+
+func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
+	var res ReclaimResult
+	ratio := o.MinDead
+	if ratio == 0 {
+		ratio = 0.5
+	}
+	if ratio <= 0 || ratio >= 1 {
+		return res, fmt.Errorf("reclaim on %s: dead share %v is not in (0, 1)", s.dir, ratio)
+	}
+	before := s.used()
+	if o.Rotate {
+		if err := s.reopen(); err != nil {
+			return res, err
+		}
+	}
+	if err := s.settle(ctx); err != nil {
+		return res, err
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		rewrote, err := s.gcRound(ratio)
+		if err != nil || !rewrote {
+			if cerr := s.countLive(); err == nil {
+				err = cerr
+			}
+			return res, err
+		}
+		res.Rounds++
+		if after := s.used(); before >= 0 && after >= 0 {
+			res.Freed = before - after
+		}
+		if o.Between != nil {
+			if err := o.Between(ctx, res); err != nil {
+				return res, err
+			}
+		}
+	}
+}
+
+// settle makes Badger's record of dead value-log bytes current. Badger
+// learns that a value is dead only when a compaction merges the key's
+// deletion (or newer version) with the version pointing at the value;
+// deletions of small keys sit in the memtable until it fills, which may
+// be never. So settle writes two keys around the whole chunk key space
+// and drops them (DropPrefix flushes the memtables and compacts level 0,
+// holding writes meanwhile; the flushed table then spans every chunk
+// key, so its compaction merges the whole base level), then Flatten
+// pushes every level into one, where each deletion meets its value.
+func (s *BadgerStore) settle(ctx context.Context) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	low, high := []byte{keyPrefix - 1, '~'}, []byte{keyPrefix + 1, '~'}
+	err := s.update(func(txn *badger.Txn) error {
+		if err := txn.Set(low, nil); err != nil {
 			return err
 		}
+		return txn.Set(high, nil)
+	})
+	if err == nil {
+		err = s.db.DropPrefix(low, high)
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		err = s.db.Flatten(1)
+	}
+	if err != nil {
+		return fmt.Errorf("reclaim on %s: %w", s.dir, err)
 	}
 	return nil
 }
 
-// gcCycle reopens the database and runs value-log GC; it reports whether
-// any value-log file was rewritten.
-func (s *BadgerStore) gcCycle() (bool, error) {
-	if s.closed.Load() {
-		return false, ErrClosed
+// gcRound runs one round of Badger's value-log GC: the file with the most
+// dead bytes is rewritten and deleted if at least ratio of it is dead.
+//
+// Badger 4.9.6 reads its memtable's newest version at the start of a
+// rewrite (DB.MaxVersion) without synchronising with its write goroutine,
+// which the race detector reports. The race is benign: the value is one
+// machine word, so a racing read sees an older, lower version, and a
+// lower bound only keeps more versions through compactions (Badger's own
+// comment on gcDiscardTs). Builds with the race detector therefore hold
+// writes off during a round, so that tests see real races only; other
+// builds let writes go on.
+func (s *BadgerStore) gcRound(ratio float64) (bool, error) {
+	if err := s.enter(); err != nil {
+		return false, err
 	}
-	// Two tombstones at the ends of the chunk key space make the table
-	// flushed at close span every chunk, so its compaction at reopen merges
-	// (and so re-examines) whatever a previous compaction left behind.
-	err := s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Delete([]byte{keyPrefix}); err != nil {
-			return err
-		}
-		return txn.Delete(append([]byte{keyPrefix}, bytes.Repeat([]byte{0xff}, len(ChunkID{})+1)...))
-	})
-	if err != nil {
-		return false, fmt.Errorf("collect garbage on %s: %w", s.dir, err)
+	defer s.mu.RUnlock()
+	if raceDetector {
+		s.gate.Lock()
+		defer s.gate.Unlock()
+	}
+	err := s.db.RunValueLogGC(ratio)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+		return false, nil
+	default:
+		return false, fmt.Errorf("value-log GC on %s: %w", s.dir, err)
+	}
+}
+
+// CollectGarbage gives back all the space of deleted chunks it can, now.
+// Unlike Reclaim it also reaches the newest value-log file, which Badger
+// never rewrites while it is being written: the database is closed and
+// reopened, which starts a new file (calls made meanwhile fail with
+// ErrBusy, so the pool reads and writes other drives for that moment),
+// and then reclaims as Reclaim does, every file at least half dead.
+func (s *BadgerStore) CollectGarbage() error {
+	s.maint.Lock()
+	defer s.maint.Unlock()
+	_, err := s.reclaim(context.Background(), ReclaimOptions{MinDead: 0.5, Rotate: true})
+	return err
+}
+
+// reopen closes and reopens the database.
+func (s *BadgerStore) reopen() error {
+	if s.closed.Load() {
+		return ErrClosed
 	}
 	s.cycling.Store(true)
 	s.mu.Lock()
-	err = s.db.Close()
+	if s.closed.Load() { // Close ran while this waited for the lock
+		s.mu.Unlock()
+		s.cycling.Store(false)
+		return ErrClosed
+	}
+	err := s.db.Close()
 	if err == nil {
 		var db *badger.DB
 		db, err = badger.Open(s.opts)
@@ -310,30 +573,40 @@ func (s *BadgerStore) gcCycle() (bool, error) {
 	s.cycling.Store(false)
 	if err != nil {
 		s.closed.Store(true)
-		return false, fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
+		return fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
 	}
-	if err := s.enter(); err != nil {
-		return false, err
-	}
-	defer s.mu.RUnlock()
-	// Wait (briefly) for the compaction of the flushed deletions, which
-	// hands Badger its discard statistics; then rewrite mostly-dead files.
-	for i := 0; i < 100; i++ {
-		if lv := s.db.Levels(); len(lv) == 0 || lv[0].NumTables == 0 {
-			break
+	return nil
+}
+
+// storeSize sums the allocated size of the files below dir, as dirSize
+// does, except that a file deleted while it looks (value-log GC removing
+// a file it rewrote) counts as nothing instead of failing the count.
+func storeSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	rewrote := false
-	for try := 0; try < 5 && !rewrote; try++ {
-		for s.db.RunValueLogGC(0.5) == nil {
-			rewrote = true
+		if d.IsDir() {
+			return nil
 		}
-		if !rewrote {
-			time.Sleep(100 * time.Millisecond)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return fmt.Errorf("%s: %w", p, err)
 		}
+		total += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("measure %s: %w", dir, err)
 	}
-	return rewrote, nil
+	return total, nil
 }
 
 // CloseTimeout bounds how long Close waits for Badger. Badger retries a

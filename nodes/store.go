@@ -5,6 +5,7 @@
 package nodes
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -96,4 +97,78 @@ type Store interface {
 // space of deleted chunks back to the filesystem.
 type GarbageCollector interface {
 	CollectGarbage() error
+}
+
+// Reclaimer is implemented by stores that keep the space of deleted and
+// overwritten chunks until they rewrite the files holding it, and that
+// can do so while in use, without closing. A background reclaimer in
+// package cluster decides when; GarbageCollector stays the explicit,
+// do-everything-now variant.
+type Reclaimer interface {
+	// Space reports the store's own estimate of its space. It measures
+	// the store's files: cheap enough to call every few seconds.
+	Space() (Space, error)
+	// Deleted returns Space().Deleted without measuring anything: cheap
+	// enough to call at any time, to tell when to call Space.
+	Deleted() int64
+	// Reclaim gives dead space back to the filesystem while the store
+	// stays in use: calls made meanwhile succeed, though writes may wait
+	// a moment (well under a second) while the store flushes. First it
+	// makes the store's accounting of dead bytes current; then it works
+	// in rounds, each rewriting the live data of at most one file of
+	// about Space.Unit bytes whose dead share is at least opts.MinDead,
+	// and deleting the file. After each round it calls opts.Between, if
+	// set; an error from Between, or ctx ending, stops Reclaim, which
+	// returns that error with what was done so far. Otherwise it returns
+	// when no file qualifies. A round needs free space on the filesystem
+	// for the live part of its file, at most (1-MinDead)·Unit bytes: the
+	// caller sizes MinDead to the space there is. Concurrent calls to
+	// Reclaim (and CollectGarbage) run one after the other.
+	Reclaim(ctx context.Context, opts ReclaimOptions) (ReclaimResult, error)
+}
+
+// Space is a Reclaimer's estimate of its space.
+type Space struct {
+	// Used is the bytes the store occupies on disk, as Usage.Used.
+	Used int64
+	// Live is the bytes of the chunks it holds. Used - Live is roughly
+	// what Reclaim could give back, plus a little of the store's own
+	// overhead; it is an estimate, which may lag behind concurrent calls.
+	Live int64
+	// Unit is the size of the files Reclaim rewrites whole: space comes
+	// back a file at a time, and the newest file (being written) only
+	// once it is full.
+	Unit int64
+	// Deleted counts the bytes of chunks deleted or replaced since the
+	// store was opened: the dead bytes made between two calls to Space
+	// are the difference.
+	Deleted int64
+}
+
+// Dead returns Used - Live, or zero.
+func (s Space) Dead() int64 { return max(0, s.Used-s.Live) }
+
+// ReclaimOptions steer Reclaim.
+type ReclaimOptions struct {
+	// MinDead is the share of a file that must be dead for Reclaim to
+	// rewrite it, in (0, 1); zero means 0.5. Lower reclaims more, at the
+	// cost of rewriting more live data per byte freed.
+	MinDead float64
+	// Between, if set, is called after each round with the result so far;
+	// it may wait (throttling) and ends Reclaim by returning an error.
+	Between func(ctx context.Context, sofar ReclaimResult) error
+	// Rotate first closes the file being written, so that it can be
+	// reclaimed too (Reclaim never rewrites it otherwise). A store may
+	// have to be unavailable for a moment to do that: calls made
+	// meanwhile then fail with ErrBusy.
+	Rotate bool
+}
+
+// ReclaimResult says what Reclaim did.
+type ReclaimResult struct {
+	// Rounds counts the files rewritten and deleted.
+	Rounds int
+	// Freed is how much Used shrank (negative if writes meanwhile grew
+	// the store more than Reclaim shrank it).
+	Freed int64
 }

@@ -74,6 +74,7 @@ Examples:
 			&cli.DurationFlag{Name: "mirror-every", Value: 5 * time.Second, Usage: "how often metadata changes are mirrored to every drive (dhdfs recover rebuilds home from one); 0: only at unmount"},
 			&cli.StringFlag{Name: "debug-faults", Hidden: true, Usage: "inject drive faults for testing: DRIVE:FAULT[,FAULT...][;...]"},
 			&cli.DurationFlag{Name: "drive-timeout", Value: 30 * time.Second, Usage: "how long a drive may take to answer before it counts as failed"},
+			&cli.DurationFlag{Name: "reclaim-every", Value: 10 * time.Second, Usage: "how often the background reclaimer checks each drive's dead space (drives short of space: every second); 0: off"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060"},
 			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
 		),
@@ -176,7 +177,8 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
 		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
 		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
-		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout")}
+		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout"),
+		ReclaimInterval: c.Duration("reclaim-every")}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}
@@ -341,7 +343,7 @@ func daemonize(c *cli.Context, dir string) error {
 			args = append(args, "--"+f, v)
 		}
 	}
-	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every", "drive-timeout"} {
+	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every", "drive-timeout", "reclaim-every"} {
 		args = append(args, "--"+f, c.Duration(f).String())
 	}
 	args = append(args, dir)

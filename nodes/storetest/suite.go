@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -31,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) nodes.Store) {
 		{"Concurrent", testConcurrent},
 		{"Usage", testUsage},
 		{"Closed", testClosed},
+		{"Reclaim", testReclaim},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,5 +258,81 @@ func testGetRange(t *testing.T, s nodes.Store) {
 	missing, _ := chunk(10, 5)
 	if _, err := s.GetRange(missing, 0, 5, nil); !errors.Is(err, nodes.ErrNotFound) {
 		t.Fatalf("GetRange of absent chunk: %v", err)
+	}
+}
+
+// testReclaim checks a Reclaimer's contract: Space counts the chunks
+// stored, and Reclaim keeps every stored chunk and lets calls made
+// meanwhile succeed. (Whether space really comes back depends on the
+// store's unit; the implementations test that themselves.)
+func testReclaim(t *testing.T, s nodes.Store) {
+	r, ok := s.(nodes.Reclaimer)
+	if !ok {
+		t.Skip("not a Reclaimer")
+	}
+	const n, size = 40, 64 << 10
+	var keep []nodes.ChunkID
+	var want, deleted int64
+	deleted0 := r.Deleted()
+	for i := 0; i < n; i++ {
+		id, data := chunk(uint64(5000+i), size)
+		if err := s.Put(id, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			keep = append(keep, id)
+			want += size
+		} else if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		} else {
+			deleted += size
+		}
+	}
+	sp, err := r.Space()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Live is an estimate: within a few bytes per chunk.
+	near := func(live int64) bool { return live >= want-want/100 && live <= want+want/100 }
+	if !near(sp.Live) || sp.Used < 0 || sp.Unit <= 0 || sp.Dead() != max(0, sp.Used-sp.Live) {
+		t.Fatalf("Space = %+v, want Live about %d", sp, want)
+	}
+	if d := sp.Deleted - deleted0; d < deleted-deleted/100 || d > deleted+deleted/100 || r.Deleted() != sp.Deleted {
+		t.Fatalf("Space.Deleted went from %d to %d (Deleted() %d) after deleting %d bytes", deleted0, sp.Deleted, r.Deleted(), deleted)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 20; i++ {
+			id, data := chunk(uint64(6000+i), size)
+			if err := s.Put(id, data); err != nil {
+				done <- err
+				return
+			}
+			if got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, data) {
+				done <- fmt.Errorf("get during Reclaim: %v", err)
+				return
+			}
+			if err := s.Delete(id); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	if _, err := r.Reclaim(context.Background(), nodes.ReclaimOptions{MinDead: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a call during Reclaim: %v", err)
+	}
+	for i, id := range keep {
+		_, data := chunk(uint64(5000+4*i), size)
+		got, err := s.Get(id, nil)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("kept chunk %d after Reclaim: %v", i, err)
+		}
+	}
+	if sp, err := r.Space(); err != nil || !near(sp.Live) {
+		t.Fatalf("Space after Reclaim = %+v, %v; want Live about %d", sp, err, want)
 	}
 }

@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+
+	"github.com/dhdfs/dhdfs/nodes"
+)
+
+// statfs (Capacity and Space) counts each filesystem once, and only the
+// space placement would use: free space less the reserve; status agrees.
+func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
+	check := func(t *testing.T, tp *testPool) {
+		sp := tp.Space()
+		var frees []int64
+		devs := map[uint64]bool{}
+		var sumFree, sumAvail int64
+		for _, d := range tp.driveList() {
+			rec := d.record()
+			if devs[rec.Device] {
+				continue
+			}
+			devs[rec.Device] = true
+			free, _, err := nodes.FilesystemSpace(rec.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frees = append(frees, free)
+			sumFree += free
+			sumAvail += max(free-reserveBytes, 0)
+		}
+		// Free space moves a little between measurements (other processes
+		// share the filesystem of temp directories): allow 1%.
+		slack := sumFree/100 + 1<<20
+		if sp.Avail > sumAvail+slack {
+			t.Fatalf("Avail %s is more than the free space less the reserves, %s (filesystems %v)", mib(sp.Avail), mib(sumAvail), frees)
+		}
+		if sp.Avail < sumAvail-slack || sp.Free < sp.Avail {
+			t.Fatalf("Space %+v, want Avail about %s", sp, mib(sumAvail))
+		}
+		if _, avail := tp.Capacity(); avail > sumAvail+slack {
+			t.Fatalf("Capacity avail %s, more than %s", mib(avail), mib(sumAvail))
+		}
+		st := tp.mustStatus()
+		if st.UsableFree > (sumAvail+slack)/int64(tp.Config().Replicas) || st.UsableFree*int64(tp.Config().Replicas) < sumAvail-slack {
+			t.Fatalf("status usable free %s, df avail %s", mib(st.UsableFree), mib(sumAvail/int64(tp.Config().Replicas)))
+		}
+		t.Logf("%d filesystems: free %s, avail %s; status usable %s", len(devs), mib(sp.Free), mib(sp.Avail), mib(st.UsableFree))
+	}
+	t.Run("one filesystem", func(t *testing.T) {
+		// Three drives on one filesystem: its reserve counts once.
+		check(t, newTestPool(t, 3, 2))
+	})
+	t.Run("three filesystems", func(t *testing.T) {
+		tp := newTmpfsPool(t, 3, 2, 1<<20, 128<<20, Options{})
+		check(t, tp)
+		// A draining drive takes no new chunks: its space is not available.
+		d, err := tp.driveByName("d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := tp.Space()
+		if err := tp.updateDriveRecord(d, func(r *DriveRecord) { r.Draining = true }); err != nil {
+			t.Fatal(err)
+		}
+		after := tp.Space()
+		if after.Total != before.Total || after.Avail > before.Avail-before.Avail/4 {
+			t.Fatalf("draining d1: %+v before, %+v after", before, after)
+		}
+		// A running reclaim's hold is not available either.
+		if err := tp.updateDriveRecord(d, func(r *DriveRecord) { r.Draining = false }); err != nil {
+			t.Fatal(err)
+		}
+		tp.rc = &reclaimer{held: map[uint32]int64{d.num: 8 << 20}}
+		defer func() { tp.rc = nil }()
+		if held := tp.Space(); held.Avail > before.Avail-8<<20+1<<20 {
+			t.Fatalf("a reclaim holding 8 MiB: %+v, was %+v", held, before)
+		}
+	})
+}
+
+// status counts the space deletes left dead in the stores, and gc (the
+// explicit, do-it-all-now reclaim) gives it back, with the reclaimer off.
+func TestStatusDeadAndGC(t *testing.T) {
+	smallUnits(t, 4<<20)
+	tp := newTestPool(t, 3, 2)
+	data := randBytes(1, 24<<20)
+	tp.put("/keep", randBytes(2, 2<<20))
+	tp.put("/big", data)
+	before := tp.mustStatus()
+	if err := tp.RemovePath("/big", false); err != nil {
+		t.Fatal(err)
+	}
+	st := tp.mustStatus()
+	if st.StoreDead < before.StoreDead+2*int64(len(data))*9/10 {
+		t.Fatalf("status: %s dead before deleting %s (2 copies), %s after", mib(before.StoreDead), mib(int64(len(data))), mib(st.StoreDead))
+	}
+	rep, err := tp.GC(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := tp.mustStatus()
+	t.Logf("dead: %s, after deleting: %s, after gc: %s (drives %s to %s)", mib(before.StoreDead), mib(st.StoreDead), mib(after.StoreDead), mib(rep.UsedBefore), mib(rep.UsedAfter))
+	if after.StoreDead > before.StoreDead+4<<20 || rep.UsedAfter > rep.UsedBefore-2*int64(len(data))*9/10 {
+		t.Fatalf("gc left %s dead (%+v)", mib(after.StoreDead), rep)
+	}
+	tp.mustEqual("/keep", randBytes(2, 2<<20))
+}
