@@ -125,7 +125,10 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 func TestReclaimAfterOverwrites(t *testing.T) {
 	const unit, chunk = 4 << 20, 256 << 10
 	smallUnits(t, unit)
-	tp := newTestPoolWith(t, 3, 2, chunk, Options{ReclaimInterval: 100 * time.Millisecond, ReclaimThreshold: 4 << 20})
+	// Checkpoints every 100 ms, as a mount's --sync-every does every 5 s:
+	// overwritten chunks leave the drives once their release is durable.
+	tp := newTestPoolWith(t, 3, 2, chunk, Options{ReclaimInterval: 100 * time.Millisecond, ReclaimThreshold: 4 << 20,
+		SyncInterval: 100 * time.Millisecond})
 	const files, size, rounds = 6, 2 << 20, 25 // 12 MiB live, 300 MiB written (600 MiB of copies)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
