@@ -35,10 +35,10 @@ type Options struct {
 	// Zero means 4.
 	WritesInFlight int
 	// CacheBytes bounds the cache of recently read chunks. Zero means
-	// 64 MiB; negative disables the cache.
+	// 48 MiB; negative disables the cache.
 	CacheBytes int64
 	// WriteBufferBytes bounds the unflushed write buffers of all open files
-	// together (softly: see File.newBuf). Zero means 128 MiB.
+	// together (softly: see File.newBuf). Zero means 96 MiB.
 	WriteBufferBytes int64
 	// ProbeInterval, if set, checks every drive that often: online drives
 	// whose directory vanished become failed, failed drives that work again
@@ -249,10 +249,10 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 		opts.HealAfter = 10 * time.Minute
 	}
 	if opts.CacheBytes == 0 {
-		opts.CacheBytes = 64 << 20
+		opts.CacheBytes = DefaultCacheBytes
 	}
 	if opts.WriteBufferBytes <= 0 {
-		opts.WriteBufferBytes = 128 << 20
+		opts.WriteBufferBytes = DefaultWriteBufferBytes
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},

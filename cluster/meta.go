@@ -122,10 +122,10 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 	defer logger.opening.Store(false)
 	opts := badger.DefaultOptions(dir).
 		WithLogger(logger).
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(3).
+		WithMemTableSize(metaMemtable).
+		WithNumMemtables(metaMemtables).
 		WithNumCompactors(2).
-		WithBlockCacheSize(32 << 20).
+		WithBlockCacheSize(metaBlockCache).
 		WithCompression(options.None).
 		WithValueLogFileSize(128 << 20).
 		WithVerifyValueChecksum(true).

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,7 +66,8 @@ Examples:
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 (off by default)"},
 			&cli.DurationFlag{Name: "probe-every", Value: 10 * time.Second, Usage: "how often to check drives: failed ones come back when they work again"},
-			&cli.StringFlag{Name: "cache-size", Value: "64MiB", Usage: "memory for recently read chunks"},
+			&cli.StringFlag{Name: "cache-size", Value: "48MiB", Usage: "memory for recently read chunks"},
+			&cli.StringFlag{Name: "write-buffer", Value: "96MiB", Usage: "memory for written data not yet stored on the drives, for all files together"},
 			&cli.StringFlag{Name: "read-ahead", Value: "1MiB", Usage: "how far the kernel reads ahead of sequential readers, also its read request size (as root; 0: the kernel's 128KiB)"},
 			&cli.DurationFlag{Name: "heal-every", Value: time.Minute, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
 			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
@@ -174,11 +176,18 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	if err != nil {
 		return err
 	}
+	writeBuf, err := parseSize(c.String("write-buffer"))
+	if err != nil {
+		return err
+	}
+	if writeBuf < 4<<20 {
+		return fmt.Errorf("--write-buffer %s: at least 4MiB", c.String("write-buffer"))
+	}
 	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
 		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
 		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
 		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout"),
-		ReclaimInterval: c.Duration("reclaim-every")}
+		ReclaimInterval: c.Duration("reclaim-every"), WriteBufferBytes: writeBuf}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}
@@ -220,6 +229,9 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		return err
 	}
 	met.WatchPool(m, 30*time.Second)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(m.MemoryBudget())
+	}
 	cfg.Logger = log
 	cfg.Metrics = met
 	cfg.FsName = "dhdfs:" + c.String("home")
@@ -338,7 +350,7 @@ func daemonize(c *cli.Context, dir string) error {
 	if o := c.String("o"); o != "" {
 		args = append(args, "-o", o)
 	}
-	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "repair-rate", "pprof", "debug-faults"} {
+	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "write-buffer", "repair-rate", "pprof", "debug-faults"} {
 		if v := c.String(f); v != "" {
 			args = append(args, "--"+f, v)
 		}
