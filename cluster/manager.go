@@ -132,6 +132,7 @@ type Manager struct {
 	settled    atomic.Uint64   // epochs below it are settled
 	settleKick chan struct{}   // wakes the settler
 	settleMu   sync.Mutex      // one settleNow at a time
+	unsettled  unsettledIndex  // slots marked unsettled, by epoch
 	roundMu    sync.Mutex      // one sync round or checkpoint at a time
 	jrn        journalState    // what the next round journals (journal.go)
 

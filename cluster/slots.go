@@ -139,10 +139,11 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 	for start := 0; start < len(adds) || start == 0; start += txnBatch {
 		batch := adds[start:min(start+txnBatch, len(adds))]
 		var zero []nodes.ChunkID
+		var marked []slotAddr
 		err := m.committing(func(epoch uint64) error {
 			m.markUnsynced(unsynced)
-			return m.meta.update(func(txn *badger.Txn) error {
-				zero = zero[:0:0]
+			err := m.meta.update(func(txn *badger.Txn) error {
+				zero, marked = zero[:0:0], marked[:0]
 				n, err := getInode(txn, ino)
 				if err != nil {
 					return err
@@ -171,6 +172,8 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 						zero = append(zero, z...)
 					} else if err := set(txn, unsettledKey(ino, s.Idx), binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
 						return err
+					} else {
+						marked = append(marked, slotAddr{ino, s.Idx})
 					}
 					if err := putSlot(txn, &n, s.Idx, old, ls); err != nil {
 						return err
@@ -183,6 +186,12 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 				}
 				return putInode(txn, &n)
 			})
+			if err == nil {
+				// Still inside committing: the round of epoch cannot
+				// start before the settler knows these slots.
+				m.unsettled.add(marked, epoch)
+			}
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("commit chunks of inode %d: %w", ino, err)

@@ -223,34 +223,92 @@ func (m *Manager) startSettler() {
 
 // settle settles the unsettled slots committed in epochs up to epoch:
 // their layers' chunks are durable now, so layers no byte shows any more
-// are dropped and their references released.
+// are dropped and their references released. The slots come from the
+// in-memory index commits keep (unsettledIndex), not from a scan of the
+// markers: a file fsynced thousands of times rewrites one marker as often,
+// and Badger's iterators step over every old version still in its
+// memtable, which made each scan cost more than the fsync it followed.
 func (m *Manager) settle(epoch uint64) error {
-	for {
-		var keys [][]byte
-		err := m.meta.view(func(txn *badger.Txn) error {
-			return scan(txn, []byte{kUnsettled}, false, func(k, v []byte) error {
-				if len(v) == 8 && binary.BigEndian.Uint64(v) <= epoch {
-					keys = append(keys, append([]byte(nil), k...))
-				}
-				if len(keys) == txnBatch {
-					return errStop
-				}
-				return nil
-			})
-		})
-		if err != nil || len(keys) == 0 {
+	due := m.unsettled.take(epoch)
+	for i, a := range due {
+		if err := m.settleSlot(a.ino, a.idx, epoch); err != nil {
+			m.unsettled.add(due[i:], epoch)
 			return err
 		}
-		for _, k := range keys {
-			ino, idx := Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))
-			if err := m.settleSlot(ino, idx, epoch); err != nil {
-				return err
+	}
+	return nil
+}
+
+// settleStored settles every slot a marker in the metadata names, as a
+// last sweep (settleAll) for markers the index does not hold: left by an
+// open whose recovery could not finish, or by a settle that failed.
+func (m *Manager) settleStored() error {
+	m.settleMu.Lock()
+	defer m.settleMu.Unlock()
+	var due []slotAddr
+	err := m.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte{kUnsettled}, true, func(k, _ []byte) error {
+			if len(k) == 17 {
+				due = append(due, slotAddr{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))})
 			}
-		}
-		if len(keys) < txnBatch {
 			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	done := m.settled.Load()
+	if done == 0 {
+		return nil
+	}
+	for _, a := range due {
+		if err := m.settleSlot(a.ino, a.idx, done-1); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// slotAddr names one chunk slot of a file.
+type slotAddr struct {
+	ino Ino
+	idx int64
+}
+
+// unsettledIndex remembers which slots commits marked unsettled, with the
+// latest epoch of each, so that a settle finds them without a scan.
+type unsettledIndex struct {
+	mu    sync.Mutex
+	slots map[slotAddr]uint64 // guarded by mu
+}
+
+func (u *unsettledIndex) add(as []slotAddr, epoch uint64) {
+	if len(as) == 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.slots == nil {
+		u.slots = map[slotAddr]uint64{}
+	}
+	for _, a := range as {
+		u.slots[a] = max(u.slots[a], epoch)
+	}
+}
+
+// take removes and returns the slots whose latest commit is from epoch or
+// before.
+func (u *unsettledIndex) take(epoch uint64) []slotAddr {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var due []slotAddr
+	for a, e := range u.slots {
+		if e <= epoch {
+			due = append(due, a)
+			delete(u.slots, a)
+		}
+	}
+	return due
 }
 
 // settleSlot settles one slot if its latest commit is from epoch or
@@ -306,6 +364,11 @@ func (m *Manager) settleAll() error {
 			return err
 		}
 		m.settleNow()
+		if i == 0 {
+			if err := m.settleStored(); err != nil {
+				return err
+			}
+		}
 		if !m.pendingWork() {
 			return nil
 		}

@@ -41,9 +41,21 @@ const JournalDir = "journal"
 
 const (
 	journalSuffix = ".jnl"
-	recordMagic   = 0x6a726e31 // "jrn1"
-	recordHeader  = 12         // magic, length, CRC-32C of the payload
-	maxRecord     = 1 << 30
+	// spareName is a dropped generation's file kept for the next one. A
+	// record appended inside a file's existing blocks needs no metadata
+	// change, so its fdatasync is one data write and a cache flush, not
+	// a filesystem journal commit as well (the trick of RocksDB's
+	// recycle_log_file_num).
+	spareName = "spare.free"
+	// recordMagic1 records (CRC of the payload alone) come from dhdfs
+	// versions that never recycled files; they are still replayed.
+	recordMagic1 = 0x6a726e31 // "jrn1"
+	// recordMagic records carry a CRC of the generation and the payload,
+	// so that the records a recycled file still holds past the new tail,
+	// from an older generation, fail their check and end the replay.
+	recordMagic  = 0x6a726e32 // "jrn2"
+	recordHeader = 12         // magic, length, CRC-32C
+	maxRecord    = 1 << 30
 )
 
 // OpenJournal opens the journal in drive directory dir, creating it if
@@ -93,7 +105,11 @@ func (j *Journal) generations() ([]uint64, error) {
 
 // start makes gen the generation appended to. j.mu is held (or j is new).
 func (j *Journal) start(gen uint64) error {
-	f, err := os.OpenFile(j.path(gen), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if err := os.Rename(filepath.Join(j.dir, spareName), j.path(gen)); err == nil {
+		flags &^= os.O_TRUNC
+	}
+	f, err := os.OpenFile(j.path(gen), flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("start journal generation: %w", err)
 	}
@@ -118,13 +134,13 @@ func (j *Journal) Append(rec []byte) error {
 	b := make([]byte, recordHeader, recordHeader+len(rec))
 	binary.LittleEndian.PutUint32(b[0:], recordMagic)
 	binary.LittleEndian.PutUint32(b[4:], uint32(len(rec)))
-	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(rec, castagnoli))
 	b = append(b, rec...)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
 		return ErrClosed
 	}
+	binary.LittleEndian.PutUint32(b[8:], recordSum(j.gen, rec))
 	if _, err := j.f.WriteAt(b, j.off); err != nil {
 		return fmt.Errorf("append to journal: %w", err)
 	}
@@ -162,11 +178,21 @@ func (j *Journal) Drop(upTo uint64) error {
 		return err
 	}
 	var errs []error
-	for _, g := range gens {
-		if g <= upTo {
-			if err := os.Remove(j.path(g)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
+	_, err = os.Stat(filepath.Join(j.dir, spareName))
+	spare := err == nil
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := gens[i]
+		if g > upTo {
+			continue
+		}
+		if !spare {
+			if err := os.Rename(j.path(g), filepath.Join(j.dir, spareName)); err == nil {
+				spare = true
+				continue
 			}
+		}
+		if err := os.Remove(j.path(g)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -188,13 +214,21 @@ func (j *Journal) Replay(fn func(gen uint64, rec []byte) error) error {
 		if err != nil {
 			return fmt.Errorf("read journal: %w", err)
 		}
+		// A file holds records of one format, its first record's.
+		var magic uint32
+		if len(b) >= 4 {
+			magic = binary.LittleEndian.Uint32(b)
+		}
 		for len(b) >= recordHeader {
 			n := int(binary.LittleEndian.Uint32(b[4:]))
-			if binary.LittleEndian.Uint32(b) != recordMagic || n > len(b)-recordHeader {
+			if binary.LittleEndian.Uint32(b) != magic || n > len(b)-recordHeader {
 				break
 			}
 			rec := b[recordHeader : recordHeader+n]
-			if crc32.Checksum(rec, castagnoli) != binary.LittleEndian.Uint32(b[8:]) {
+			sum := binary.LittleEndian.Uint32(b[8:])
+			if magic == recordMagic && recordSum(g, rec) != sum ||
+				magic == recordMagic1 && crc32.Checksum(rec, castagnoli) != sum ||
+				magic != recordMagic && magic != recordMagic1 {
 				break
 			}
 			if err := fn(g, rec); err != nil {
@@ -219,6 +253,11 @@ func (j *Journal) Close() error {
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// recordSum is the CRC-32C of a record's generation and payload.
+func recordSum(gen uint64, rec []byte) uint32 {
+	return crc32.Update(crc32.Checksum(binary.LittleEndian.AppendUint64(nil, gen), castagnoli), castagnoli, rec)
+}
 
 // syncDir makes the entries of directory dir durable.
 func syncDir(dir string) error {

@@ -1,7 +1,9 @@
 package nodes
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,5 +76,55 @@ func TestJournal(t *testing.T) {
 	}
 	if got := replayAll(t, j); !slices.Equal(got, []string{"3:d"}) {
 		t.Fatalf("replay after drop: %v", got)
+	}
+}
+
+// A dropped generation's file is reused by the next one; the older
+// records it still holds past the new tail are never replayed, and
+// records of the older format (without the generation in their CRC) are.
+func TestJournalRecyclesFiles(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for _, r := range []string{"first-record", "second-record", "third-record"} {
+		if err := j.Append([]byte(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := j.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Drop(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, JournalDir, spareName)); err != nil {
+		t.Fatalf("generation 1 not kept as the spare: %v", err)
+	}
+	if _, err := j.Rotate(); err != nil { // generation 3 takes the spare
+		t.Fatal(err)
+	}
+	if err := j.Append([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(j.path(3))
+	if err != nil || st.Size() <= int64(recordHeader+1) {
+		t.Fatalf("generation 3 is not the recycled file: %v, %v", st, err)
+	}
+	if got := replayAll(t, j); !slices.Equal(got, []string{"3:x"}) {
+		t.Fatalf("replay of a recycled file: %v", got)
+	}
+	// A generation written by an older version, in the first format.
+	rec := []byte("old")
+	b := binary.LittleEndian.AppendUint32(nil, recordMagic1)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(rec)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(rec, castagnoli))
+	if err := os.WriteFile(j.path(2), append(b, rec...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := replayAll(t, j); !slices.Equal(got, []string{"2:old", "3:x"}) {
+		t.Fatalf("replay with a first-format generation: %v", got)
 	}
 }
