@@ -41,12 +41,12 @@ const JournalDir = "journal"
 
 const (
 	journalSuffix = ".jnl"
-	// spareName is a dropped generation's file kept for the next one. A
+	// A spare (GEN.free) is a dropped generation's file kept for the next one. A
 	// record appended inside a file's existing blocks needs no metadata
 	// change, so its fdatasync is one data write and a cache flush, not
 	// a filesystem journal commit as well (the trick of RocksDB's
 	// recycle_log_file_num).
-	spareName = "spare.free"
+	spareSuffix = ".free"
 	// recordMagic1 records (CRC of the payload alone) come from dhdfs
 	// versions that never recycled files; they are still replayed.
 	recordMagic1 = 0x6a726e31 // "jrn1"
@@ -73,6 +73,11 @@ func OpenJournal(dir string) (*Journal, error) {
 	if len(gens) > 0 {
 		next = gens[len(gens)-1] + 1
 	}
+	// The spare's name keeps its generation, so that numbers are never
+	// reused even when no other file is left.
+	if g, ok := j.spare(); ok {
+		next = max(next, g+1)
+	}
 	if err := j.start(next); err != nil {
 		return nil, err
 	}
@@ -85,13 +90,31 @@ func (j *Journal) path(gen uint64) string {
 
 // generations lists the generations on disk, oldest first.
 func (j *Journal) generations() ([]uint64, error) {
+	return j.list(journalSuffix)
+}
+
+// spare returns the generation of the spare file, if there is one.
+func (j *Journal) spare() (uint64, bool) {
+	gens, err := j.list(spareSuffix)
+	if err != nil || len(gens) == 0 {
+		return 0, false
+	}
+	return gens[len(gens)-1], true
+}
+
+func (j *Journal) sparePath(gen uint64) string {
+	return filepath.Join(j.dir, fmt.Sprintf("%016x%s", gen, spareSuffix))
+}
+
+// list returns the generations of the files named GEN+suffix, sorted.
+func (j *Journal) list(suffix string) ([]uint64, error) {
 	entries, err := os.ReadDir(j.dir)
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
 	var gens []uint64
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), journalSuffix)
+		name, ok := strings.CutSuffix(e.Name(), suffix)
 		if !ok {
 			continue
 		}
@@ -106,8 +129,10 @@ func (j *Journal) generations() ([]uint64, error) {
 // start makes gen the generation appended to. j.mu is held (or j is new).
 func (j *Journal) start(gen uint64) error {
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	if err := os.Rename(filepath.Join(j.dir, spareName), j.path(gen)); err == nil {
-		flags &^= os.O_TRUNC
+	if g, ok := j.spare(); ok && g < gen {
+		if err := os.Rename(j.sparePath(g), j.path(gen)); err == nil {
+			flags &^= os.O_TRUNC
+		}
 	}
 	f, err := os.OpenFile(j.path(gen), flags, 0o600)
 	if err != nil {
@@ -178,15 +203,14 @@ func (j *Journal) Drop(upTo uint64) error {
 		return err
 	}
 	var errs []error
-	_, err = os.Stat(filepath.Join(j.dir, spareName))
-	spare := err == nil
+	_, spare := j.spare()
 	for i := len(gens) - 1; i >= 0; i-- {
 		g := gens[i]
 		if g > upTo {
 			continue
 		}
 		if !spare {
-			if err := os.Rename(j.path(g), filepath.Join(j.dir, spareName)); err == nil {
+			if err := os.Rename(j.path(g), j.sparePath(g)); err == nil {
 				spare = true
 				continue
 			}

@@ -100,8 +100,8 @@ func TestJournalRecyclesFiles(t *testing.T) {
 	if err := j.Drop(1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, JournalDir, spareName)); err != nil {
-		t.Fatalf("generation 1 not kept as the spare: %v", err)
+	if g, ok := j.spare(); !ok || g != 1 {
+		t.Fatalf("spare: generation %d, %v; want 1", g, ok)
 	}
 	if _, err := j.Rotate(); err != nil { // generation 3 takes the spare
 		t.Fatal(err)
@@ -126,5 +126,25 @@ func TestJournalRecyclesFiles(t *testing.T) {
 	}
 	if got := replayAll(t, j); !slices.Equal(got, []string{"2:old", "3:x"}) {
 		t.Fatalf("replay with a first-format generation: %v", got)
+	}
+	// With every generation dropped, the numbers still go on from the
+	// spare's, never reusing one whose records it may still hold.
+	if _, err := j.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Drop(4); err != nil {
+		t.Fatal(err)
+	}
+	if gens, _ := j.generations(); len(gens) != 0 {
+		t.Fatalf("generations left: %v", gens)
+	}
+	j.Close()
+	j, err = OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if j.gen != 5 {
+		t.Fatalf("reopened at generation %d, want 5", j.gen)
 	}
 }
