@@ -97,6 +97,14 @@ type BadgerStore struct {
 	liveKnown atomic.Bool
 	// deleted counts the bytes of chunks deleted or replaced.
 	deleted atomic.Int64
+	// dirty is set, durably (see markDirty), before the first change
+	// after a clean open: until then Sync and Close write nothing, so
+	// that opening a pool to read it leaves its drives as they were.
+	dirty atomic.Bool
+	// stateMu serialises the writes of the packs' state and guards
+	// recorded, the state last written.
+	stateMu  sync.Mutex
+	recorded storeState
 }
 
 var _ Reclaimer = (*BadgerStore)(nil)
@@ -300,6 +308,9 @@ func (s *BadgerStore) Put(id ChunkID, data []byte) error {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
+	}
 	mu := s.stripe(id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -437,6 +448,9 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
+	}
 	mu := s.stripe(id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -508,13 +522,19 @@ func (s *BadgerStore) Sync() error {
 }
 
 // sync makes every write that ended before it durable, and records the
-// packs' state with the clean flag given.
+// packs' state with the clean flag given. With nothing changed since a
+// clean open there is nothing to do.
 func (s *BadgerStore) sync(clean bool) error {
+	if !s.dirty.Load() {
+		return nil
+	}
 	at, err := s.packs.flush()
 	if err != nil {
 		return err
 	}
-	if err := s.setState(storeState{clean: clean, synced: at}); err != nil {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	if err := s.record(storeState{clean: clean, synced: at}); err != nil {
 		return err
 	}
 	return s.db.Sync()

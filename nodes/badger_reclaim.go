@@ -265,6 +265,9 @@ func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack) error {
 		return err
 	}
 	defer s.mu.RUnlock()
+	if err := s.markDirty(); err != nil {
+		return fmt.Errorf("reclaim pack %d on %s: %w", p.num, s.dir, err)
+	}
 	s.packs.waitWrites(p)
 	s.packs.mu.Lock()
 	end := p.size
@@ -441,6 +444,9 @@ func (s *BadgerStore) settle(ctx context.Context) error {
 	}
 	defer s.mu.RUnlock()
 	low, high := []byte{keyPrefix - 1, '~'}, []byte{keyPrefix + 1, '~'}
+	if err := s.markDirty(); err != nil {
+		return fmt.Errorf("reclaim on %s: %w", s.dir, err)
+	}
 	err := s.update(func(txn *badger.Txn) error {
 		if err := txn.Set(low, nil); err != nil {
 			return err

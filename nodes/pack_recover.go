@@ -54,9 +54,38 @@ func decodeState(b []byte) (storeState, error) {
 	}}, nil
 }
 
-// setState records st.
-func (s *BadgerStore) setState(st storeState) error {
-	return s.update(func(txn *badger.Txn) error { return txn.Set(stateKey, st.encode()) })
+// record writes st, unless it is the state last written. The caller
+// holds stateMu.
+func (s *BadgerStore) record(st storeState) error {
+	if st == s.recorded {
+		return nil
+	}
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(stateKey, st.encode()) }); err != nil {
+		return err
+	}
+	s.recorded = st
+	return nil
+}
+
+// markDirty clears the clean flag, durably, before the first change after
+// a clean open, so that a crash from then on is noticed.
+func (s *BadgerStore) markDirty() error {
+	if s.dirty.Load() {
+		return nil
+	}
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	if s.dirty.Load() {
+		return nil
+	}
+	if err := s.record(storeState{synced: s.recorded.synced}); err != nil {
+		return err
+	}
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	s.dirty.Store(true)
+	return nil
 }
 
 // readState returns the recorded state, and whether there was one.
@@ -80,12 +109,15 @@ func (s *BadgerStore) readState() (storeState, bool, error) {
 
 // recover runs at open: after a clean close the newest pack takes writes
 // again; otherwise the locations written since the last Sync are checked
-// (repair). Either way the clean flag is cleared, durably, before the
-// first write, so that a crash from now on is noticed.
+// (repair) and the result synced.
 func (s *BadgerStore) recover() error {
 	st, found, err := s.readState()
 	if err != nil {
 		return err
+	}
+	s.recorded = st
+	if !found {
+		s.recorded.clean = true // as good as: nothing to check, and markDirty writes
 	}
 	// Pack numbers are never reused, even of packs Reclaim deleted: an
 	// entry in a reused pack below the sync point would pass as durable.
@@ -99,15 +131,17 @@ func (s *BadgerStore) recover() error {
 	switch {
 	case found && st.clean:
 		s.packs.resume()
+		return nil
 	case !found && len(s.packs.list()) == 0:
 		// A new store, or one written before packs: nothing to check.
-	default:
-		// No state but packs: a crash before the first Sync. The sync
-		// point is then the start of the first pack.
-		if err := s.repair(st.synced); err != nil {
-			return err
-		}
+		return nil
 	}
+	// No state but packs: a crash before the first Sync. The sync point
+	// is then the start of the first pack.
+	if err := s.repair(st.synced); err != nil {
+		return err
+	}
+	s.dirty.Store(true)
 	return s.sync(false)
 }
 
