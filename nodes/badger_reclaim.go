@@ -173,7 +173,11 @@ func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions, all bool) (
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
+		// Not while countLive rebuilds the counts: a pack it has yet to
+		// count would look all dead.
+		s.countMu.RLock()
 		p := s.pickPack(ratio, all)
+		s.countMu.RUnlock()
 		if p == nil {
 			break
 		}

@@ -334,7 +334,7 @@ func (ps *packSet) append(id ChunkID, data []byte) (packLoc, error) {
 	ps.written(p, off)
 	if err != nil {
 		// The reserved bytes stay behind as a hole or a torn entry: dead
-		// space, which readers of the pack step over (see scanPack).
+		// space, which Reclaim steps over (see reclaimPack).
 		return packLoc{}, fmt.Errorf("write pack %d: %w", p.num, err)
 	}
 	return packLoc{pack: p.num, off: off, size: int64(len(data))}, nil
