@@ -390,7 +390,7 @@ func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, erro
 			if err != nil {
 				return err
 			}
-			if item.UserMeta() != metaInline {
+			if item.UserMeta() == metaPacked {
 				st, err = lookup(item)
 				return err
 			}
