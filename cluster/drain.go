@@ -224,7 +224,9 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 	}
 	if len(ids) == 0 {
 		// Nothing of the pool is left on it: free the directory for reuse.
-		os.RemoveAll(filepath.Join(rec.Path, "chunks"))
+		for _, dir := range nodes.StoreDirs(rec.Path) {
+			os.RemoveAll(dir)
+		}
 		os.Remove(filepath.Join(rec.Path, nodes.IdentityFile))
 	} else if id, err := nodes.ReadIdentity(rec.Path); err == nil && id.DriveID == rec.ID {
 		// Keep the data, but mark it as no longer a drive of this pool.

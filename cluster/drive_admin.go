@@ -167,7 +167,9 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	}
 	undo := func() {
 		os.Remove(filepath.Join(real, nodes.IdentityFile))
-		os.RemoveAll(filepath.Join(real, "chunks"))
+		for _, dir := range nodes.StoreDirs(real) {
+			os.RemoveAll(dir)
+		}
 	}
 	s, err := m.openDriveStore(rec)
 	if err != nil {

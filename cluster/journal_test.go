@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // copyDir copies dir to to with cp -a (the test owns both).
@@ -35,7 +38,9 @@ func TestJournalReplayAfterPowerLoss(t *testing.T) {
 	snap := t.TempDir()
 	stores := map[string]string{filepath.Join(tp.home, metaDir): filepath.Join(snap, "meta")}
 	for i, p := range tp.paths {
-		stores[filepath.Join(p, "chunks")] = filepath.Join(snap, string(rune('a'+i)))
+		for j, dir := range nodes.StoreDirs(p) {
+			stores[dir] = filepath.Join(snap, fmt.Sprintf("%c%d", 'a'+i, j))
+		}
 	}
 	tp.roundMu.Lock()
 	tp.meta.writeMu.Lock()

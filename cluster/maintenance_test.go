@@ -108,11 +108,14 @@ func TestHealWaitsForGracePeriod(t *testing.T) {
 	}
 }
 
-// flipOnDisk flips a byte of data where it sits in a drive's value log.
+// flipOnDisk flips a byte of data where it sits in a drive's packs (or
+// value log).
 func flipOnDisk(t *testing.T, dir string, data []byte) {
 	t.Helper()
 	needle := data[len(data)/2 : len(data)/2+64]
-	matches, _ := filepath.Glob(filepath.Join(dir, "chunks", "*.vlog"))
+	matches, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+	logs, _ := filepath.Glob(filepath.Join(dir, "chunks", "*.vlog"))
+	matches = append(matches, logs...)
 	for _, f := range matches {
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -19,62 +19,113 @@ import (
 
 // Options tune one drive's Badger store.
 type Options struct {
-	// Logger receives Badger's warnings and errors. Nil discards them.
+	// Logger receives Badger's warnings and errors, and the store's own
+	// (crash recovery, damaged entries). Nil discards them.
 	Logger *slog.Logger
-	// ValueLogFileSize sets the size of the store's value-log files, the
-	// unit in which deleted space comes back. Zero sizes them from the
-	// filesystem (see valueLogFileSize).
+	// ValueLogFileSize sets the size of the store's pack and value-log
+	// files, the unit in which deleted space comes back. Zero sizes them
+	// from the filesystem (see valueLogFileSize).
 	ValueLogFileSize int64
 }
 
-// keyPrefix keeps room in the key space for other record kinds later.
-const keyPrefix = 'c'
+// The key space of a store's Badger database:
+//
+//	'c' + ChunkID   a chunk. UserMeta metaInline: the value is the chunk's
+//	                bytes (chunks under inlineLimit, and every chunk of a
+//	                drive written before packs existed, which then sits in
+//	                Badger's value log). UserMeta metaPacked: the value is
+//	                a packLoc, and the bytes are in a pack.
+//	"~packs"        the packs' state (see storeState).
+//
+// Reclaim's settle also writes and drops keys starting "b~" and "d~".
+const (
+	keyPrefix  = 'c'
+	metaInline = 0
+	metaPacked = 1
+)
+
+// inlineLimit: chunks shorter than this stay in Badger, in its LSM tree
+// (Badger's ValueThreshold is the same, so none goes to its value log): a
+// pack entry's header and a pread would cost more than they save.
+const inlineLimit = 1 << 10
+
+// stripeCount is the number of locks that serialise the index updates of
+// chunks with the same id (see BadgerStore.stripes).
+const stripeCount = 1024
 
 // BadgerStore is the Store of a real drive: a Badger v4 database in the
-// drive directory's "chunks" subdirectory.
+// drive directory's "chunks" subdirectory indexing chunks whose bytes are
+// in pack files in its "packs" subdirectory (see pack.go).
 type BadgerStore struct {
-	dir  string
-	opts badger.Options
-	db   *badger.DB // replaced under mu by CollectGarbage
+	dir   string
+	opts  badger.Options
+	log   *slog.Logger // never nil
+	db    *badger.DB   // replaced under mu by reopen
+	packs *packSet
+	// inline is inlineLimit except in benchmarks of the old layout, which
+	// set it higher to put every chunk in Badger's value log.
+	inline int
 	// mu is held shared by every call and exclusively by Close, so Badger
 	// is never closed under a running call.
 	mu     sync.RWMutex
 	closed atomic.Bool
-	// cycling is set while CollectGarbage reopens the database; calls then
-	// fail fast with ErrBusy so that callers use another copy.
+	// cycling is set while reopen reopens the database; calls then fail
+	// fast with ErrBusy so that callers use another copy.
 	cycling atomic.Bool
 	// maint serialises Reclaim and CollectGarbage.
 	maint sync.Mutex
 	// gate is held shared by writes and exclusively by value-log GC
 	// rounds, in race-detector builds only (see gcRound).
 	gate sync.RWMutex
-	// live is the bytes of the chunks stored, kept up to date by Put and
-	// Delete once liveKnown (counted by Space the first time, and again
-	// after every Reclaim, so that races between counting and calls do
-	// not accumulate).
+	// stripes serialise what changes the index entry of one id: a Put
+	// holds its id's stripe from reserving pack space until its index
+	// entry is committed (so that Reclaim, which checks each entry of a
+	// pack under its stripe, cannot miss a Put into that pack committing
+	// late), Delete and Reclaim's re-pointing from reading the old entry
+	// to committing, and countLive all of them for an instant. A stripe is
+	// never held while taking another. One store-wide lock would serialise
+	// Badger commits, which Badger batches when they come concurrently.
+	stripes [stripeCount]sync.Mutex
+	// countMu is held by countLive while the counters below are being
+	// rebuilt, and shared by Space to read them.
+	countMu sync.RWMutex
+	// live is the bytes of the chunks stored, and each pack's live the
+	// bytes of its entries the index points at. Every index update adjusts
+	// them under its stripe; countLive sets them from the index the first
+	// time they are needed.
 	live      atomic.Int64
 	liveKnown atomic.Bool
 	// deleted counts the bytes of chunks deleted or replaced.
 	deleted atomic.Int64
+	// dirty is set, durably (see markDirty), before the first change
+	// after a clean open: until then Sync and Close write nothing, so
+	// that opening a pool to read it leaves its drives as they were.
+	dirty atomic.Bool
+	// stateMu serialises the writes of the packs' state and guards
+	// recorded, the state last written.
+	stateMu  sync.Mutex
+	recorded storeState
 }
 
 var _ Reclaimer = (*BadgerStore)(nil)
 
 var _ Store = (*BadgerStore)(nil)
 
-// badgerOptions sizes Badger for many stores in one process holding large
-// values. Badger's defaults assume one big database per process (64 MiB
-// memtables × 5, a 256 MiB block cache, 1 GiB value-log files), about
-// 600 MiB per store; these keep a drive near 40 MiB of memory when busy:
-//   - values above 1 KiB go to the value log, so chunks are written once and
-//     compactions move only keys;
+// badgerOptions sizes Badger for many stores in one process holding
+// small values: chunk bytes go to packs, Badger holds their locations
+// (and the bytes of drives written before packs, in its value log). Badger's
+// defaults assume one big database per process (64 MiB memtables × 5, a
+// 256 MiB block cache, 1 GiB value-log files), about 600 MiB per store;
+// these keep a drive near 40 MiB of memory when busy:
+//   - values of 1 KiB and more go to the value log, so that old drives'
+//     chunks were written once and compactions move only keys;
 //   - 2 small memtables suffice because keys are tiny;
-//   - the block cache is small: chunk reads hit the value log, not blocks,
-//     and dhdfs keeps its own chunk cache above the drives;
+//   - the block cache is small: dhdfs keeps its own chunk cache above the
+//     drives;
 //   - chunks are already checksummed by dhdfs and incompressible in the
 //     common case, so Badger's compression is off;
 //   - value-log files are small (see valueLogFileSize) so that value-log GC
-//     gives space back sooner.
+//     gives old drives' space back sooner.
 func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(BadgerLogger(o.Logger)).
@@ -86,7 +137,7 @@ func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 		WithNumCompactors(2).
 		WithBlockCacheSize(4 << 20).
 		WithIndexCacheSize(0).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(inlineLimit).
 		WithValueLogFileSize(vlogSize).
 		WithCompression(options.None).
 		WithDetectConflicts(false).
@@ -95,7 +146,9 @@ func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 }
 
 // OpenBadger opens (creating if needed) the chunk store inside the drive
-// directory dir. The caller checks the identity file first.
+// directory dir. The caller checks the identity file first. If the store
+// was not closed cleanly, it first checks the chunks written since its
+// last Sync (see recover).
 func OpenBadger(dir string, o Options) (*BadgerStore, error) {
 	size := o.ValueLogFileSize
 	if size <= 0 {
@@ -113,32 +166,54 @@ func OpenBadger(dir string, o Options) (*BadgerStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
 	}
-	return &BadgerStore{dir: dir, opts: opts, db: db}, nil
+	ps, err := openPacks(filepath.Join(dir, packDir), size)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &BadgerStore{dir: dir, opts: opts, log: log, db: db, packs: ps, inline: inlineLimit}
+	if err := s.recover(); err != nil {
+		ps.close()
+		db.Close()
+		return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
+	}
+	return s, nil
 }
 
-// Value-log files are the unit in which Badger gives space back: value-log
-// GC rewrites a file's live values and deletes it, and never touches the
+// Pack and value-log files are the unit in which space comes back: Reclaim
+// rewrites a file's live chunks and deletes it, and never touches the
 // file being written. They are a 64th of the filesystem, between 16 and
 // 256 MiB: on a small drive a file's worth of dead space is then a small
 // part of it and rewriting one fits in the space kept free, and a big
-// drive still has few enough files (every file is open and mapped: 4 TiB
-// is 16,384 files at 256 MiB, and Linux allows 65,530 mappings per
-// process by default).
+// drive still has few enough files (every pack is open, and every value-log
+// file open and mapped: 4 TiB is 16,384 files at 256 MiB, and Linux allows
+// 65,530 mappings per process by default).
 const (
 	minValueLogFile = 16 << 20
 	maxValueLogFile = 256 << 20
 )
 
-// DefaultValueLogFileSize, if positive, is the value-log file size of
-// stores opened without Options.ValueLogFileSize, in place of one sized
-// from their filesystem. Tests set it to give drives in temp directories
-// the behaviour of small drives.
+// DefaultValueLogFileSize, if positive, is the pack and value-log file
+// size of stores opened without Options.ValueLogFileSize, in place of one
+// sized from their filesystem. Tests set it to give drives in temp
+// directories the behaviour of small drives.
 var DefaultValueLogFileSize int64
 
-// valueLogFileSize returns the value-log file size for a filesystem of
-// total bytes.
+// valueLogFileSize returns the pack and value-log file size for a
+// filesystem of total bytes.
 func valueLogFileSize(total int64) int64 {
 	return min(max(total/64>>20<<20, minValueLogFile), maxValueLogFile)
+}
+
+// StoreDirs returns the directories of the chunk store inside the drive
+// directory dir: what deleting a drive's data deletes, and what a test
+// taking a snapshot of a drive copies.
+func StoreDirs(dir string) []string {
+	return []string{filepath.Join(dir, storeDir), filepath.Join(dir, packDir)}
 }
 
 func chunkKey(id ChunkID) []byte {
@@ -146,6 +221,11 @@ func chunkKey(id ChunkID) []byte {
 	k[0] = keyPrefix
 	copy(k[1:], id[:])
 	return k
+}
+
+// stripe returns the lock of id's index entry.
+func (s *BadgerStore) stripe(id ChunkID) *sync.Mutex {
+	return &s.stripes[(int(id[0])|int(id[1])<<8)%stripeCount]
 }
 
 // enter starts a call; the caller must defer s.mu.RUnlock() when it
@@ -169,30 +249,97 @@ func (s *BadgerStore) enter() error {
 	return nil
 }
 
-// Put implements Store.
+// stored describes a chunk's index entry.
+type stored struct {
+	ok     bool    // there is one
+	size   int64   // the chunk's length
+	packed bool    // its bytes are in a pack, at loc
+	loc    packLoc // if packed
+}
+
+// lookup decodes the index entry item.
+func lookup(item *badger.Item) (stored, error) {
+	if item.UserMeta() != metaPacked {
+		return stored{ok: true, size: item.ValueSize()}, nil
+	}
+	var loc packLoc
+	err := item.Value(func(v []byte) error {
+		var err error
+		loc, err = decodePackLoc(v)
+		return err
+	})
+	if err != nil {
+		return stored{}, err
+	}
+	return stored{ok: true, size: loc.size, packed: true, loc: loc}, nil
+}
+
+// getStored returns id's index entry in txn.
+func getStored(txn *badger.Txn, id ChunkID) (stored, error) {
+	item, err := txn.Get(chunkKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return stored{}, nil
+	}
+	if err != nil {
+		return stored{}, err
+	}
+	return lookup(item)
+}
+
+// account adds sign times the chunk st to the live counters. The caller
+// holds the chunk's stripe and has committed the change.
+func (s *BadgerStore) account(st stored, sign int64) {
+	if !st.ok {
+		return
+	}
+	s.live.Add(sign * st.size)
+	if st.packed {
+		if p := s.packs.get(st.loc.pack); p != nil {
+			p.live.Add(sign * st.loc.entrySize())
+		}
+	}
+}
+
+// Put implements Store. A Put of a chunk already stored replaces it: heal
+// repairs a damaged copy that way. Chunks of inlineLimit and more are
+// appended to the active pack first, then indexed.
 func (s *BadgerStore) Put(id ChunkID, data []byte) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
-	var old int64
-	err := s.update(func(txn *badger.Txn) error {
-		old = 0
-		key := chunkKey(id)
-		item, err := txn.Get(key)
-		switch {
-		case err == nil:
-			old = item.ValueSize()
-		case !errors.Is(err, badger.ErrKeyNotFound):
-			return err
-		}
-		return txn.Set(key, data)
-	})
-	if err != nil {
+	if err := s.markDirty(); err != nil {
 		return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
-	s.live.Add(int64(len(data)) - old)
-	s.deleted.Add(old)
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	key, val, meta := chunkKey(id), data, byte(metaInline)
+	now := stored{ok: true, size: int64(len(data))}
+	if len(data) >= s.inline {
+		loc, err := s.packs.append(id, data)
+		if err != nil {
+			return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
+		}
+		val, meta = loc.encode(), metaPacked
+		now = stored{ok: true, size: loc.size, packed: true, loc: loc}
+	}
+	var old stored
+	err := s.update(func(txn *badger.Txn) error {
+		var err error
+		if old, err = getStored(txn, id); err != nil {
+			return err
+		}
+		// A new entry each try: a failed commit may have changed it.
+		return txn.SetEntry(badger.NewEntry(key, val).WithMeta(meta))
+	})
+	if err != nil {
+		// A pack entry written for nothing is dead space.
+		return fmt.Errorf("put chunk %s on %s: %w", id.Short(), s.dir, err)
+	}
+	s.account(old, -1)
+	s.account(now, 1)
+	s.deleted.Add(old.size)
 	return nil
 }
 
@@ -226,30 +373,46 @@ func (s *BadgerStore) Get(id ChunkID, buf []byte) ([]byte, error) {
 	return s.GetRange(id, 0, math.MaxInt, buf)
 }
 
-// GetRange implements Store. The value is read through Badger's mapping
-// of its value log, so only the pages of the range are touched.
+// GetRange implements Store. A packed chunk is read with one pread of just
+// the range; an inline one (or an old drive's, in Badger's value log)
+// through Badger's mapping, which touches only the pages of the range.
 func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(id))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			buf = append(buf[:0], clip(v, off, n)...)
-			return nil
+	// Reclaim may move the chunk and delete its pack between the lookup
+	// and the read: then the index points at the new place.
+	for tries := 0; ; tries++ {
+		var st stored
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(chunkKey(id))
+			if err != nil {
+				return err
+			}
+			if item.UserMeta() == metaPacked {
+				st, err = lookup(item)
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				buf = append(buf[:0], clip(v, off, n)...)
+				return nil
+			})
 		})
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, ErrNotFound)
+		if err == nil && st.packed {
+			buf, err = s.packs.read(st.loc, off, n, buf)
+			if errors.Is(err, errPackGone) && tries < 3 {
+				continue
+			}
+		}
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, err)
+		}
+		return buf, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, err)
-	}
-	return buf, nil
 }
 
 // clip returns v[off:off+n], cut to v's length.
@@ -285,25 +448,25 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	var old int64
+	if err := s.markDirty(); err != nil {
+		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
+	}
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	var old stored
 	err := s.update(func(txn *badger.Txn) error {
-		old = 0
-		key := chunkKey(id)
-		item, err := txn.Get(key)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			return nil // nothing to delete: no tombstone either
-		case err != nil:
-			return err
+		var err error
+		if old, err = getStored(txn, id); err != nil || !old.ok {
+			return err // nothing to delete: no tombstone either
 		}
-		old = item.ValueSize()
-		return txn.Delete(key)
+		return txn.Delete(chunkKey(id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
-	s.live.Add(-old)
-	s.deleted.Add(old)
+	s.account(old, -1)
+	s.deleted.Add(old.size)
 	return nil
 }
 
@@ -314,37 +477,67 @@ func (s *BadgerStore) Iterate(fn func(id ChunkID, size int64) error) error {
 	}
 	defer s.mu.RUnlock()
 	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte{keyPrefix}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if len(k) != 1+len(ChunkID{}) {
-				continue
-			}
-			var id ChunkID
-			copy(id[:], k[1:])
-			if err := fn(id, item.ValueSize()); err != nil {
-				return err
-			}
-		}
-		return nil
+		return iterateIndex(txn, func(id ChunkID, st stored) error { return fn(id, st.size) })
 	})
 }
 
-// Sync implements Store.
+// iterateIndex calls fn for every chunk's index entry in txn, in id order.
+func iterateIndex(txn *badger.Txn, fn func(id ChunkID, st stored) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte{keyPrefix}
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if len(k) != 1+len(ChunkID{}) {
+			continue
+		}
+		var id ChunkID
+		copy(id[:], k[1:])
+		st, err := lookup(item)
+		if err != nil {
+			return fmt.Errorf("index entry of chunk %s: %w", id.Short(), err)
+		}
+		if err := fn(id, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sync implements Store: the packs written since the last Sync are synced
+// first, then the sync point is recorded (see storeState) and Badger
+// synced, so that no synced index entry points at unsynced bytes.
 func (s *BadgerStore) Sync() error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
-	if err := s.db.Sync(); err != nil {
+	if err := s.sync(false); err != nil {
 		return fmt.Errorf("sync chunk store on %s: %w", s.dir, err)
 	}
 	return nil
+}
+
+// sync makes every write that ended before it durable, and records the
+// packs' state with the clean flag given. With nothing changed since a
+// clean open there is nothing to do.
+func (s *BadgerStore) sync(clean bool) error {
+	if !s.dirty.Load() {
+		return nil
+	}
+	at, err := s.packs.flush()
+	if err != nil {
+		return err
+	}
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	if err := s.record(storeState{clean: clean, synced: at}); err != nil {
+		return err
+	}
+	return s.db.Sync()
 }
 
 // Usage implements Store.
@@ -353,7 +546,7 @@ func (s *BadgerStore) Usage() (Usage, error) {
 		return Usage{}, err
 	}
 	defer s.mu.RUnlock()
-	used, err := storeSize(filepath.Join(s.dir, storeDir))
+	used, err := s.size()
 	if err != nil {
 		return Usage{}, err
 	}
@@ -364,218 +557,18 @@ func (s *BadgerStore) Usage() (Usage, error) {
 	return Usage{Used: used, Free: free, Total: total}, nil
 }
 
-// Space implements Reclaimer. The first call counts the stored chunks
-// (a pass over the keys, not the values); later calls only measure the
-// store's directory.
-func (s *BadgerStore) Space() (Space, error) {
-	if !s.liveKnown.Load() {
-		if err := s.countLive(); err != nil {
-			return Space{}, err
+// size returns the bytes the store's files occupy. The caller has
+// entered.
+func (s *BadgerStore) size() (int64, error) {
+	var total int64
+	for _, d := range StoreDirs(s.dir) {
+		n, err := storeSize(d)
+		if err != nil {
+			return 0, err
 		}
+		total += n
 	}
-	if err := s.enter(); err != nil {
-		return Space{}, err
-	}
-	defer s.mu.RUnlock()
-	used, err := storeSize(filepath.Join(s.dir, storeDir))
-	if err != nil {
-		return Space{}, err
-	}
-	return Space{Used: used, Live: s.live.Load(), Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
-}
-
-// Deleted implements Reclaimer.
-func (s *BadgerStore) Deleted() int64 { return s.deleted.Load() }
-
-// countLive sets live to the bytes of the chunks stored. Puts and deletes
-// that race with the count may be counted twice or not at all; the next
-// count sets that right.
-func (s *BadgerStore) countLive() error {
-	var n int64
-	if err := s.Iterate(func(_ ChunkID, size int64) error { n += size; return nil }); err != nil {
-		return err
-	}
-	s.live.Store(n)
-	s.liveKnown.Store(true)
-	return nil
-}
-
-// used returns the bytes the store occupies, or -1 if it cannot tell.
-func (s *BadgerStore) used() int64 {
-	if err := s.enter(); err != nil {
-		return -1
-	}
-	defer s.mu.RUnlock()
-	n, err := storeSize(filepath.Join(s.dir, storeDir))
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// flushKey is a key outside the chunk key space (keyPrefix) that Reclaim
-// writes and drops to make Badger flush its memtable (see settle).
-var flushKey = []byte("~flush")
-
-// Reclaim implements Reclaimer without closing the store (unless asked to
-// Rotate: Badger starts a new value-log file only when it opens): see
-// settle for how dead bytes become known, then value-log GC rewrites
-// mostly-dead files one per round. Reads go on throughout; writes wait
-// while settle flushes (measured: 20 to 200 ms).
-func (s *BadgerStore) Reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
-	s.maint.Lock()
-	defer s.maint.Unlock()
-	return s.reclaim(ctx, o)
-}
-
-func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
-	var res ReclaimResult
-	ratio := o.MinDead
-	if ratio == 0 {
-		ratio = 0.5
-	}
-	if ratio <= 0 || ratio >= 1 {
-		return res, fmt.Errorf("reclaim on %s: dead share %v is not in (0, 1)", s.dir, ratio)
-	}
-	before := s.used()
-	if o.Rotate {
-		if err := s.reopen(); err != nil {
-			return res, err
-		}
-	}
-	if err := s.settle(ctx); err != nil {
-		return res, err
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		rewrote, err := s.gcRound(ratio)
-		if err != nil || !rewrote {
-			if cerr := s.countLive(); err == nil {
-				err = cerr
-			}
-			return res, err
-		}
-		res.Rounds++
-		if after := s.used(); before >= 0 && after >= 0 {
-			res.Freed = before - after
-		}
-		if o.Between != nil {
-			if err := o.Between(ctx, res); err != nil {
-				return res, err
-			}
-		}
-	}
-}
-
-// settle makes Badger's record of dead value-log bytes current. Badger
-// learns that a value is dead only when a compaction merges the key's
-// deletion (or newer version) with the version pointing at the value;
-// deletions of small keys sit in the memtable until it fills, which may
-// be never. So settle writes two keys around the whole chunk key space
-// and drops them (DropPrefix flushes the memtables and compacts level 0,
-// holding writes meanwhile; the flushed table then spans every chunk
-// key, so its compaction merges the whole base level), then Flatten
-// pushes every level into one, where each deletion meets its value.
-func (s *BadgerStore) settle(ctx context.Context) error {
-	if err := s.enter(); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	low, high := []byte{keyPrefix - 1, '~'}, []byte{keyPrefix + 1, '~'}
-	err := s.update(func(txn *badger.Txn) error {
-		if err := txn.Set(low, nil); err != nil {
-			return err
-		}
-		return txn.Set(high, nil)
-	})
-	if err == nil {
-		err = s.db.DropPrefix(low, high)
-	}
-	if err == nil {
-		err = ctx.Err()
-	}
-	if err == nil {
-		err = s.db.Flatten(1)
-	}
-	if err != nil {
-		return fmt.Errorf("reclaim on %s: %w", s.dir, err)
-	}
-	return nil
-}
-
-// gcRound runs one round of Badger's value-log GC: the file with the most
-// dead bytes is rewritten and deleted if at least ratio of it is dead.
-//
-// Badger 4.9.6 reads its memtable's newest version at the start of a
-// rewrite (DB.MaxVersion) without synchronising with its write goroutine,
-// which the race detector reports. The race is benign: the value is one
-// machine word, so a racing read sees an older, lower version, and a
-// lower bound only keeps more versions through compactions (Badger's own
-// comment on gcDiscardTs). Builds with the race detector therefore hold
-// writes off during a round, so that tests see real races only; other
-// builds let writes go on.
-func (s *BadgerStore) gcRound(ratio float64) (bool, error) {
-	if err := s.enter(); err != nil {
-		return false, err
-	}
-	defer s.mu.RUnlock()
-	if raceDetector {
-		s.gate.Lock()
-		defer s.gate.Unlock()
-	}
-	err := s.db.RunValueLogGC(ratio)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
-		return false, nil
-	default:
-		return false, fmt.Errorf("value-log GC on %s: %w", s.dir, err)
-	}
-}
-
-// CollectGarbage gives back all the space of deleted chunks it can, now.
-// Unlike Reclaim it also reaches the newest value-log file, which Badger
-// never rewrites while it is being written: the database is closed and
-// reopened, which starts a new file (calls made meanwhile fail with
-// ErrBusy, so the pool reads and writes other drives for that moment),
-// and then reclaims as Reclaim does, every file at least half dead.
-func (s *BadgerStore) CollectGarbage() error {
-	s.maint.Lock()
-	defer s.maint.Unlock()
-	_, err := s.reclaim(context.Background(), ReclaimOptions{MinDead: 0.5, Rotate: true})
-	return err
-}
-
-// reopen closes and reopens the database.
-func (s *BadgerStore) reopen() error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.cycling.Store(true)
-	s.mu.Lock()
-	if s.closed.Load() { // Close ran while this waited for the lock
-		s.mu.Unlock()
-		s.cycling.Store(false)
-		return ErrClosed
-	}
-	err := s.db.Close()
-	if err == nil {
-		var db *badger.DB
-		db, err = badger.Open(s.opts)
-		if err == nil {
-			s.db = db
-		}
-	}
-	s.mu.Unlock()
-	s.cycling.Store(false)
-	if err != nil {
-		s.closed.Store(true)
-		return fmt.Errorf("reopen chunk store on %s: %w", s.dir, err)
-	}
-	return nil
+	return total, nil
 }
 
 // storeSize sums the allocated size of the files below dir, as dirSize
@@ -614,8 +607,10 @@ func storeSize(dir string) (int64, error) {
 // removed or whose disk died would otherwise hang the whole process.
 var CloseTimeout = 10 * time.Second
 
-// Close implements Store. If Badger does not finish within CloseTimeout it
-// returns an error and leaves Badger's goroutines behind.
+// Close implements Store. It syncs the store and marks it closed cleanly,
+// so that the next open need not check the chunks written since the last
+// Sync. If Badger does not finish within CloseTimeout it returns an error
+// and leaves Badger's goroutines behind.
 func (s *BadgerStore) Close() error {
 	if s.closed.Swap(true) {
 		return nil
@@ -624,7 +619,12 @@ func (s *BadgerStore) Close() error {
 	go func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		done <- s.db.Close()
+		err := s.sync(true)
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
+		s.packs.close()
+		done <- err
 	}()
 	select {
 	case err := <-done:

@@ -128,8 +128,8 @@ func TestScrubCLI(t *testing.T) {
 	src := filepath.Join(e.dir, "src")
 	data := randomFile(t, src, 65536, 50)
 	e.ok("put", src, "/f")
-	// Flip a byte of the chunk where it sits in d1's value log.
-	matches, _ := filepath.Glob(filepath.Join(disks[0], "chunks", "*.vlog"))
+	// Flip a byte of the chunk where it sits in d1's packs.
+	matches, _ := filepath.Glob(filepath.Join(disks[0], "packs", "*.pack"))
 	flipped := false
 	for _, f := range matches {
 		b, _ := os.ReadFile(f)
@@ -140,7 +140,7 @@ func TestScrubCLI(t *testing.T) {
 		}
 	}
 	if !flipped {
-		t.Fatal("chunk not found in d1's value log")
+		t.Fatal("chunk not found in d1's packs")
 	}
 	if out, _, _ := e.run(nil, "get", "/f", "-"); out != string(data) {
 		t.Fatal("read with a corrupt copy returned wrong data")
