@@ -116,10 +116,12 @@ var _ Store = (*BadgerStore)(nil)
 // (and the bytes of drives written before packs, in its value log). Badger's
 // defaults assume one big database per process (64 MiB memtables × 5, a
 // 256 MiB block cache, 1 GiB value-log files), about 600 MiB per store;
-// these keep a drive near 40 MiB of memory when busy:
+// these keep a drive within StoreMemory (10 MiB) when busy:
 //   - values of 1 KiB and more go to the value log, so that old drives'
 //     chunks were written once and compactions move only keys;
-//   - 2 small memtables suffice because keys are tiny;
+//   - 2 memtables of 4 MiB suffice because keys and locations are tiny
+//     (a memtable's 15% is also Badger's largest transaction, ~600 KiB:
+//     every transaction here changes one chunk);
 //   - the block cache is small: dhdfs keeps its own chunk cache above the
 //     drives;
 //   - chunks are already checksummed by dhdfs and incompressible in the
@@ -129,13 +131,13 @@ var _ Store = (*BadgerStore)(nil)
 func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(BadgerLogger(o.Logger)).
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
+		WithMemTableSize(storeMemtable).
+		WithNumMemtables(storeMemtables).
 		WithNumLevelZeroTables(1).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(2 << 20).
 		WithNumCompactors(2).
-		WithBlockCacheSize(4 << 20).
+		WithBlockCacheSize(storeBlockCache).
 		WithIndexCacheSize(0).
 		WithValueThreshold(inlineLimit).
 		WithValueLogFileSize(vlogSize).

@@ -27,7 +27,10 @@ type Identity struct {
 	Created time.Time `json:"created"`
 }
 
-const identityFormat = 1
+// identityFormat is the format WriteIdentity writes: 2 since drives may
+// hold pack files (see upgradeIdentity); 1, drives written before, is
+// still read.
+const identityFormat = 2
 
 // NewID returns a random 128-bit identifier in hex.
 func NewID() string {
@@ -49,7 +52,7 @@ func ReadIdentity(dir string) (Identity, error) {
 	if err != nil {
 		return id, fmt.Errorf("read drive identity: %w", err)
 	}
-	if id.Format != identityFormat || id.PoolID == "" || id.DriveID == "" {
+	if id.Format < 1 || id.Format > identityFormat || id.PoolID == "" || id.DriveID == "" {
 		return id, fmt.Errorf("read drive identity %s: unsupported format %d or empty ids", filepath.Join(dir, IdentityFile), id.Format)
 	}
 	return id, nil

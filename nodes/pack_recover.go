@@ -84,8 +84,25 @@ func (s *BadgerStore) markDirty() error {
 	if err := s.db.Sync(); err != nil {
 		return err
 	}
+	if err := upgradeIdentity(s.dir); err != nil {
+		return err
+	}
 	s.dirty.Store(true)
 	return nil
+}
+
+// upgradeIdentity marks the drive in dir as holding packs before it first
+// may (identity format 2), so that a dhdfs from before packs refuses it
+// with "unsupported format" instead of reading locations as chunk bytes.
+func upgradeIdentity(dir string) error {
+	id, err := ReadIdentity(dir)
+	if errors.Is(err, ErrNotDrive) || err == nil && id.Format >= identityFormat {
+		return nil // a bare store (tests), or marked already
+	}
+	if err != nil {
+		return err
+	}
+	return WriteIdentity(dir, id)
 }
 
 // readState returns the recorded state, and whether there was one.

@@ -63,8 +63,9 @@ type Usage struct {
 // Store is the chunk store of one drive. Implementations are safe for
 // concurrent use. Every method but Close returns ErrClosed after Close.
 type Store interface {
-	// Put stores data under id. Putting an id that is already stored is a
-	// no-op that succeeds. The store does not check that id matches data;
+	// Put stores data under id. Putting an id that is already stored
+	// succeeds and may replace the stored bytes (healing rewrites a copy
+	// that went bad this way). The store does not check that id matches data;
 	// the caller owns checksums. Data written by Put survives a crash of the
 	// process once Put returns, and a crash of the machine once Sync returns.
 	// Put does not keep data after it returns, with one exception: after

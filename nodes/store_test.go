@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/dhdfs/dhdfs/nodes"
@@ -171,5 +172,48 @@ func TestBadgerCollectGarbage(t *testing.T) {
 	}
 	if _, err := s.Get(keep, nil); err != nil {
 		t.Fatalf("a live chunk is gone after GC: %v", err)
+	}
+}
+
+// A drive written before packs (identity format 1) is read as it is, and
+// marked format 2 at its first change, so that an older dhdfs refuses it
+// rather than read pack locations as chunks; opening it only to read
+// leaves it as it was.
+func TestIdentityUpgradedAtFirstWrite(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"format":1,"pool_id":"p","drive_id":"d"}`
+	if err := os.WriteFile(filepath.Join(dir, nodes.IdentityFile), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	format := func() int {
+		t.Helper()
+		id, err := nodes.ReadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id.Format
+	}
+	s, err := nodes.OpenBadger(dir, nodes.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if f := format(); f != 1 {
+		t.Fatalf("format %d after an open without writes, want 1", f)
+	}
+	s, err = nodes.OpenBadger(dir, nodes.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	data := bytes.Repeat([]byte("x"), 8<<10)
+	if err := s.Put(nodes.SumChunk(data), data); err != nil {
+		t.Fatal(err)
+	}
+	if f := format(); f != 2 {
+		t.Fatalf("format %d after a write, want 2", f)
+	}
+	if id, _ := nodes.ReadIdentity(dir); id.PoolID != "p" || id.DriveID != "d" {
+		t.Fatalf("ids changed: %+v", id)
 	}
 }
