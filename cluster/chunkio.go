@@ -60,7 +60,7 @@ type staged struct {
 // into a file or release them. An identical chunk already stored is
 // reused rather than written again.
 func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (st staged, err error) {
-	id := nodes.SumChunk(data)
+	id := m.sum(data)
 	st.Ref = ChunkRef{ID: id, Size: len(data)}
 	mu := &m.stripes[id[0]]
 	mu.Lock()
@@ -235,20 +235,20 @@ func (m *Manager) readChunk(ctx context.Context, ref ChunkRef, buf []byte) ([]by
 		return nil, err
 	}
 	return m.fromHolders(ctx, ref, rec, func(s nodes.Store) ([]byte, error) { return s.Get(ref.ID, buf) },
-		func(data []byte) bool { return verifyChunk(ref, rec, data) })
+		func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
 }
 
 // verifyChunk checks a chunk read from a drive. With the per-block CRC-32C
 // of its record it checks those (several times cheaper than SHA-256 and
 // just as sure to catch a flipped bit or a torn write on a local disk);
-// records without them fall back to the SHA-256 that names the chunk.
-// Scrub always checks the SHA-256.
-func verifyChunk(ref ChunkRef, rec chunkRecord, data []byte) bool {
+// records without them fall back to the hash that names the chunk.
+// Scrub always checks the hash.
+func (m *Manager) verifyChunk(ref ChunkRef, rec chunkRecord, data []byte) bool {
 	if len(data) != ref.Size {
 		return false
 	}
 	if len(rec.Sums) == 0 {
-		return nodes.SumChunk(data) == ref.ID
+		return m.sum(data) == ref.ID
 	}
 	for i, sum := range rec.Sums {
 		lo := i * VerifyBlock

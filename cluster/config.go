@@ -26,14 +26,18 @@ const (
 // PoolConfig is what `dhdfs init` fixes for the life of a pool. It is kept
 // in HOME/pool.json.
 type PoolConfig struct {
-	Format    int       `json:"format"`
-	PoolID    string    `json:"pool_id"`
-	Replicas  int       `json:"replicas"`
-	ChunkSize int       `json:"chunk_size"`
-	Created   time.Time `json:"created"`
+	Format    int    `json:"format"`
+	PoolID    string `json:"pool_id"`
+	Replicas  int    `json:"replicas"`
+	ChunkSize int    `json:"chunk_size"`
+	// Hash names chunks; empty in pools from before BLAKE3 (SHA-256).
+	Hash    nodes.Hash `json:"hash,omitempty"`
+	Created time.Time  `json:"created"`
 }
 
-const configFormat = 1
+// configFormat 2 added Hash: a dhdfs that reads only format 1 refuses a
+// pool whose chunks it would name differently. Format 1 is still read.
+const configFormat = 2
 
 const (
 	configFile = "pool.json"
@@ -43,7 +47,7 @@ const (
 
 // DefaultPoolConfig returns the settings `dhdfs init` uses without flags.
 func DefaultPoolConfig() PoolConfig {
-	return PoolConfig{Format: configFormat, Replicas: DefaultReplicas, ChunkSize: DefaultChunkSize}
+	return PoolConfig{Format: configFormat, Replicas: DefaultReplicas, ChunkSize: DefaultChunkSize, Hash: nodes.BLAKE3}
 }
 
 // Validate reports the first setting out of range.
@@ -56,6 +60,9 @@ func (c PoolConfig) Validate() error {
 	}
 	if c.ChunkSize&(c.ChunkSize-1) != 0 {
 		return fmt.Errorf("chunk size %d is not a power of two: %w", c.ChunkSize, ErrInvalid)
+	}
+	if !c.Hash.Valid() {
+		return fmt.Errorf("chunk hash %q: want %s or %s: %w", c.Hash, nodes.BLAKE3, nodes.SHA256, ErrInvalid)
 	}
 	return nil
 }
@@ -84,7 +91,10 @@ func readConfig(home string) (PoolConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("read pool config: %w", err)
 	}
-	if c.Format != configFormat {
+	if c.Format == 1 && c.Hash != "" {
+		return c, fmt.Errorf("pool config %s: format 1 with a hash", filepath.Join(home, configFile))
+	}
+	if c.Format < 1 || c.Format > configFormat {
 		return c, fmt.Errorf("pool config %s has format %d, this dhdfs reads %d", filepath.Join(home, configFile), c.Format, configFormat)
 	}
 	if err := c.Validate(); err != nil {

@@ -93,7 +93,7 @@ func TestTimedOutPutKeepsItsBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	hung.Set(nodes.Faults{}) // the late Put goes on now
-	id := nodes.SumChunk(data)
+	id := tp.sum(data)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, err := hung.Get(id, nil)

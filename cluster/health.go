@@ -110,7 +110,7 @@ func (m *Manager) reviveWith(d *drive, s nodes.Store, err error) bool {
 // the zero id), for the caller to have it deleted later.
 func probeStore(s nodes.Store) (nodes.ChunkID, error) {
 	data := []byte("dhdfs drive probe " + strconv.FormatInt(time.Now().UnixNano(), 10))
-	id := nodes.SumChunk(data)
+	id := nodes.SumChunk(data) // any unique id: the probe is the drive's alone
 	if err := s.Put(id, data); err != nil {
 		return nodes.ChunkID{}, err
 	}

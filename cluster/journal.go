@@ -446,7 +446,7 @@ func (m *Manager) replayJournals() error {
 			return err
 		}
 		s := p.d.usable()
-		if !ok || !rec.holds(p.d.num) || s == nil || nodes.SumChunk(p.cp.Data) != p.cp.ID {
+		if !ok || !rec.holds(p.d.num) || s == nil || m.sum(p.cp.Data) != p.cp.ID {
 			continue
 		}
 		if has, err := s.Has(p.cp.ID); err == nil && !has {

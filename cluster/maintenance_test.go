@@ -152,7 +152,7 @@ func TestScrubRepairsFlippedBytes(t *testing.T) {
 		t.Fatalf("scrub report %+v", rep)
 	}
 	d, _ = tp.driveByName(locs[0].Drives[0])
-	got, err := d.usable().Get(nodes.SumChunk(data), nil)
+	got, err := d.usable().Get(tp.sum(data), nil)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copy after repair: %v", err)
 	}
@@ -174,7 +174,7 @@ func TestReadTriggersRepairOfCorruptCopy(t *testing.T) {
 	locs, _ := tp.ChunkLocations(n.Ino)
 	first := locs[0].Drives[0]
 	d, _ := tp.driveByName(first)
-	id := nodes.SumChunk(data)
+	id := tp.sum(data)
 	bad := append([]byte{}, data...)
 	bad[10] ^= 1
 	if err := d.usable().Put(id, bad); err != nil { // overwrite the stored copy

@@ -326,6 +326,9 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 // Config returns the pool's settings.
 func (m *Manager) Config() PoolConfig { return m.cfg }
 
+// sum names a chunk by its content with the pool's hash.
+func (m *Manager) sum(data []byte) nodes.ChunkID { return m.cfg.Hash.Sum(data) }
+
 // Home returns the pool's home directory.
 func (m *Manager) Home() string { return m.home }
 

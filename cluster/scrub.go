@@ -107,7 +107,7 @@ func (m *Manager) scrubDrive(ctx context.Context, d *drive, s nodes.Store, rep *
 			rep.Bytes += int64(len(data))
 			p.Bytes += int64(len(data))
 		}
-		if err != nil || nodes.SumChunk(data) != id {
+		if err != nil || m.sum(data) != id {
 			rep.Corrupt++
 			if m.repairCopy(ctx, d, id) {
 				rep.Repaired++
@@ -264,6 +264,7 @@ func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, erro
 				m.driveFailed(d, fmt.Errorf("collect garbage: %w", err))
 				continue
 			}
+			d.freeStamp.Store(0) // placement measures the free space afresh
 		}
 		if u, err := s.Usage(); err == nil {
 			rep.UsedAfter += u.Used

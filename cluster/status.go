@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -14,6 +15,7 @@ type Status struct {
 	Home      string `json:"home"`
 	Replicas  int    `json:"replicas"`
 	ChunkSize int    `json:"chunk_size"`
+	Hash      string `json:"hash"`
 	// Drives counts drives by state; every state is present.
 	Drives map[DriveState]int `json:"drives"`
 	// RawTotal and RawFree add up the filesystems under online drives,
@@ -55,6 +57,7 @@ type Status struct {
 // Status computes the pool's status. It scans the metadata once.
 func (m *Manager) Status() (Status, error) {
 	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
+		Hash:   string(cmp.Or(m.cfg.Hash, nodes.SHA256)),
 		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0, StateDraining: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}
 	device := map[uint32]uint64{}

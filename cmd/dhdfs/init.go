@@ -6,13 +6,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dhdfs/dhdfs/cluster"
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 func cmdInit() *cli.Command {
 	return &cli.Command{
 		Name:  "init",
 		Usage: "create a new, empty pool in the home directory",
-		Description: `The replication factor and chunk size are fixed for the life of the pool
+		Description: `The replication factor, chunk size and chunk hash are fixed for the life of the pool
 (the replication factor can later be raised per directory or file).
 
 Examples:
@@ -21,6 +22,7 @@ Examples:
 		Flags: withCommon(
 			&cli.IntFlag{Name: "replicas", Value: cluster.DefaultReplicas, Usage: "copies of each chunk, on distinct drives"},
 			&cli.StringFlag{Name: "chunk-size", Value: "1MiB", Usage: "largest chunk, a power of two from 64KiB to 64MiB"},
+			&cli.StringFlag{Name: "hash", Value: string(nodes.BLAKE3), Usage: "the hash that names chunks: blake3 (fast) or sha256"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
@@ -31,7 +33,10 @@ Examples:
 				return err
 			}
 			cfg := cluster.DefaultPoolConfig()
-			cfg.Replicas, cfg.ChunkSize = c.Int("replicas"), int(size)
+			cfg.Replicas, cfg.ChunkSize, cfg.Hash = c.Int("replicas"), int(size), nodes.Hash(c.String("hash"))
+			if cfg.Hash == "" || !cfg.Hash.Valid() {
+				return usageError(c, "--hash %q: want blake3 or sha256", c.String("hash"))
+			}
 			cfg, err = cluster.Init(c.String("home"), cfg)
 			if err != nil {
 				return err
