@@ -274,7 +274,10 @@ func TestReclaimWhenFull(t *testing.T) {
 		}
 		delete(want, victim)
 		deleted := time.Now()
-		wait := 30 * time.Second
+		// Each failed try leaves the chunks it wrote as dead space for the
+		// reclaimer to give back again: tries a second apart, and time
+		// for a loaded machine running the race detector.
+		wait := 60 * time.Second
 		if !reclaim {
 			wait = 3 * time.Second
 		}
@@ -286,7 +289,7 @@ func TestReclaimWhenFull(t *testing.T) {
 			if !errors.Is(err, ErrNoSpace) || time.Since(deleted) > wait {
 				break
 			}
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 		report = ""
 		for _, ds := range tp.drivesSpace() {
