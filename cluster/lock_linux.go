@@ -114,7 +114,9 @@ func lockPoolWait(home string, log *slog.Logger) (*poolLock, error) {
 		if !errors.Is(err, ErrPoolInUse) {
 			return l, err
 		}
-		if p, d := readLock(home); p != pid || d != dir {
+		// An empty file is the holder letting go (release truncates
+		// before it closes); another pid is a new holder.
+		if p, d := readLock(home); p != 0 && (p != pid || d != dir) {
 			return nil, err // another process took the pool meanwhile
 		}
 	}
