@@ -453,19 +453,27 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 	if err := s.markDirty(); err != nil {
 		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
 	}
+	return s.deleteIf(id, "delete", func(st stored) bool { return st.ok })
+}
+
+// deleteIf deletes chunk id from the index if its entry passes cond (an
+// absent chunk has a zero entry), under the id's lock, and counts its
+// bytes as deleted. what names the operation in errors.
+func (s *BadgerStore) deleteIf(id ChunkID, what string, cond func(stored) bool) error {
 	mu := s.stripe(id)
 	mu.Lock()
 	defer mu.Unlock()
 	var old stored
 	err := s.update(func(txn *badger.Txn) error {
 		var err error
-		if old, err = getStored(txn, id); err != nil || !old.ok {
+		if old, err = getStored(txn, id); err != nil || !cond(old) {
+			old = stored{}
 			return err // nothing to delete: no tombstone either
 		}
 		return txn.Delete(chunkKey(id))
 	})
 	if err != nil {
-		return fmt.Errorf("delete chunk %s on %s: %w", id.Short(), s.dir, err)
+		return fmt.Errorf("%s chunk %s on %s: %w", what, id.Short(), s.dir, err)
 	}
 	s.account(old, -1)
 	s.deleted.Add(old.size)

@@ -413,24 +413,7 @@ func (s *BadgerStore) repoint(m move) error {
 
 // drop deletes chunk id from the index if it still points at loc.
 func (s *BadgerStore) drop(id ChunkID, loc packLoc) error {
-	mu := s.stripe(id)
-	mu.Lock()
-	defer mu.Unlock()
-	var st stored
-	err := s.update(func(txn *badger.Txn) error {
-		var err error
-		if st, err = getStored(txn, id); err != nil || !st.packed || st.loc != loc {
-			st = stored{}
-			return err
-		}
-		return txn.Delete(chunkKey(id))
-	})
-	if err != nil {
-		return fmt.Errorf("drop chunk %s on %s: %w", id.Short(), s.dir, err)
-	}
-	s.account(st, -1)
-	s.deleted.Add(st.size)
-	return nil
+	return s.deleteIf(id, "drop", func(st stored) bool { return st.packed && st.loc == loc })
 }
 
 // settle makes Badger's record of dead value-log bytes current. Badger
