@@ -159,6 +159,12 @@ func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions, all bool) (
 			}
 		}
 	}
+	// Only the packs there are now: under a steady stream of writes and
+	// deletes new packs keep going dead as fast as rounds rewrite old
+	// ones, and Reclaim would never return. Those are the next call's.
+	s.packs.mu.Lock()
+	bound := s.packs.last
+	s.packs.mu.Unlock()
 	round := func() error {
 		res.Rounds++
 		if after := s.used(); before >= 0 && after >= 0 {
@@ -176,7 +182,7 @@ func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions, all bool) (
 		// Not while countLive rebuilds the counts: a pack it has yet to
 		// count would look all dead.
 		s.countMu.RLock()
-		p := s.pickPack(ratio, all)
+		p := s.pickPack(ratio, all, bound)
 		s.countMu.RUnlock()
 		if p == nil {
 			break
@@ -228,16 +234,17 @@ func (s *BadgerStore) hasLegacy() bool {
 	return n > legacyMin
 }
 
-// pickPack returns the pack, other than the active one, with the largest
-// dead share of at least ratio (with all, of any dead bytes), or nil.
-func (s *BadgerStore) pickPack(ratio float64, all bool) *pack {
+// pickPack returns the pack numbered up to bound, other than the active
+// one, with the largest dead share of at least ratio (with all, of any
+// dead bytes), or nil.
+func (s *BadgerStore) pickPack(ratio float64, all bool, bound uint32) *pack {
 	ps := s.packs
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	var best *pack
 	var bestShare float64
 	for _, p := range ps.files {
-		if p == ps.active {
+		if p == ps.active || p.num > bound {
 			continue
 		}
 		share := 1.0

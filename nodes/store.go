@@ -145,7 +145,9 @@ type Reclaimer interface {
 	// and deleting the file. After each round it calls opts.Between, if
 	// set; an error from Between, or ctx ending, stops Reclaim, which
 	// returns that error with what was done so far. Otherwise it returns
-	// when no file qualifies. A round needs free space on the filesystem
+	// when no file qualifies among those there were when it started
+	// (files that go dead meanwhile are for the next call, so that a
+	// steady stream of writes and deletes cannot keep it going). A round needs free space on the filesystem
 	// for the live part of its file, at most (1-MinDead)·Unit bytes: the
 	// caller sizes MinDead to the space there is. Concurrent calls to
 	// Reclaim (and CollectGarbage) run one after the other.
