@@ -288,17 +288,7 @@ func (m *Manager) kickCheckpoint() {
 func (m *Manager) Checkpoint() error {
 	m.roundMu.Lock()
 	defer m.roundMu.Unlock()
-	m.commitMu.Lock()
-	epoch := m.epoch.Add(1) - 1
-	m.unsyncedMu.Lock()
-	clear(m.unsynced)
-	m.unsyncedMu.Unlock()
-	m.zeroMu.Lock()
-	zeros := m.zeroQueue
-	m.zeroQueue = nil
-	m.zeroMu.Unlock()
-	w := m.takeJournalWork()
-	m.commitMu.Unlock()
+	epoch, _, zeros, w := m.startRound() // every store is synced below
 	// New records go to new generations; the old ones are dropped once
 	// the syncs below have made what they hold durable.
 	rotated := map[*drive]uint64{}

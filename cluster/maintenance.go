@@ -139,6 +139,19 @@ func (c *chunkRecord) editHolders(txn *badger.Txn, id nodes.ChunkID, add, remove
 	return nil
 }
 
+// untilClose returns a context that ends at Close (or when cancelled).
+func (m *Manager) untilClose() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-m.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // runEvery calls fn every interval, and also (after a second for a burst
 // of events to settle) when kick fires, until Close. fn's context ends at
 // Close.
@@ -146,12 +159,8 @@ func (m *Manager) runEvery(interval time.Duration, kick <-chan struct{}, fn func
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := m.untilClose()
 		defer cancel()
-		go func() {
-			<-m.done
-			cancel()
-		}()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {

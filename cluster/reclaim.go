@@ -147,12 +147,8 @@ func (m *Manager) startReclaimer() {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := m.untilClose()
 		defer cancel()
-		go func() {
-			<-m.done
-			cancel()
-		}()
 		t := time.NewTicker(reclaimTick)
 		defer t.Stop()
 		for {

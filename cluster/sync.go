@@ -99,6 +99,28 @@ func (m *Manager) Sync() error {
 	return g.errs[ticket]
 }
 
+// startRound begins a sync round or checkpoint (roundMu held): between
+// commits, it ends the epoch (commits up to here carry it or less) and
+// takes what the round must make durable: the drives written since the
+// last round, the chunks released since, and the journal work.
+func (m *Manager) startRound() (epoch uint64, nums []uint32, zeros []nodes.ChunkID, w journalWork) {
+	m.commitMu.Lock()
+	defer m.commitMu.Unlock()
+	epoch = m.epoch.Add(1) - 1
+	m.unsyncedMu.Lock()
+	nums = make([]uint32, 0, len(m.unsynced))
+	for n := range m.unsynced {
+		nums = append(nums, n)
+	}
+	clear(m.unsynced)
+	m.unsyncedMu.Unlock()
+	m.zeroMu.Lock()
+	zeros = m.zeroQueue
+	m.zeroQueue = nil
+	m.zeroMu.Unlock()
+	return epoch, nums, zeros, m.takeJournalWork()
+}
+
 // syncRound makes durable what was committed before it started: the
 // drives written since the last round and the metadata, in parallel,
 // through the drives' journals where it can (journal.go). Then the
@@ -107,21 +129,7 @@ func (m *Manager) Sync() error {
 func (m *Manager) syncRound() error {
 	m.roundMu.Lock()
 	defer m.roundMu.Unlock()
-	m.commitMu.Lock()
-	epoch := m.epoch.Add(1) - 1 // commits up to here carry epoch or less
-	m.unsyncedMu.Lock()
-	nums := make([]uint32, 0, len(m.unsynced))
-	for n := range m.unsynced {
-		nums = append(nums, n)
-	}
-	clear(m.unsynced)
-	m.unsyncedMu.Unlock()
-	m.zeroMu.Lock()
-	zeros := m.zeroQueue
-	m.zeroQueue = nil
-	m.zeroMu.Unlock()
-	w := m.takeJournalWork()
-	m.commitMu.Unlock()
+	epoch, nums, zeros, w := m.startRound()
 
 	if err := m.journalRound(nums, w); err != nil {
 		m.markUnsynced(nums)
