@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -336,26 +337,14 @@ func (m *Manager) startCheckpointer(interval time.Duration) {
 	if interval <= 0 || interval > checkpointAtMost {
 		interval = checkpointAtMost
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-t.C:
-			case <-m.jrn.kick:
-			}
-			if !m.pendingWork() && !m.journalsUsed() {
-				continue
-			}
-			if err := m.Checkpoint(); err != nil {
-				m.log.Warn("checkpoint", "err", err)
-			}
+	m.loop(interval, m.jrn.kick, 0, func(context.Context) {
+		if !m.pendingWork() && !m.journalsUsed() {
+			return
 		}
-	}()
+		if err := m.Checkpoint(); err != nil {
+			m.log.Warn("checkpoint", "err", err)
+		}
+	})
 }
 
 // journalsUsed reports whether any journal holds records.

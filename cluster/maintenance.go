@@ -156,6 +156,12 @@ func (m *Manager) untilClose() (context.Context, context.CancelFunc) {
 // of events to settle) when kick fires, until Close. fn's context ends at
 // Close.
 func (m *Manager) runEvery(interval time.Duration, kick <-chan struct{}, fn func(context.Context)) {
+	m.loop(interval, kick, time.Second, fn)
+}
+
+// loop calls fn every interval and, settle after it fires, when kick
+// fires, until Close. fn's context ends at Close.
+func (m *Manager) loop(interval time.Duration, kick <-chan struct{}, settle time.Duration, fn func(context.Context)) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -169,10 +175,12 @@ func (m *Manager) runEvery(interval time.Duration, kick <-chan struct{}, fn func
 				return
 			case <-t.C:
 			case <-kick:
-				select {
-				case <-time.After(time.Second):
-				case <-m.done:
-					return
+				if settle > 0 {
+					select {
+					case <-time.After(settle):
+					case <-m.done:
+						return
+					}
 				}
 			}
 			fn(ctx)

@@ -144,23 +144,7 @@ func (m *Manager) startReclaimer() {
 	if r == nil {
 		return
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		ctx, cancel := m.untilClose()
-		defer cancel()
-		t := time.NewTicker(reclaimTick)
-		defer t.Stop()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-t.C:
-			case <-r.kick:
-			}
-			r.check(ctx)
-		}
-	}()
+	m.loop(reclaimTick, r.kick, 0, r.check)
 }
 
 // kickReclaim tells the reclaimer that drive num is short of space: it
