@@ -209,22 +209,20 @@ func (m *Manager) journalRound(nums []uint32, w journalWork) error {
 		}
 	}
 	var wg sync.WaitGroup
-	appended := make([]error, len(jobs))
-	for i, jb := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			appended[i] = m.appendJournal(jb.d, jb.rec)
-		}()
-	}
 	var syncErr, metaErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		syncErr = m.syncDrives(syncs)
 	}()
-	metaOK := 0
+	ds := make([]*drive, len(jobs))
+	recs := make([][]byte, len(jobs))
+	for i, jb := range jobs {
+		ds[i], recs[i] = jb.d, jb.rec
+	}
+	appended := m.appendJournals(ds, recs)
 	wg.Wait()
+	metaOK := 0
 	for i, err := range appended {
 		if err == nil {
 			metaOK++
@@ -243,29 +241,50 @@ func (m *Manager) journalRound(nums []uint32, w journalWork) error {
 	return nil
 }
 
-// appendJournal appends rec to d's journal within the drive timeout.
-func (m *Manager) appendJournal(d *drive, rec []byte) error {
-	jn := d.journalOf()
-	if jn == nil {
-		return fmt.Errorf("drive %s: no journal", d.record().Name)
+// appendJournals appends recs[i] to the journal of ds[i], all within the
+// drive timeout; errs[i] is ds[i]'s error. Journals on one device share a
+// flush (nodes.AppendAll), so a drive that does not answer in time fails
+// the others of its batch with it: they wait on the same disk.
+func (m *Manager) appendJournals(ds []*drive, recs [][]byte) []error {
+	errs := make([]error, len(ds))
+	var js []*nodes.Journal
+	var at []int
+	for i, d := range ds {
+		jn := d.journalOf()
+		if jn == nil {
+			errs[i] = fmt.Errorf("drive %s: no journal", d.record().Name)
+			continue
+		}
+		js, at = append(js, jn), append(at, i)
 	}
-	done := make(chan error, 1)
-	go func() { done <- jn.Append(rec) }()
-	limit := m.opts.DriveTimeout
-	if limit < 0 {
-		return <-done
+	done := make(chan []error, 1)
+	sub := make([][]byte, len(at))
+	for k, i := range at {
+		sub[k] = recs[i]
 	}
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		if err == nil && jn.Size() > journalRotateAt {
+	go func() { done <- nodes.AppendAll(js, sub) }()
+	var got []error
+	if limit := m.opts.DriveTimeout; limit < 0 {
+		got = <-done
+	} else {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case got = <-done:
+		case <-t.C:
+			for _, i := range at {
+				errs[i] = fmt.Errorf("journal of %s: %w (%v)", ds[i].record().Name, nodes.ErrTimeout, limit)
+			}
+			return errs
+		}
+	}
+	for k, i := range at {
+		errs[i] = got[k]
+		if got[k] == nil && js[k].Size() > journalRotateAt {
 			m.kickCheckpoint()
 		}
-		return err
-	case <-t.C:
-		return fmt.Errorf("journal of %s: %w (%v)", d.record().Name, nodes.ErrTimeout, limit)
 	}
+	return errs
 }
 
 func appendUvarint(b []byte, v uint64) []byte {

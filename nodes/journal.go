@@ -29,11 +29,16 @@ import (
 // it never appends after a torn tail.
 type Journal struct {
 	dir string
+	// dev is the device of a filesystem whose fdatasync always ends
+	// with a cache flush of the whole device (shareFlush); 0 if not.
+	dev uint64
 
-	mu  sync.Mutex
-	gen uint64   // guarded by mu: the generation appended to
-	f   *os.File // guarded by mu: its file
-	off int64    // guarded by mu: where the next record goes
+	mu      sync.Mutex
+	gen     uint64   // guarded by mu: the generation appended to
+	f       *os.File // guarded by mu: its file
+	off     int64    // guarded by mu: where the next record goes
+	size    int64    // guarded by mu: the file's size
+	durable int64    // guarded by mu: how much of that size a flush made durable
 }
 
 // JournalDir is the journal's directory inside a drive directory.
@@ -56,6 +61,12 @@ const (
 	recordMagic  = 0x6a726e32 // "jrn2"
 	recordHeader = 12         // magic, length, CRC-32C
 	maxRecord    = 1 << 30
+	// A record that would end past its file's end grows the file to the
+	// next multiple of journalGrow with zeros, so that the records after
+	// it overwrite blocks already allocated and sized: their fdatasync
+	// then has no metadata to commit, and journals on one device can
+	// share its flush (AppendAll). Zeros end a replay like a torn record.
+	journalGrow = 1 << 20
 )
 
 // OpenJournal opens the journal in drive directory dir, creating it if
@@ -65,6 +76,7 @@ func OpenJournal(dir string) (*Journal, error) {
 	if err := os.MkdirAll(j.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
+	j.dev = flushDevice(j.dir)
 	gens, err := j.generations()
 	if err != nil {
 		return nil, err
@@ -138,42 +150,89 @@ func (j *Journal) start(gen uint64) error {
 	if err != nil {
 		return fmt.Errorf("start journal generation: %w", err)
 	}
+	fail := func(err error) error {
+		f.Close()
+		return fmt.Errorf("start journal generation: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	// A recycled file's size is known durable only after a flush: its
+	// last writer may have crashed between growing it and syncing.
+	if st.Size() > 0 {
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fail(err)
+		}
+	}
 	// The new name must survive a crash too, or its records are lost
 	// with it.
 	if err := syncDir(j.dir); err != nil {
-		f.Close()
-		return err
+		return fail(err)
 	}
 	if j.f != nil {
 		j.f.Close()
 	}
-	j.gen, j.f, j.off = gen, f, 0
+	j.gen, j.f, j.off, j.size, j.durable = gen, f, 0, st.Size(), st.Size()
 	return nil
 }
 
 // Append writes rec as one record and makes it durable before returning.
 func (j *Journal) Append(rec []byte) error {
+	b, err := frame(rec)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.write(b); err != nil {
+		return err
+	}
+	// Only the data and the file's size matter: fdatasync, not fsync.
+	if err := j.flush(); err != nil {
+		return err
+	}
+	j.off += int64(len(b))
+	return nil
+}
+
+// frame returns rec behind a record header whose CRC write fills in.
+func frame(rec []byte) ([]byte, error) {
 	if len(rec) > maxRecord {
-		return fmt.Errorf("journal record of %d bytes: too large", len(rec))
+		return nil, fmt.Errorf("journal record of %d bytes: too large", len(rec))
 	}
 	b := make([]byte, recordHeader, recordHeader+len(rec))
 	binary.LittleEndian.PutUint32(b[0:], recordMagic)
 	binary.LittleEndian.PutUint32(b[4:], uint32(len(rec)))
-	b = append(b, rec...)
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	return append(b, rec...), nil
+}
+
+// write puts framed record b at the tail, growing the file with zeros
+// when b would end past it, without making it durable. j.mu is held.
+func (j *Journal) write(b []byte) error {
 	if j.f == nil {
 		return ErrClosed
 	}
-	binary.LittleEndian.PutUint32(b[8:], recordSum(j.gen, rec))
+	binary.LittleEndian.PutUint32(b[8:], recordSum(j.gen, b[recordHeader:]))
+	end := j.off + int64(len(b))
+	if end > j.size {
+		grown := (end + journalGrow - 1) / journalGrow * journalGrow
+		b = append(b[:len(b):len(b)], make([]byte, grown-end)...)
+		end = grown
+	}
 	if _, err := j.f.WriteAt(b, j.off); err != nil {
 		return fmt.Errorf("append to journal: %w", err)
 	}
-	// Only the data and the file's size matter: fdatasync, not fsync.
+	j.size = max(j.size, end)
+	return nil
+}
+
+// flush makes the file durable with fdatasync. j.mu is held.
+func (j *Journal) flush() error {
 	if err := unix.Fdatasync(int(j.f.Fd())); err != nil {
 		return fmt.Errorf("sync journal: %w", err)
 	}
-	j.off += int64(len(b))
+	j.durable = j.size
 	return nil
 }
 

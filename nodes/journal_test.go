@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -46,11 +47,14 @@ func TestJournal(t *testing.T) {
 	if got := replayAll(t, j); !slices.Equal(got, []string{"1:a", "1:b", "2:c"}) {
 		t.Fatalf("replay: %v", got)
 	}
-	// A crash tears the last record of generation 2.
+	// A crash tears the last record of generation 2: its header made
+	// it to the disk, its payload did not (the file's zeros are there).
 	j.Close()
 	p := filepath.Join(dir, JournalDir, fmt.Sprintf("%016x%s", 2, journalSuffix))
 	b, _ := os.ReadFile(p)
-	if err := os.WriteFile(p, append(b, b[:recordHeader+0]...), 0o600); err != nil {
+	torn := append([]byte(nil), b[:recordHeader]...)
+	copy(b[recordHeader+1:], torn)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	j, err = OpenJournal(dir) // starts generation 3
@@ -146,5 +150,102 @@ func TestJournalRecyclesFiles(t *testing.T) {
 	defer j.Close()
 	if j.gen != 5 {
 		t.Fatalf("reopened at generation %d, want 5", j.gen)
+	}
+}
+
+// Records appended through AppendAll replay like Append's, whether the
+// journals share a flush or not, across the points where a file grows;
+// a journal that fails does not fail the others of its batch; and a
+// record past a grown file's end needs a flush of its own.
+func TestAppendAll(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			var js []*Journal
+			for range 3 {
+				j, err := OpenJournal(t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer j.Close()
+				// One device for all, or none: whatever the test machine's
+				// filesystem is.
+				j.dev = 0
+				if shared {
+					j.dev = 1
+				}
+				js = append(js, j)
+			}
+			want := make([][]string, len(js))
+			// Records of growing sizes cross journalGrow several times,
+			// at different rounds on each journal.
+			for round := 0; round < 40; round++ {
+				recs := make([][]byte, len(js))
+				for i := range js {
+					recs[i] = []byte(fmt.Sprintf("%d-%d-%s", i, round, make([]byte, (round*(i+1)*7919)%(journalGrow/3))))
+					want[i] = append(want[i], fmt.Sprintf("1:%s", recs[i]))
+				}
+				for i, err := range AppendAll(js, recs) {
+					if err != nil {
+						t.Fatalf("round %d, journal %d: %v", round, i, err)
+					}
+				}
+			}
+			for i, j := range js {
+				if got := replayAll(t, j); !slices.Equal(got, want[i]) {
+					t.Fatalf("journal %d: %d records replayed, want %d", i, len(got), len(want[i]))
+				}
+				st, err := os.Stat(j.path(1))
+				if err != nil || st.Size()%journalGrow != 0 || st.Size() < j.off {
+					t.Fatalf("journal %d: file of %v bytes for %d of records (%v)", i, st.Size(), j.off, err)
+				}
+				if j.durable != j.size {
+					t.Fatalf("journal %d: %d of %d bytes durable", i, j.durable, j.size)
+				}
+			}
+			// A closed journal fails alone.
+			js[1].Close()
+			errs := AppendAll(js, [][]byte{[]byte("a"), []byte("b"), []byte("c")})
+			if errs[0] != nil || !errors.Is(errs[1], ErrClosed) || errs[2] != nil {
+				t.Fatalf("errors with one journal closed: %v", errs)
+			}
+			if got := replayAll(t, js[2]); got[len(got)-1] != "1:c" {
+				t.Fatalf("last record of journal 2: %q", got[len(got)-1])
+			}
+		})
+	}
+}
+
+// A journal grows its file ahead in zeros, so that the records after
+// the one that grew it overwrite blocks the file has: they need no
+// metadata, which is what lets journals on one device share a flush.
+func TestJournalGrowsAhead(t *testing.T) {
+	j, err := OpenJournal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	j.mu.Lock()
+	b, _ := frame([]byte("first"))
+	if err := j.write(b); err != nil {
+		t.Fatal(err)
+	}
+	if j.size != journalGrow || j.durable != 0 {
+		t.Fatalf("after the first record: size %d, durable %d", j.size, j.durable)
+	}
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	j.off += int64(len(b))
+	b, _ = frame([]byte("second"))
+	if err := j.write(b); err != nil {
+		t.Fatal(err)
+	}
+	if j.size != j.durable {
+		t.Fatalf("a record inside the grown file changed its size: %d, durable %d", j.size, j.durable)
+	}
+	j.off += int64(len(b))
+	j.mu.Unlock()
+	if got := replayAll(t, j); !slices.Equal(got, []string{"1:first", "1:second"}) {
+		t.Fatalf("replay: %v", got)
 	}
 }
