@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -137,6 +138,9 @@ func (a packPos) less(b packPos) bool {
 type pack struct {
 	num uint32
 	f   *os.File
+	// direct is f opened again with O_DIRECT, for the data of large
+	// entries (writeDirect); nil until the first. Guarded by packSet.mu.
+	direct *os.File
 	// size is where the next entry goes: the bytes reserved so far, written
 	// or still being written. Guarded by packSet.mu.
 	size int64
@@ -172,6 +176,9 @@ type packSet struct {
 	// then). Guarded by mu.
 	dirty map[uint32]*pack
 	made  bool
+	// noDirect is set once the filesystem refused O_DIRECT: every write
+	// goes through the page cache then. Guarded by mu.
+	noDirect bool
 }
 
 func packName(num uint32) string { return fmt.Sprintf("%08d%s", num, packSuffix) }
@@ -243,23 +250,45 @@ func (ps *packSet) list() []*pack {
 	return out
 }
 
-// reserve sets aside n bytes at the end of the active pack, starting a new
-// pack if the active one would grow past the unit (an entry bigger than the
-// unit gets a pack of its own). The caller writes them and then calls
-// written. Only this is serialised: the writes themselves run in parallel.
-func (ps *packSet) reserve(n int64) (*pack, int64, error) {
+// reserve sets aside room for an entry of size bytes of data at the end
+// of the active pack, starting a new pack if the active one would grow
+// past the unit (an entry bigger than the unit gets a pack of its own).
+// With aligned, the entry's data starts at a multiple of directAlign, and
+// the gap before its header, if any, is left for a padding entry. It
+// returns the start of the reserved bytes and where the entry's header
+// goes. The caller writes them and then calls written(p, start). Only
+// this is serialised: the writes themselves run in parallel.
+func (ps *packSet) reserve(size int64, aligned bool) (p *pack, start, off int64, err error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	n := packHeaderSize + size
+	if aligned {
+		n += directAlign + packHeaderSize // the most padding can take
+	}
 	if p := ps.active; p == nil || p.size > 0 && p.size+n > ps.unit {
 		if err := ps.roll(); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 	}
-	p := ps.active
-	off := p.size
-	p.size += n
-	ps.writing[packPos{p.num, off}]++
-	return p, off, nil
+	p = ps.active
+	start, off = p.size, p.size
+	if aligned {
+		off = padTo(start)
+	}
+	p.size = off + packHeaderSize + size
+	ps.writing[packPos{p.num, start}]++
+	return p, start, off, nil
+}
+
+// padTo returns where the header of an entry whose data is to start at a
+// multiple of directAlign goes, at start or after it: far enough that a
+// padding entry (a header at least) fits in the gap when there is one.
+func padTo(start int64) int64 {
+	data := (start + packHeaderSize + directAlign - 1) / directAlign * directAlign
+	if gap := data - packHeaderSize - start; gap > 0 && gap < packHeaderSize {
+		data += directAlign
+	}
+	return data - packHeaderSize
 }
 
 // roll starts a new active pack. The caller holds mu.
@@ -316,28 +345,168 @@ func (ps *packSet) waitWrites(p *pack) {
 // append writes an entry for id holding data to the active pack and
 // returns where it is. The header and data go in two pwrites, straight
 // from data: one more system call per chunk is cheaper than copying the
-// chunk behind its header.
+// chunk behind its header. Large chunks bypass the page cache (see
+// writeDirect).
 func (ps *packSet) append(id ChunkID, data []byte) (packLoc, error) {
 	if len(data) > maxPackDataSize {
 		return packLoc{}, fmt.Errorf("chunk of %d bytes is too big for a pack", len(data))
 	}
-	var hdr [packHeaderSize]byte
-	packHeader{id: id, size: uint32(len(data)), crc: crc32c(data)}.encode(hdr[:])
-	p, off, err := ps.reserve(packHeaderSize + int64(len(data)))
+	hdr := make([]byte, packHeaderSize, packHeaderSize+directAlign)
+	packHeader{id: id, size: uint32(len(data)), crc: dataCRC(id, data)}.encode(hdr)
+	direct := ps.directable(data)
+	p, start, off, err := ps.reserve(int64(len(data)), direct)
 	if err != nil {
 		return packLoc{}, err
 	}
-	_, err = p.f.WriteAt(hdr[:], off)
-	if err == nil {
-		_, err = p.f.WriteAt(data, off+packHeaderSize)
+	if off > start {
+		// The gap before the header becomes a padding entry, written with
+		// the header: Reclaim steps over it as over any entry no index
+		// names.
+		hdr = append(padEntry(off-start), hdr...)
 	}
-	ps.written(p, off)
+	_, err = p.f.WriteAt(hdr, start)
+	if err == nil {
+		err = ps.writeData(p, data, off+packHeaderSize, direct)
+	}
+	ps.written(p, start)
 	if err != nil {
 		// The reserved bytes stay behind as a hole or a torn entry: dead
 		// space, which Reclaim steps over (see reclaimPack).
 		return packLoc{}, fmt.Errorf("write pack %d: %w", p.num, err)
 	}
 	return packLoc{pack: p.num, off: off, size: int64(len(data))}, nil
+}
+
+// dataCRC returns the CRC-32C of data, the bytes of chunk id, computed
+// once for Puts of the same chunk that run at the same time: the pool
+// writes a chunk's copies to its drives in parallel, and a CRC pass over
+// each copy was a tenth of the CPU a GiB written cost. The id names the
+// bytes, so callers that share a result hash the same bytes; a caller
+// that put other bytes under the id (none should) would get an entry that
+// fails its check and reads as damaged, never wrong bytes.
+func dataCRC(id ChunkID, data []byte) uint32 {
+	if len(data) < directMin {
+		return crc32c(data) // cheaper than sharing
+	}
+	crcs.mu.Lock()
+	if c := crcs.running[id]; c != nil && c.size == len(data) {
+		crcs.mu.Unlock()
+		<-c.done
+		return c.crc
+	}
+	c := &crcCall{size: len(data), done: make(chan struct{})}
+	if crcs.running == nil {
+		crcs.running = map[ChunkID]*crcCall{}
+	}
+	crcs.running[id] = c
+	crcs.mu.Unlock()
+	c.crc = crc32c(data)
+	close(c.done)
+	crcs.mu.Lock()
+	if crcs.running[id] == c {
+		delete(crcs.running, id)
+	}
+	crcs.mu.Unlock()
+	return c.crc
+}
+
+// crcs holds the CRCs being computed, by chunk.
+var crcs struct {
+	mu      sync.Mutex
+	running map[ChunkID]*crcCall // guarded by mu
+}
+
+// crcCall is one CRC computation that later callers may wait for.
+type crcCall struct {
+	size int
+	done chan struct{}
+	crc  uint32 // set before done is closed
+}
+
+// padEntry returns a padding entry of n bytes (at least a header): a
+// header for the zero id, which no chunk has, and zeros.
+func padEntry(n int64) []byte {
+	b := make([]byte, n)
+	packHeader{size: uint32(n - packHeaderSize), crc: crc32c(b[packHeaderSize:])}.encode(b)
+	return b
+}
+
+// Writes of large chunks bypass the page cache. A buffered pwrite of a
+// chunk cost the kernel far more than the copy: page allocation, dirty
+// accounting and writeback of 256 pages per MiB, twice per chunk with two
+// copies. Measured, 1 GiB in 1 MiB writes and an fdatasync: 0.7–2.8 s of
+// CPU buffered, 0.11–0.13 s with O_DIRECT, in less time. Such an entry's
+// data starts at a multiple of directAlign (a padding entry fills the gap
+// before its header) and all of it but the last partial block is written
+// with O_DIRECT, straight from the caller's buffer when that is aligned in
+// memory (chunk buffers are: Go gives large allocations whole pages).
+// The padding costs up to 4 KiB an entry, 0.4% of a 1 MiB chunk, which is
+// why smaller chunks stay buffered.
+// Reads stay buffered: O_DIRECT writes drop the pages they cover from the
+// cache, so no reader sees stale bytes. Durability is unchanged: the
+// drive's cache is flushed, and the file's size and extents committed, by
+// the fdatasync of the next flush.
+const (
+	directAlign = 4096      // a multiple of every logical block size in use
+	directMin   = 256 << 10 // smaller chunks are written through the page cache
+)
+
+// directable reports whether data is written with O_DIRECT.
+func (ps *packSet) directable(data []byte) bool {
+	if len(data) < directMin || uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
+		return false
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return !ps.noDirect
+}
+
+// writeData writes an entry's data at off in p: with direct, the aligned
+// part with O_DIRECT and the rest through the page cache.
+func (ps *packSet) writeData(p *pack, data []byte, off int64, direct bool) error {
+	if direct {
+		n := len(data) / directAlign * directAlign
+		if ok, err := ps.writeDirect(p, data[:n], off); err != nil {
+			return err
+		} else if ok {
+			data, off = data[n:], off+int64(n)
+		}
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	_, err := p.f.WriteAt(data, off)
+	return err
+}
+
+// writeDirect writes data at off in p with O_DIRECT, and reports whether
+// it did: false, with no error, when the filesystem refuses O_DIRECT
+// (every later write then goes through the page cache).
+func (ps *packSet) writeDirect(p *pack, data []byte, off int64) (bool, error) {
+	ps.mu.Lock()
+	df, err := p.direct, error(nil)
+	if df == nil && !ps.noDirect {
+		df, err = os.OpenFile(p.f.Name(), os.O_WRONLY|unix.O_DIRECT, 0)
+		if err == nil {
+			p.direct = df
+		}
+	}
+	if err != nil || df == nil {
+		ps.noDirect = true
+		ps.mu.Unlock()
+		return false, nil
+	}
+	ps.mu.Unlock()
+	if _, err := df.WriteAt(data, off); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			ps.mu.Lock()
+			ps.noDirect = true
+			ps.mu.Unlock()
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // syncPoint returns the position below which every reserved write has
@@ -425,8 +594,8 @@ func (ps *packSet) remove(p *pack) error {
 	}
 	delete(ps.files, p.num)
 	delete(ps.dirty, p.num)
+	p.close()
 	ps.mu.Unlock()
-	p.f.Close()
 	if err := os.Remove(filepath.Join(ps.dir, packName(p.num))); err != nil {
 		return fmt.Errorf("delete pack %d: %w", p.num, err)
 	}
@@ -438,9 +607,17 @@ func (ps *packSet) close() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, p := range ps.files {
-		p.f.Close()
+		p.close()
 	}
 	ps.active = nil
+}
+
+// close closes the pack's files.
+func (p *pack) close() {
+	p.f.Close()
+	if p.direct != nil {
+		p.direct.Close()
+	}
 }
 
 // errPackGone means a pack was deleted (Reclaim moved its entries) under a

@@ -134,8 +134,10 @@ func TestPackRollover(t *testing.T) {
 	big, bigData := randChunk(99, 3<<20/2)
 	mustPut(t, s, big, bigData)
 	files := packFiles(t, dir)
-	entry := int64(packHeaderSize + 300<<10)
-	want := map[uint32]int64{1: 3 * entry, 2: 3 * entry, 3: 3 * entry, 4: entry, 5: packHeaderSize + 3<<20/2}
+	// Chunks this large are written with O_DIRECT: each entry's data
+	// starts at a multiple of directAlign, after a padding entry.
+	three := directEnd(directEnd(directEnd(0, 300<<10), 300<<10), 300<<10)
+	want := map[uint32]int64{1: three, 2: three, 3: three, 4: directEnd(0, 300<<10), 5: directEnd(0, 3<<20/2)}
 	if fmt.Sprint(files) != fmt.Sprint(want) {
 		t.Fatalf("pack files %v, want %v", files, want)
 	}
@@ -160,13 +162,25 @@ func TestPackRollover(t *testing.T) {
 	id, data = randChunk(101, 5000)
 	mustPut(t, s, id, data)
 	mustPut(t, s, big, bigData) // replaced: a new entry, the old one dead
-	if files := packFiles(t, dir); len(files) != 7 || files[6] != 2*packHeaderSize+2000+5000 || files[7] != packHeaderSize+3<<20/2 {
+	if files := packFiles(t, dir); len(files) != 7 || files[6] != 2*packHeaderSize+2000+5000 || files[7] != directEnd(0, 3<<20/2) {
 		t.Fatalf("after reopening cleanly: packs %v", files)
 	}
 	if n := checkChunks(t, s); n != 13 {
 		t.Fatalf("%d chunks, want 13", n)
 	}
 	checkCounts(t, s)
+}
+
+// directEnd returns where an entry of size bytes written with O_DIRECT
+// at start ends: its data starts at the next multiple of directAlign
+// that leaves room for its header, and for a padding entry's when there
+// is a gap.
+func directEnd(start, size int64) int64 {
+	data := (start + packHeaderSize + directAlign - 1) / directAlign * directAlign
+	if gap := data - packHeaderSize - start; gap > 0 && gap < packHeaderSize {
+		data += directAlign
+	}
+	return data + size
 }
 
 // readChars returns the bytes this process read with read system calls.
@@ -651,4 +665,138 @@ func TestBadgerCopiedWhileOpen(t *testing.T) {
 		t.Fatalf("%d chunks listed, want 30", n)
 	}
 	checkCounts(t, c)
+}
+
+// Large chunks are written with O_DIRECT where the filesystem takes it:
+// their data starts aligned, behind padding entries, whatever their size
+// and whatever smaller entries came before; they read back, survive a
+// crash of the process, and Reclaim steps over the padding. Unaligned
+// buffers, and a filesystem that refuses O_DIRECT, take the page cache.
+func TestPackDirectWrites(t *testing.T) {
+	dir := t.TempDir()
+	const unit = 4 << 20
+	s := openTest(t, dir, unit)
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	// Where O_DIRECT is known to work, it must be used.
+	mustDirect := fs.Type == ext4Magic || fs.Type == xfsMagic
+	chunks := map[ChunkID][]byte{}
+	direct := map[ChunkID]bool{}
+	put := func(seed uint64, n int, offset bool) {
+		t.Helper()
+		id, data := randChunk(seed, n)
+		if offset { // the same bytes, at an address that is not aligned
+			b := make([]byte, n+1)
+			copy(b[1:], data)
+			data = b[1:]
+		}
+		mustPut(t, s, id, data)
+		chunks[id] = data
+		direct[id] = n >= directMin && !offset
+	}
+	sizes := []int{1 << 20, 10, 1<<20 - 100, 300<<10 + 1, 5000, directMin, 1 << 20, 3 << 20, 777}
+	for i, n := range sizes {
+		put(uint64(i), n, false)
+	}
+	put(50, 512<<10, true)
+	checkLayout := func() {
+		t.Helper()
+		for id, data := range chunks {
+			var st stored
+			if err := s.db.View(func(txn *badger.Txn) error {
+				var err error
+				st, err = getStored(txn, id)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			aligned := (st.loc.off+packHeaderSize)%directAlign == 0
+			if mustDirect && direct[id] && !aligned {
+				t.Fatalf("chunk of %d bytes at %+v: data not aligned", len(data), st.loc)
+			}
+			if got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("chunk of %d bytes at %+v: %v", len(data), st.loc, err)
+			}
+		}
+	}
+	checkLayout()
+	s.packs.mu.Lock()
+	noDirect := s.packs.noDirect
+	s.packs.mu.Unlock()
+	if mustDirect && noDirect {
+		t.Fatal("O_DIRECT refused on ext4 or XFS")
+	}
+	t.Logf("filesystem %#x, O_DIRECT used: %v", fs.Type, !noDirect)
+
+	// A crash of the process loses nothing written: O_DIRECT data is on
+	// the disk already, the rest in the page cache.
+	s.crash()
+	s = openTest(t, dir, unit)
+	checkLayout()
+	if n := checkChunks(t, s); n != len(chunks) {
+		t.Fatalf("%d chunks after the crash, want %d", n, len(chunks))
+	}
+	checkCounts(t, s)
+
+	// Reclaim rewrites the packs, padding and all.
+	i := 0
+	for id := range chunks {
+		if i++; i%2 == 0 {
+			if err := s.Delete(id); err != nil {
+				t.Fatal(err)
+			}
+			delete(chunks, id)
+		}
+	}
+	if err := s.CollectGarbage(); err != nil {
+		t.Fatal(err)
+	}
+	checkLayout()
+	if n := checkChunks(t, s); n != len(chunks) {
+		t.Fatalf("%d chunks after reclaim, want %d", n, len(chunks))
+	}
+	checkCounts(t, s)
+
+	// Without O_DIRECT every write goes through the page cache.
+	s.packs.mu.Lock()
+	s.packs.noDirect = true
+	s.packs.mu.Unlock()
+	put(60, 1<<20, false)
+	direct = map[ChunkID]bool{}
+	checkLayout()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, unit)
+	checkLayout()
+}
+
+// Concurrent Puts of one chunk share its CRC; each gets the right one,
+// and bytes of another length under the same id get their own.
+func TestDataCRCShared(t *testing.T) {
+	id, data := randChunk(1, 1<<20)
+	want := crc32c(data)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			b := data
+			if i%4 == 3 {
+				b = data[:directMin]
+			}
+			if got, w := dataCRC(id, b), crc32c(b); got != w {
+				t.Errorf("caller %d: CRC %08x, want %08x", i, got, w)
+			}
+		})
+	}
+	wg.Wait()
+	if got := dataCRC(id, data); got != want {
+		t.Fatalf("CRC %08x, want %08x", got, want)
+	}
+	crcs.mu.Lock()
+	defer crcs.mu.Unlock()
+	if len(crcs.running) != 0 {
+		t.Fatalf("%d computations left behind", len(crcs.running))
+	}
 }
