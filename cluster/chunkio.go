@@ -100,12 +100,19 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (
 		}
 	}
 	var written []uint32
+	var sums []uint32
 	if confirmed < want {
 		skip := map[uint32]bool{}
 		for _, num := range rec.Holders {
 			skip[num] = true
 		}
+		// The drives check their copies with the CRC of the whole chunk:
+		// combined from the block sums the record keeps, it costs no pass
+		// over the bytes.
+		sums = blockSums(data)
+		shared := nodes.ShareCRC(id, len(data), nodes.CombineCRC32C(sums, VerifyBlock, len(data)))
 		written, st.Escaped, err = m.replicate(ctx, id, data, want-confirmed, skip, keep)
+		shared()
 		if err != nil && confirmed == 0 {
 			return st, err
 		}
@@ -119,7 +126,10 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (
 			cur = chunkRecord{Size: len(data)}
 		}
 		if len(cur.Sums) == 0 {
-			cur.Sums = blockSums(data)
+			if sums == nil {
+				sums = blockSums(data)
+			}
+			cur.Sums = sums
 		}
 		if cur.Refs == 0 {
 			if err := del(txn, chunkKey(kZero, id)); err != nil {

@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -213,20 +215,13 @@ func (m *Manager) settleNow() {
 }
 
 // startSettler settles slots and deletes chunks after each sync round,
-// off the path of the fsync that waited for the round.
+// off the path of the fsync that waited for the round. It does not wait
+// for rounds to gather: a slot settled late keeps its hidden layers
+// longer, and the next writes then find it fuller and merge it sooner
+// (4 KiB random writes, each fsynced, stored 2.8 bytes per byte per copy
+// with a 20 ms wait, 1.7 without).
 func (m *Manager) startSettler() {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		for {
-			select {
-			case <-m.done:
-				return
-			case <-m.settleKick:
-				m.settleNow()
-			}
-		}
-	}()
+	m.loop(time.Second, m.settleKick, 0, func(context.Context) { m.settleNow() })
 }
 
 // settle settles the unsettled slots committed in epochs up to epoch:

@@ -335,8 +335,6 @@ func (j *Journal) Close() error {
 	return err
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // recordSum is the CRC-32C of a record's generation and payload.
 func recordSum(gen uint64, rec []byte) uint32 {
 	return crc32.Update(crc32.Checksum(binary.LittleEndian.AppendUint64(nil, gen), castagnoli), castagnoli, rec)

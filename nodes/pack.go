@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -51,9 +50,6 @@ const (
 	packHeaderSize  = 48
 	maxPackDataSize = 1<<32 - 1
 )
-
-// crc32c uses the table journal.go makes.
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // errBadEntry means that the bytes where a pack entry should be are not
 // one: torn by a crash, never written, or damaged.
@@ -375,52 +371,6 @@ func (ps *packSet) append(id ChunkID, data []byte) (packLoc, error) {
 		return packLoc{}, fmt.Errorf("write pack %d: %w", p.num, err)
 	}
 	return packLoc{pack: p.num, off: off, size: int64(len(data))}, nil
-}
-
-// dataCRC returns the CRC-32C of data, the bytes of chunk id, computed
-// once for Puts of the same chunk that run at the same time: the pool
-// writes a chunk's copies to its drives in parallel, and a CRC pass over
-// each copy was a tenth of the CPU a GiB written cost. The id names the
-// bytes, so callers that share a result hash the same bytes; a caller
-// that put other bytes under the id (none should) would get an entry that
-// fails its check and reads as damaged, never wrong bytes.
-func dataCRC(id ChunkID, data []byte) uint32 {
-	if len(data) < directMin {
-		return crc32c(data) // cheaper than sharing
-	}
-	crcs.mu.Lock()
-	if c := crcs.running[id]; c != nil && c.size == len(data) {
-		crcs.mu.Unlock()
-		<-c.done
-		return c.crc
-	}
-	c := &crcCall{size: len(data), done: make(chan struct{})}
-	if crcs.running == nil {
-		crcs.running = map[ChunkID]*crcCall{}
-	}
-	crcs.running[id] = c
-	crcs.mu.Unlock()
-	c.crc = crc32c(data)
-	close(c.done)
-	crcs.mu.Lock()
-	if crcs.running[id] == c {
-		delete(crcs.running, id)
-	}
-	crcs.mu.Unlock()
-	return c.crc
-}
-
-// crcs holds the CRCs being computed, by chunk.
-var crcs struct {
-	mu      sync.Mutex
-	running map[ChunkID]*crcCall // guarded by mu
-}
-
-// crcCall is one CRC computation that later callers may wait for.
-type crcCall struct {
-	size int
-	done chan struct{}
-	crc  uint32 // set before done is closed
 }
 
 // padEntry returns a padding entry of n bytes (at least a header): a

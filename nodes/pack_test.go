@@ -800,3 +800,32 @@ func TestDataCRCShared(t *testing.T) {
 		t.Fatalf("%d computations left behind", len(crcs.running))
 	}
 }
+
+// CombineCRC32C gives the CRC of the whole from the CRCs of its blocks.
+func TestCombineCRC32C(t *testing.T) {
+	_, data := randChunk(3, 1<<20)
+	for _, size := range []int{0, 1, 4095, 4096, 65536, 65537, 1<<20 - 3, 1 << 20} {
+		for _, block := range []int{1, 4096, 65536} {
+			if size > 200000 && block == 1 {
+				continue
+			}
+			var sums []uint32
+			for off := 0; off < size; off += block {
+				sums = append(sums, crc32c(data[off:min(off+block, size)]))
+			}
+			if got, want := CombineCRC32C(sums, block, size), crc32c(data[:size]); got != want {
+				t.Fatalf("%d bytes in blocks of %d: %08x, want %08x", size, block, got, want)
+			}
+		}
+	}
+	// A CRC shared for a chunk is the one its Puts use.
+	id, d := randChunk(4, 1<<20)
+	done := ShareCRC(id, len(d), 0x12345678)
+	if got := dataCRC(id, d); got != 0x12345678 {
+		t.Fatalf("shared CRC not used: %08x", got)
+	}
+	done()
+	if got := dataCRC(id, d); got != crc32c(d) {
+		t.Fatalf("CRC after sharing ended: %08x", got)
+	}
+}
