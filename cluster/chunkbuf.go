@@ -12,10 +12,15 @@ import "sync"
 // sit in it), so no byte outside the written ranges may ever be read or
 // stored: the methods below are the only code that touches data, readers
 // get the written ranges only (Overlay, Pack), and as a second line of
-// defence every gap a write leaves inside the storage is zeroed.
+// defence every gap a write leaves between written ranges is zeroed.
+// Below the first range nothing is zeroed: an append that starts a buffer
+// at 700 KiB into its slot would otherwise clear 700 KiB, per write.
 type chunkBuf struct {
 	data   []byte // written bytes at their slot offsets; [len, cap) is scratch
 	ranges []span // written ranges, sorted, disjoint and not touching
+	// lo is where the first range starts: every byte of data[lo:] is
+	// written or zeroed.
+	lo int
 }
 
 // Len returns the end of the last written range.
@@ -37,10 +42,19 @@ func (c *chunkBuf) Whole() bool { return len(c.ranges) == 1 && c.ranges[0].lo ==
 // WriteAt copies p to offset off, as far as the buffer's capacity (the
 // chunk size) allows, and returns the bytes copied.
 func (c *chunkBuf) WriteAt(p []byte, off int) int {
-	if off >= cap(c.data) {
+	if off >= cap(c.data) || len(p) == 0 {
 		return 0
 	}
 	end := min(off+len(p), cap(c.data))
+	switch {
+	case len(c.ranges) == 0:
+		c.data, c.lo = c.data[:max(end, len(c.data))], off
+	case off < c.lo:
+		if end < c.lo {
+			clear(c.data[end:c.lo])
+		}
+		c.lo = off
+	}
 	if end > len(c.data) {
 		old := len(c.data)
 		c.data = c.data[:end]
@@ -124,7 +138,7 @@ var bufPool sync.Pool // of *chunkBuf
 // getChunkBuf returns an empty buffer for a chunk of size cs.
 func getChunkBuf(cs int64) *chunkBuf {
 	if c, ok := bufPool.Get().(*chunkBuf); ok && int64(cap(c.data)) == cs {
-		c.data, c.ranges = c.data[:0], c.ranges[:0]
+		c.data, c.ranges, c.lo = c.data[:0], c.ranges[:0], 0
 		return c
 	}
 	return &chunkBuf{data: make([]byte, 0, cs)}
@@ -140,7 +154,7 @@ func putChunkBuf(c *chunkBuf, poison bool) {
 			full[i] = poisonByte
 		}
 	}
-	c.data, c.ranges = c.data[:0], c.ranges[:0]
+	c.data, c.ranges, c.lo = c.data[:0], c.ranges[:0], 0
 	bufPool.Put(c)
 }
 

@@ -312,17 +312,27 @@ func TestManyRangesMerge(t *testing.T) {
 }
 
 // chunkBuf's written ranges stay sorted, disjoint and apart, whatever the
-// order of writes.
+// order of writes; in a recycled buffer, every byte from the first range
+// to the end is written or zeroed, never left from before.
 func TestChunkBufRanges(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	for round := 0; round < 500; round++ {
-		c := &chunkBuf{data: make([]byte, 0, 4096)}
+		storage := bytes.Repeat([]byte{poisonByte}, 4096)
+		c := &chunkBuf{data: storage[:0]}
 		written := make([]bool, 4096)
 		for i := r.IntN(20); i >= 0; i-- {
-			off, n := r.IntN(4000), 1+r.IntN(200)
-			c.WriteAt(make([]byte, n), off)
+			off, n := r.IntN(4000), r.IntN(200)
+			c.WriteAt(bytes.Repeat([]byte{0x11}, n), off)
 			for k := off; k < min(off+n, 4096); k++ {
 				written[k] = true
+			}
+		}
+		if len(c.ranges) > 0 && (c.lo != c.ranges[0].lo || c.Len() != c.ranges[len(c.ranges)-1].hi) {
+			t.Fatalf("round %d: buffer [%d, %d) for ranges %v", round, c.lo, c.Len(), c.ranges)
+		}
+		for k := c.lo; k < c.Len(); k++ {
+			if want := map[bool]byte{true: 0x11, false: 0}[written[k]]; storage[k] != want {
+				t.Fatalf("round %d: byte %d is %#x, want %#x", round, k, storage[k], want)
 			}
 		}
 		var want []span

@@ -88,18 +88,43 @@ func CombineCRC32C(sums []uint32, block, size int) uint32 {
 	if len(sums) == 0 {
 		return crc32c(nil)
 	}
-	full := zeroBytesOp(int64(block))
 	crc := sums[0]
 	for i, s := range sums[1:] {
-		if n := size - (i+1)*block; n < block {
-			last := zeroBytesOp(int64(n))
-			crc = last.apply(crc) ^ s
-			continue
-		}
-		crc = full.apply(crc) ^ s
+		crc = advanceZeros(crc, int64(min(block, size-(i+1)*block))) ^ s
 	}
 	return crc
 }
+
+// advanceZeros returns crc advanced over n zero bytes: the operator for
+// each set bit of n applied in turn, 32 table lookups a bit.
+func advanceZeros(crc uint32, n int64) uint32 {
+	ops := zeroOps()
+	for k := 0; n > 0; k, n = k+1, n>>1 {
+		if n&1 != 0 {
+			crc = ops[k].apply(crc)
+		}
+	}
+	return crc
+}
+
+// zeroOps returns, for each k, the operator that advances a CRC-32C over
+// 2^k zero bytes, made once by squaring the one-bit operator.
+var zeroOps = sync.OnceValue(func() *[63]gf2Op {
+	var ops [63]gf2Op
+	var step gf2Op
+	step[0] = 0x82f63b78 // the Castagnoli polynomial, bit-reversed
+	for i := 1; i < 32; i++ {
+		step[i] = 1 << (i - 1)
+	}
+	for range 3 { // one bit → one byte
+		step = step.then(&step)
+	}
+	for k := range ops {
+		ops[k] = step
+		step = step.then(&step)
+	}
+	return &ops
+})
 
 // gf2Op is a linear operator on CRC-32 values: row i is the image of
 // bit i.
@@ -122,27 +147,4 @@ func (op *gf2Op) then(next *gf2Op) gf2Op {
 		out[i] = next.apply(op[i])
 	}
 	return out
-}
-
-// zeroBytesOp returns the operator that advances a CRC-32C over n zero
-// bytes, by squaring the one-bit operator.
-func zeroBytesOp(n int64) gf2Op {
-	var op, step gf2Op
-	for i := range op {
-		op[i] = 1 << i
-	}
-	step[0] = 0x82f63b78 // the Castagnoli polynomial, bit-reversed
-	for i := 1; i < 32; i++ {
-		step[i] = 1 << (i - 1)
-	}
-	for range 3 { // one bit → one byte
-		step = step.then(&step)
-	}
-	for ; n > 0; n >>= 1 {
-		if n&1 != 0 {
-			op = op.then(&step)
-		}
-		step = step.then(&step)
-	}
-	return op
 }
