@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"lukechampine.com/blake3"
 )
 
 // randChunk returns n random bytes that differ for every seed, and their id.
@@ -827,5 +828,22 @@ func TestCombineCRC32C(t *testing.T) {
 	done()
 	if got := dataCRC(id, d); got != crc32c(d) {
 		t.Fatalf("CRC after sharing ended: %08x", got)
+	}
+}
+
+// The serial BLAKE3 gives the library's hash for every length: within a
+// chunk, at chunk and group boundaries, and for chunks of every size the
+// pool makes.
+func TestBlake3Serial(t *testing.T) {
+	_, data := randChunk(5, 3<<20+777)
+	sizes := []int{0, 1, 1023, 1024, 1025, 2048, 16 << 10, 16<<10 + 1, 17 << 10, 32<<10 - 1, 100000, 1 << 20, 1<<20 + 1, 3 << 20, 3<<20 + 777}
+	r := rand.New(rand.NewPCG(5, 5))
+	for range 200 {
+		sizes = append(sizes, r.IntN(len(data)))
+	}
+	for _, n := range sizes {
+		if got, want := blake3Sum256(data[:n]), ChunkID(blake3.Sum256(data[:n])); got != want {
+			t.Fatalf("%d bytes: %s, want %s", n, got.Short(), want.Short())
+		}
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-
-	"lukechampine.com/blake3"
 )
 
 // ChunkID names a chunk by a 256-bit hash of its content: SHA-256 in
@@ -36,7 +34,7 @@ const (
 // Sum returns the ChunkID of data under h; h must be valid (see Valid).
 func (h Hash) Sum(data []byte) ChunkID {
 	if h == BLAKE3 {
-		return blake3.Sum256(data)
+		return blake3Sum256(data)
 	}
 	return sha256.Sum256(data)
 }
