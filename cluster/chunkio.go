@@ -177,6 +177,7 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 		results := make([]error, len(targets))
 		tried := make([]bool, len(targets))
 		var wg sync.WaitGroup
+		var inline func()
 		for i, d := range targets {
 			skip[d.num] = true
 			s := d.usable()
@@ -185,11 +186,15 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				continue
 			}
 			tried[i] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = s.Put(id, data)
-			}()
+			put := func() { results[i] = s.Put(id, data) }
+			if inline == nil {
+				inline = put // this goroutine puts one copy itself
+				continue
+			}
+			wg.Go(put)
+		}
+		if inline != nil {
+			inline()
 		}
 		wg.Wait()
 		for i, d := range targets {
