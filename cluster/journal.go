@@ -210,11 +210,9 @@ func (m *Manager) journalRound(nums []uint32, w journalWork) error {
 	}
 	var wg sync.WaitGroup
 	var syncErr, metaErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		syncErr = m.syncDrives(syncs)
-	}()
+	if len(syncs) > 0 {
+		wg.Go(func() { syncErr = m.syncDrives(syncs) })
+	}
 	ds := make([]*drive, len(jobs))
 	recs := make([][]byte, len(jobs))
 	for i, jb := range jobs {

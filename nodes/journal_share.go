@@ -62,10 +62,10 @@ func flushDevice(dir string) uint64 {
 func AppendAll(js []*Journal, recs [][]byte) (errs []error) {
 	errs = make([]error, len(js))
 	groups := map[uint64][]int{}
-	var wg sync.WaitGroup
+	var work []func()
 	for i, j := range js {
 		if j.dev == 0 {
-			wg.Go(func() { errs[i] = j.Append(recs[i]) })
+			work = append(work, func() { errs[i] = j.Append(recs[i]) })
 			continue
 		}
 		groups[j.dev] = append(groups[j.dev], i)
@@ -73,13 +73,27 @@ func AppendAll(js []*Journal, recs [][]byte) (errs []error) {
 	for _, g := range groups {
 		if len(g) == 1 {
 			i := g[0]
-			wg.Go(func() { errs[i] = js[i].Append(recs[i]) })
+			work = append(work, func() { errs[i] = js[i].Append(recs[i]) })
 			continue
 		}
-		wg.Go(func() { appendShared(js, recs, g, errs) })
+		work = append(work, func() { appendShared(js, recs, g, errs) })
 	}
-	wg.Wait()
+	inParallel(work)
 	return errs
+}
+
+// inParallel runs fns at the same time, the last on the calling
+// goroutine, and returns when all have.
+func inParallel(fns []func()) {
+	if len(fns) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, fn := range fns[:len(fns)-1] {
+		wg.Go(fn)
+	}
+	fns[len(fns)-1]()
+	wg.Wait()
 }
 
 // appendShared appends to the journals js[i], i in group, all on one
@@ -93,29 +107,25 @@ func appendShared(js []*Journal, recs [][]byte, group []int, errs []error) {
 	}
 	// One lock order for every caller: by directory.
 	slices.SortFunc(group, func(a, b int) int { return strings.Compare(js[a].dir, js[b].dir) })
-	ms := make([]member, len(group))
-	var wg sync.WaitGroup
+	var ms []member
 	// Each journal stays locked until its record is durable or failed.
-	// The writes are issued in parallel: each costs a filesystem write
-	// path and an I/O submission.
-	for k, i := range group {
+	// The writes are issued one after the other: issuing them from
+	// goroutines of their own measured no faster, and cost hand-offs.
+	for _, i := range group {
 		j := js[i]
 		j.mu.Lock()
 		defer j.mu.Unlock()
-		wg.Go(func() {
-			b, err := frame(recs[i])
-			if err == nil {
-				err = j.write(b)
-			}
-			if err == nil {
-				err = writeback(j, j.off, int64(len(b)), unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE)
-			}
-			errs[i] = err
-			ms[k] = member{i: i, b: b, own: j.size > j.durable, from: j.off}
-		})
+		b, err := frame(recs[i])
+		if err == nil {
+			err = j.write(b)
+		}
+		if err == nil {
+			err = writeback(j, j.off, int64(len(b)), unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE)
+		}
+		if errs[i] = err; err == nil {
+			ms = append(ms, member{i: i, b: b, own: j.size > j.durable, from: j.off})
+		}
 	}
-	wg.Wait()
-	ms = slices.DeleteFunc(ms, func(m member) bool { return errs[m.i] != nil })
 	// Every shared record's write must have completed before the flush
 	// starts, or the flush does not cover it.
 	leader := -1
@@ -129,12 +139,13 @@ func appendShared(js []*Journal, recs [][]byte, group []int, errs []error) {
 			leader = k
 		}
 	}
+	var flush []func()
 	for k, m := range ms {
 		if errs[m.i] == nil && (m.own || k == leader) {
-			wg.Go(func() { errs[m.i] = js[m.i].flush() })
+			flush = append(flush, func() { errs[m.i] = js[m.i].flush() })
 		}
 	}
-	wg.Wait()
+	inParallel(flush)
 	var shared error
 	if leader >= 0 {
 		shared = errs[ms[leader].i]
