@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -215,12 +216,19 @@ func (j *Journal) write(b []byte) error {
 	}
 	binary.LittleEndian.PutUint32(b[8:], recordSum(j.gen, b[recordHeader:]))
 	end := j.off + int64(len(b))
+	rec := b
 	if end > j.size {
 		grown := (end + journalGrow - 1) / journalGrow * journalGrow
 		b = append(b[:len(b):len(b)], make([]byte, grown-end)...)
 		end = grown
 	}
-	if _, err := j.f.WriteAt(b, j.off); err != nil {
+	_, err := j.f.WriteAt(b, j.off)
+	if errors.Is(err, syscall.ENOSPC) && len(b) > len(rec) {
+		// No room to grow ahead on a full filesystem: the record alone.
+		end = j.off + int64(len(rec))
+		_, err = j.f.WriteAt(rec, j.off)
+	}
+	if err != nil {
 		return fmt.Errorf("append to journal: %w", err)
 	}
 	j.size = max(j.size, end)
