@@ -297,8 +297,8 @@ func (m *Manager) readBlocks(ctx context.Context, ref ChunkRef, off, n int) ([]b
 	// for are kept: a random 4 KiB read otherwise made a 64 KiB buffer.
 	// Stores never write to it after they return (WithTimeout reads into
 	// its own and copies).
-	buf := getBlockBuf(stop - start)
-	defer func() { blockBufs.Put(&buf) }()
+	buf := nodes.ReadBuf(stop - start)
+	defer func() { nodes.RecycleReadBuf(buf) }()
 	data, err := m.fromHolders(ctx, ref, rec,
 		func(s nodes.Store) ([]byte, error) {
 			b, err := s.GetRange(ref.ID, start, stop-start, buf)
@@ -323,16 +323,6 @@ func (m *Manager) readBlocks(ctx context.Context, ref ChunkRef, off, n int) ([]b
 		return nil, 0, err
 	}
 	return append([]byte(nil), data[off-start:end-start]...), off, nil
-}
-
-// blockBufs recycles readBlocks' buffers.
-var blockBufs sync.Pool // of *[]byte
-
-func getBlockBuf(n int) []byte {
-	if p, ok := blockBufs.Get().(*[]byte); ok && cap(*p) >= n {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, n)
 }
 
 func (m *Manager) recordForRead(ref ChunkRef) (chunkRecord, error) {

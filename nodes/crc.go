@@ -28,9 +28,6 @@ func dataCRC(id ChunkID, data []byte) uint32 {
 		return c.crc
 	}
 	c := &crcCall{size: len(data), done: make(chan struct{})}
-	if crcs.running == nil {
-		crcs.running = map[ChunkID]*crcCall{}
-	}
 	crcs.running[id] = c
 	crcs.mu.Unlock()
 	c.crc = crc32c(data)
@@ -44,10 +41,10 @@ func dataCRC(id ChunkID, data []byte) uint32 {
 }
 
 // crcs holds the CRCs being computed, by chunk.
-var crcs struct {
+var crcs = struct {
 	mu      sync.Mutex
 	running map[ChunkID]*crcCall // guarded by mu
-}
+}{running: map[ChunkID]*crcCall{}}
 
 // crcCall is one CRC computation that later callers may wait for.
 type crcCall struct {
@@ -64,9 +61,6 @@ func ShareCRC(id ChunkID, size int, crc uint32) (done func()) {
 	c := &crcCall{size: size, done: make(chan struct{}), crc: crc}
 	close(c.done)
 	crcs.mu.Lock()
-	if crcs.running == nil {
-		crcs.running = map[ChunkID]*crcCall{}
-	}
 	crcs.running[id] = c
 	crcs.mu.Unlock()
 	return func() {

@@ -173,8 +173,8 @@ type packSet struct {
 	dirty map[uint32]*pack
 	made  bool
 	// noDirect is set once the filesystem refused O_DIRECT: every write
-	// goes through the page cache then. Guarded by mu.
-	noDirect bool
+	// goes through the page cache then.
+	noDirect atomic.Bool
 }
 
 func packName(num uint32) string { return fmt.Sprintf("%08d%s", num, packSuffix) }
@@ -403,12 +403,7 @@ const (
 
 // directable reports whether data is written with O_DIRECT.
 func (ps *packSet) directable(data []byte) bool {
-	if len(data) < directMin || uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign != 0 {
-		return false
-	}
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return !ps.noDirect
+	return len(data) >= directMin && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0 && !ps.noDirect.Load()
 }
 
 // writeData writes an entry's data at off in p: with direct, the aligned
@@ -435,25 +430,23 @@ func (ps *packSet) writeData(p *pack, data []byte, off int64, direct bool) error
 func (ps *packSet) writeDirect(p *pack, data []byte, off int64) (bool, error) {
 	ps.mu.Lock()
 	df, err := p.direct, error(nil)
-	if df == nil && !ps.noDirect {
+	if df == nil {
 		df, err = os.OpenFile(p.f.Name(), os.O_WRONLY|unix.O_DIRECT, 0)
-		if err == nil {
-			p.direct = df
-		}
-	}
-	if err != nil || df == nil {
-		ps.noDirect = true
-		ps.mu.Unlock()
-		return false, nil
+		p.direct = df
 	}
 	ps.mu.Unlock()
-	if _, err := df.WriteAt(data, off); err != nil {
+	if err != nil {
+		// This write goes through the page cache; so do all later ones
+		// if the filesystem has no O_DIRECT.
 		if errors.Is(err, unix.EINVAL) {
-			ps.mu.Lock()
-			ps.noDirect = true
-			ps.mu.Unlock()
-			return false, nil
+			ps.noDirect.Store(true)
 		}
+		return false, nil
+	}
+	if _, err := df.WriteAt(data, off); errors.Is(err, unix.EINVAL) {
+		ps.noDirect.Store(true)
+		return false, nil
+	} else if err != nil {
 		return false, err
 	}
 	return true, nil

@@ -723,9 +723,7 @@ func TestPackDirectWrites(t *testing.T) {
 		}
 	}
 	checkLayout()
-	s.packs.mu.Lock()
-	noDirect := s.packs.noDirect
-	s.packs.mu.Unlock()
+	noDirect := s.packs.noDirect.Load()
 	if mustDirect && noDirect {
 		t.Fatal("O_DIRECT refused on ext4 or XFS")
 	}
@@ -761,9 +759,7 @@ func TestPackDirectWrites(t *testing.T) {
 	checkCounts(t, s)
 
 	// Without O_DIRECT every write goes through the page cache.
-	s.packs.mu.Lock()
-	s.packs.noDirect = true
-	s.packs.mu.Unlock()
+	s.packs.noDirect.Store(true)
 	put(60, 1<<20, false)
 	direct = map[ChunkID]bool{}
 	checkLayout()

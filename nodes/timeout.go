@@ -3,7 +3,6 @@ package nodes
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -79,50 +78,36 @@ func (t *timeoutStore) Put(id ChunkID, data []byte) error {
 	return err
 }
 
-// Get implements Store. The wrapped store reads into a buffer of its own:
-// after a timeout the caller may reuse buf while the late read would still
-// be filling it.
+// Get implements Store, reading into a buffer of its own (see readInto).
 func (t *timeoutStore) Get(id ChunkID, buf []byte) ([]byte, error) {
-	b, err := within(t, "get chunk "+id.Short(), func() ([]byte, error) { return t.Store.Get(id, nil) })
-	if err != nil || buf == nil {
-		return b, err
-	}
-	return append(buf[:0], b...), nil
+	return t.readInto("get chunk "+id.Short(), buf, func(b []byte) ([]byte, error) { return t.Store.Get(id, b) })
 }
 
-// GetRange implements Store, reading into its own buffer as Get does.
-// Those buffers are recycled unless the read timed out: a 64 KiB buffer
-// made for every random read of a block was 15% of the mount's CPU.
+// GetRange implements Store, reading into a buffer of its own as Get does.
 func (t *timeoutStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
+	return t.readInto("get chunk "+id.Short(), buf, func(b []byte) ([]byte, error) { return t.Store.GetRange(id, off, n, b) })
+}
+
+// readInto runs read on a worker with a buffer of its own and copies the
+// result to buf: after a timeout the caller may reuse buf while the late
+// read would still be filling it. Those buffers are recycled unless the
+// read timed out (a 64 KiB buffer made for every random read of a block
+// was 15% of the mount's CPU). With buf nil the caller gets the read's
+// own buffer.
+func (t *timeoutStore) readInto(what string, buf []byte, read func([]byte) ([]byte, error)) ([]byte, error) {
 	var scratch []byte
 	if buf != nil {
-		scratch = getScratch(n)
+		scratch = ReadBuf(cap(buf))
 	}
-	b, err := within(t, "get chunk "+id.Short(), func() ([]byte, error) { return t.Store.GetRange(id, off, n, scratch) })
+	b, err := within(t, what, func() ([]byte, error) { return read(scratch) })
 	if errors.Is(err, ErrTimeout) || buf == nil {
 		return b, err // a late read may still fill scratch: not recycled
 	}
-	defer putScratch(b)
+	defer RecycleReadBuf(b)
 	if err != nil {
 		return nil, err
 	}
 	return append(buf[:0], b...), nil
-}
-
-// scratchBufs recycles timeoutStore's read buffers.
-var scratchBufs sync.Pool // of *[]byte
-
-func getScratch(n int) []byte {
-	if p, ok := scratchBufs.Get().(*[]byte); ok && cap(*p) >= n {
-		return (*p)[:0]
-	}
-	return make([]byte, 0, n)
-}
-
-func putScratch(b []byte) {
-	if cap(b) > 0 {
-		scratchBufs.Put(&b)
-	}
 }
 
 func (t *timeoutStore) Has(id ChunkID) (bool, error) {
