@@ -95,6 +95,8 @@ type Manager struct {
 	lock *poolLock
 	meta *metaDB
 
+	absent absentXattrs // extended attributes known to be absent
+
 	drivesMu sync.RWMutex
 	drives   map[uint32]*drive // guarded by drivesMu
 	addMu    sync.Mutex        // serialises drive additions
@@ -132,6 +134,8 @@ type Manager struct {
 	settled    atomic.Uint64   // epochs below it are settled
 	settleKick chan struct{}   // wakes the settler
 	settleMu   sync.Mutex      // one settleNow at a time
+	syncAt     atomic.Int64    // when Sync was last called (Unix ns): the foreground waits on the disk
+	markers    markerQueue     // guarded by settleMu: settled slots whose markers wait to go
 	unsettled  unsettledIndex  // slots marked unsettled, by epoch
 	roundMu    sync.Mutex      // one sync round or checkpoint at a time
 	jrn        journalState    // what the next round journals (journal.go)

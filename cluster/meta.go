@@ -129,7 +129,10 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 		WithCompression(options.None).
 		WithValueLogFileSize(128 << 20).
 		WithVerifyValueChecksum(true).
-		WithMetricsEnabled(false)
+		WithMetricsEnabled(false).
+		// Write transactions run one at a time (writeMu), so none can
+		// conflict: tracking the keys each one reads would be wasted.
+		WithDetectConflicts(false)
 	db, err := openBadger(opts)
 	if err != nil {
 		return nil, err

@@ -265,12 +265,21 @@ func (f *File) below(idx int64) (layers, error) {
 // they were written, and at most maxStagingChunks of the file. f.mu is
 // held.
 func (f *File) stage(ctx context.Context, idx int64) {
+	if run := f.startStaging(ctx, idx); run != nil {
+		go run()
+	}
+}
+
+// startStaging takes slot idx's buffer for staging and returns the work
+// that stores it, to run without f.mu held, or nil if the slot has no
+// buffer. f.mu is held.
+func (f *File) startStaging(ctx context.Context, idx int64) func() {
 	for f.staging[idx] != nil || len(f.staging) >= maxStagingChunks {
 		f.cond.Wait()
 	}
 	buf, ok := f.dirty[idx]
 	if !ok {
-		return
+		return nil
 	}
 	delete(f.dirty, idx)
 	f.staging[idx] = buf
@@ -278,10 +287,10 @@ func (f *File) stage(ctx context.Context, idx int64) {
 	below, err := f.below(idx)
 	if err != nil {
 		f.failStaging(idx, buf, err)
-		return
+		return nil
 	}
 	plan := planStage(below, buf.ranges, buf.Written())
-	go func() {
+	return func() {
 		ctx := context.WithoutCancel(ctx)
 		var data []byte
 		var pieces []piece
@@ -314,7 +323,7 @@ func (f *File) stage(ctx context.Context, idx int64) {
 			}
 		}
 		f.cond.Broadcast()
-	}()
+	}
 }
 
 // failStaging ends a staging that could not start. f.mu is held.
@@ -329,8 +338,20 @@ func (f *File) failStaging(idx int64, buf *chunkBuf, err error) {
 
 // drain stages every dirty chunk and waits for all staging. f.mu is held.
 func (f *File) drain(ctx context.Context) error {
-	for _, idx := range mapKeys(f.dirty) {
-		f.stage(ctx, idx)
+	// The last buffer is stored on this goroutine: a small synchronous
+	// write (one buffer) then waits for no hand-off.
+	idxs := mapKeys(f.dirty)
+	for i, idx := range idxs {
+		run := f.startStaging(ctx, idx)
+		switch {
+		case run == nil:
+		case i < len(idxs)-1:
+			go run()
+		default:
+			f.mu.Unlock()
+			run()
+			f.mu.Lock()
+		}
 	}
 	for len(f.staging) > 0 {
 		f.cond.Wait()

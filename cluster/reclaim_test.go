@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/dhdfs/dhdfs/nodes"
 )
@@ -373,5 +376,140 @@ func TestWaitReclaimReturns(t *testing.T) {
 	off := newTestPool(t, 2, 1)
 	if off.rc != nil || off.waitReclaim() {
 		t.Fatal("a pool without a reclaimer waits for one")
+	}
+}
+
+// A reclaim pass gives way to fsyncs: it works in short bursts while they
+// go on, waits for them to pause (or for paceWait), and never waits once
+// they have stopped or the pass is cancelled.
+func TestReclaimYieldsToSyncs(t *testing.T) {
+	m := &Manager{}
+	p := &syncPacer{m: m}
+	ctx := context.Background()
+	took := func() time.Duration {
+		t0 := time.Now()
+		if err := p.pace(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	if d := took(); d > syncQuiet {
+		t.Fatalf("paced %v with no fsync ever", d)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // an fsync every millisecond
+		defer close(done)
+		for {
+			m.syncAt.Store(time.Now().UnixNano())
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(5 * time.Millisecond)
+	// The burst: calls go through until paceBurst has passed, then one waits
+	// out paceWait, since the fsyncs never pause.
+	var waited time.Duration
+	for start := time.Now(); time.Since(start) < 10*paceBurst && waited == 0; {
+		if d := took(); d >= paceWait/2 {
+			waited = d
+		}
+	}
+	if waited == 0 {
+		t.Fatalf("no pause in %v of work among fsyncs", 10*paceBurst)
+	}
+	if waited > 20*paceWait {
+		t.Fatalf("paused %v among fsyncs, more than paceWait (%v) allows", waited, paceWait)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	p.burst = time.Now().Add(-time.Second)
+	if err := p.pace(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("pace after cancel: %v", err)
+	}
+	close(stop)
+	<-done
+	time.Sleep(syncQuiet)
+	if d := took(); d > syncQuiet {
+		t.Fatalf("paced %v after the fsyncs stopped", d)
+	}
+}
+
+// markerKeys returns the unsettled markers in the metadata.
+func markerKeys(t *testing.T, tp *testPool) map[slotAddr]uint64 {
+	t.Helper()
+	out := map[slotAddr]uint64{}
+	err := tp.meta.view(func(txn *badger.Txn) error {
+		return scan(txn, []byte{kUnsettled}, false, func(k, v []byte) error {
+			out[slotAddr{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))}] = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A slot that settles with nothing to drop keeps its marker a while (it
+// goes with the next settle that has work), a queued deletion never
+// removes the marker of a later commit, and settleAll leaves none.
+func TestSettleDefersMarkers(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	n, err := tp.Make(RootIno, "log", NodeSpec{Mode: 0o644}, Caller{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tp.OpenFile(n.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	ctx := context.Background()
+	var want []byte
+	appendSync := func() {
+		t.Helper()
+		b := bytes.Repeat([]byte{byte(len(want))}, 200)
+		if _, err := f.WriteAt(ctx, b, int64(len(want))); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b...)
+		if err := f.Fsync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slot := slotAddr{n.Ino, 0}
+	appendSync()
+	tp.settleNow()
+	first, ok := markerKeys(t, tp)[slot]
+	if !ok {
+		t.Fatal("the marker of an append that settled with nothing to drop went at once")
+	}
+	// A later commit re-marks the slot; the queued deletion (of the first
+	// epoch) must leave its marker alone.
+	appendSync()
+	later := markerKeys(t, tp)[slot]
+	if later <= first {
+		t.Fatalf("marker epoch %d after a second commit, was %d", later, first)
+	}
+	if err := tp.settleSlots([]settleItem{{slot, first}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := markerKeys(t, tp)[slot]; !ok || got != later {
+		t.Fatalf("settling epoch %d removed the marker of epoch %d (now %d, %v)", first, later, got, ok)
+	}
+	for i := 0; i < 3*tierWidth; i++ { // folds: settles with work
+		appendSync()
+	}
+	tp.flushDeletes()
+	if ms := markerKeys(t, tp); len(ms) != 0 {
+		t.Fatalf("markers left after settleAll: %v", ms)
+	}
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back after settling: %v", err)
 	}
 }

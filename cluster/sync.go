@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -72,6 +73,7 @@ func (m *Manager) markUnsynced(nums []uint32) {
 // drives written and the metadata, in one round. Concurrent calls share
 // rounds: a call waits for the first round that starts after it.
 func (m *Manager) Sync() error {
+	m.syncAt.Store(time.Now().UnixNano())
 	g := &m.syncs
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -194,14 +196,18 @@ func (m *Manager) collect(ids []nodes.ChunkID) {
 // settleNow settles every slot whose epoch a finished round covers and
 // deletes the chunks that rounds made safe to delete. The settler runs it
 // after each round; Close runs it directly.
-func (m *Manager) settleNow() {
+func (m *Manager) settleNow() { m.settleUpTo(false) }
+
+// settleUpTo is settleNow; force also deletes every marker waiting in
+// m.markers (see settle).
+func (m *Manager) settleUpTo(force bool) {
 	// One at a time: a caller that returns from here (gc, Close) has
 	// seen every delete a finished round allowed carried out.
 	m.settleMu.Lock()
 	defer m.settleMu.Unlock()
 	upTo := m.settleTo.Load()
-	if upTo > m.settled.Load() {
-		if err := m.settle(upTo - 1); err != nil {
+	if upTo > m.settled.Load() || len(m.markers.due) > 0 {
+		if err := m.settle(upTo-1, force); err != nil {
 			m.log.Warn("settle chunk slots", "err", err)
 		} else {
 			m.settled.Store(max(m.settled.Load(), upTo))
@@ -231,13 +237,52 @@ func (m *Manager) startSettler() {
 // markers: a file fsynced thousands of times rewrites one marker as often,
 // and Badger's iterators step over every old version still in its
 // memtable, which made each scan cost more than the fsync it followed.
-func (m *Manager) settle(epoch uint64) error {
+//
+// A slot with no layer to drop needs only its marker deleted, which is
+// bookkeeping (a marker left behind costs the next open a look at the
+// slot's top layers): those deletions wait in m.markers, up to
+// markerBatch of them or markerWait, and go with the next settle that has
+// layers to drop. An appender that fsyncs after every write then costs
+// one settling transaction per fold of its pieces, not one per fsync.
+// force deletes them now. settleMu is held.
+func (m *Manager) settle(epoch uint64, force bool) error {
 	due := m.unsettled.take(epoch)
-	for i, a := range due {
-		if err := m.settleSlot(a.ino, a.idx, epoch); err != nil {
-			m.unsettled.add(due[i:], epoch)
+	var work []settleItem
+	err := m.meta.view(func(txn *badger.Txn) error {
+		for _, a := range due {
+			drop, err := slotToSettle(txn, a, epoch)
+			switch {
+			case err != nil:
+				return err
+			case drop:
+				work = append(work, settleItem{a, epoch})
+			default:
+				m.markers.add(settleItem{a, epoch})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		m.unsettled.add(due, epoch)
+		return fmt.Errorf("settle chunk slots: %w", err)
+	}
+	if len(work) > 0 || force || m.markers.full() {
+		work = append(work, m.markers.take()...)
+	}
+	for len(work) > 0 {
+		n := min(len(work), settleBatch)
+		err := m.settleSlots(work[:n])
+		if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
+			n /= 2 // a slot with many pieces to release: fewer per transaction
+			err = m.settleSlots(work[:n])
+		}
+		if err != nil {
+			for _, it := range work {
+				m.unsettled.add([]slotAddr{it.slot}, it.epoch)
+			}
 			return err
 		}
+		work = work[n:]
 	}
 	return nil
 }
@@ -314,48 +359,124 @@ func (u *unsettledIndex) take(epoch uint64) []slotAddr {
 	return due
 }
 
+// settleItem is a slot to settle, and the epoch its latest commit must
+// not be after.
+type settleItem struct {
+	slot  slotAddr
+	epoch uint64
+}
+
+// settleBatch bounds the slots one settling transaction takes.
+const settleBatch = 64
+
+// markerQueue holds settled slots whose only change is the deletion of
+// their marker (see settle).
+type markerQueue struct {
+	due   []settleItem
+	since time.Time // when the oldest was queued
+}
+
+// Bounds of markerQueue: past either, settle deletes the markers even
+// with no other work.
+const (
+	markerBatch = 256
+	markerWait  = time.Second
+)
+
+func (q *markerQueue) add(it settleItem) {
+	if len(q.due) == 0 {
+		q.since = time.Now()
+	}
+	q.due = append(q.due, it)
+}
+
+func (q *markerQueue) full() bool {
+	return len(q.due) >= markerBatch || len(q.due) > 0 && time.Since(q.since) >= markerWait
+}
+
+func (q *markerQueue) take() []settleItem {
+	due := q.due
+	q.due = nil
+	return due
+}
+
+// slotToSettle reports whether settling slot a (if its latest commit is
+// from epoch or before) drops layers, rather than only its marker.
+func slotToSettle(txn *badger.Txn, a slotAddr, epoch uint64) (bool, error) {
+	v, ok, err := get(txn, unsettledKey(a.ino, a.idx))
+	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
+		return false, err
+	}
+	ls, ok, err := getSlot(txn, a.ino, a.idx)
+	if err != nil || !ok {
+		return false, err
+	}
+	_, hidden := ls.settle()
+	return len(hidden) > 0, nil
+}
+
 // settleSlot settles one slot if its latest commit is from epoch or
 // before (a later commit keeps it unsettled for its own round).
 func (m *Manager) settleSlot(ino Ino, idx int64, epoch uint64) error {
+	return m.settleSlots([]settleItem{{slotAddr{ino, idx}, epoch}})
+}
+
+// settleSlots settles slots in one transaction, each if its latest
+// commit is from its epoch or before.
+func (m *Manager) settleSlots(items []settleItem) error {
 	var zero []nodes.ChunkID
 	err := m.meta.tidy(func(txn *badger.Txn) error {
 		zero = zero[:0:0]
-		key := unsettledKey(ino, idx)
-		v, ok, err := get(txn, key)
-		if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
-			return err
+		for _, it := range items {
+			z, err := settleInTxn(txn, it.slot.ino, it.slot.idx, it.epoch)
+			if err != nil {
+				return fmt.Errorf("settle chunk %d of inode %d: %w", it.slot.idx, it.slot.ino, err)
+			}
+			zero = append(zero, z...)
 		}
-		if err := del(txn, key); err != nil {
-			return err
-		}
-		old, ok, err := getSlot(txn, ino, idx)
-		if err != nil || !ok {
-			return err
-		}
-		ls, hidden := old.settle()
-		if len(hidden) == 0 {
-			return nil
-		}
-		n, err := getInode(txn, ino)
-		if err != nil {
-			return err
-		}
-		if err := countStored(txn, &n); err != nil {
-			return err
-		}
-		if zero, err = release(txn, hidden); err != nil {
-			return err
-		}
-		if err := putSlot(txn, &n, idx, old, ls); err != nil {
-			return err
-		}
-		return putInode(txn, &n)
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("settle chunk %d of inode %d: %w", idx, ino, err)
+		return err
 	}
 	m.collect(zero)
 	return nil
+}
+
+// settleInTxn settles slot idx of ino in txn if its latest commit is from
+// epoch or before, and returns the chunks that lost their last reference.
+func settleInTxn(txn *badger.Txn, ino Ino, idx int64, epoch uint64) ([]nodes.ChunkID, error) {
+	key := unsettledKey(ino, idx)
+	v, ok, err := get(txn, key)
+	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
+		return nil, err
+	}
+	if err := del(txn, key); err != nil {
+		return nil, err
+	}
+	old, ok, err := getSlot(txn, ino, idx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	ls, hidden := old.settle()
+	if len(hidden) == 0 {
+		return nil, nil
+	}
+	n, err := getInode(txn, ino)
+	if err != nil {
+		return nil, err
+	}
+	if err := countStored(txn, &n); err != nil {
+		return nil, err
+	}
+	zero, err := release(txn, hidden)
+	if err != nil {
+		return nil, err
+	}
+	if err := putSlot(txn, &n, idx, old, ls); err != nil {
+		return nil, err
+	}
+	return zero, putInode(txn, &n)
 }
 
 // settleAll checkpoints until nothing is left unsettled or uncollected,
@@ -366,7 +487,7 @@ func (m *Manager) settleAll() error {
 		if err := m.Checkpoint(); err != nil {
 			return err
 		}
-		m.settleNow()
+		m.settleUpTo(true)
 		if i == 0 {
 			if err := m.settleStored(); err != nil {
 				return err

@@ -187,7 +187,7 @@ func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions, all bool) (
 		if p == nil {
 			break
 		}
-		if err := s.reclaimPack(ctx, p); err != nil {
+		if err := s.reclaimPack(ctx, p, o.Pace); err != nil {
 			return res, err
 		}
 		if err := round(); err != nil {
@@ -271,7 +271,7 @@ type move struct {
 // that a crash at any moment leaves every chunk readable in one place or
 // the other. Re-pointing is conditional: a chunk that a Put replaced or a
 // Delete removed meanwhile stays so, its copy dead.
-func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack) error {
+func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack, pace func(context.Context) error) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -291,6 +291,11 @@ func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if pace != nil {
+			if err := pace(ctx); err != nil {
+				return err
+			}
 		}
 		h, err := p.readHeader(off)
 		if errors.Is(err, errBadEntry) {

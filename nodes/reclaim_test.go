@@ -186,6 +186,59 @@ func TestBadgerReclaimStops(t *testing.T) {
 	}
 }
 
+// Pace is called before each chunk a round copies, and an error from it
+// stops Reclaim with the live chunks intact.
+func TestBadgerReclaimPace(t *testing.T) {
+	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var live []nodes.ChunkID
+	for i := 0; i < 64; i++ { // 16 MiB, three quarters deleted
+		id, data := testChunk(i, 256<<10)
+		if err := s.Put(id, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			live = append(live, id)
+			continue
+		}
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() {
+		t.Helper()
+		for _, id := range live {
+			if _, err := s.Get(id, nil); err != nil {
+				t.Fatalf("live chunk %s: %v", id.Short(), err)
+			}
+		}
+	}
+	enough := errors.New("enough")
+	calls := 0
+	_, err = s.Reclaim(context.Background(), nodes.ReclaimOptions{Pace: func(context.Context) error {
+		if calls++; calls == 3 {
+			return enough
+		}
+		return nil
+	}})
+	if !errors.Is(err, enough) {
+		t.Fatalf("Reclaim stopped by Pace: %v (after %d calls)", err, calls)
+	}
+	check()
+	calls = 0
+	res, err := s.Reclaim(context.Background(), nodes.ReclaimOptions{Pace: func(context.Context) error { calls++; return nil }})
+	if err != nil || res.Rounds == 0 {
+		t.Fatalf("Reclaim: %+v, %v", res, err)
+	}
+	if calls < res.Rounds {
+		t.Fatalf("Pace called %d times in %d rounds", calls, res.Rounds)
+	}
+	check()
+}
+
 // Reclaim never rewrites the file being written; Rotate closes it first,
 // so that what was deleted there comes back too.
 func TestBadgerReclaimRotate(t *testing.T) {

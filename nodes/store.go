@@ -182,6 +182,11 @@ type ReclaimOptions struct {
 	// Between, if set, is called after each round with the result so far;
 	// it may wait (throttling) and ends Reclaim by returning an error.
 	Between func(ctx context.Context, sofar ReclaimResult) error
+	// Pace, if set, is called before each chunk a round copies; it may wait
+	// (to leave the disk to other I/O for a moment) and ends Reclaim by
+	// returning an error. The store stays usable while it waits, but
+	// closing it or taking it offline waits for Pace to return.
+	Pace func(ctx context.Context) error
 	// Rotate first closes the file being written, so that it can be
 	// reclaimed too (Reclaim never rewrites it otherwise). A store may
 	// have to be unavailable for a moment to do that: calls made
