@@ -272,8 +272,8 @@ func (m *Manager) settle(epoch uint64, force bool) error {
 	for len(work) > 0 {
 		n := min(len(work), settleBatch)
 		err := m.settleSlots(work[:n])
-		if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
-			n /= 2 // a slot with many pieces to release: fewer per transaction
+		for errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
+			n /= 2 // slots with many pieces to release: fewer per transaction
 			err = m.settleSlots(work[:n])
 		}
 		if err != nil {
