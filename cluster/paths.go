@@ -265,6 +265,9 @@ func (m *Manager) RemovePath(p string, recursive bool) error {
 		}
 	}
 	if err := m.Rmdir(dir.Ino, name); err != nil {
+		if errors.Is(err, ErrNotEmpty) {
+			err = ErrNotEmpty // Rmdir's message names it too
+		}
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	return nil

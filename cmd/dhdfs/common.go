@@ -138,7 +138,12 @@ func withPool(c *cli.Context, fn func(m control.API) error) error {
 
 // usageError reports wrong arguments with exit status 2.
 func usageError(c *cli.Context, format string, a ...any) error {
-	return cli.Exit(fmt.Sprintf("%s: %s (see 'dhdfs %s --help')", c.Command.FullName(), fmt.Sprintf(format, a...), c.Command.FullName()), 2)
+	msg := fmt.Sprintf(format, a...)
+	name := commandPath(c)
+	if name == "" {
+		return cli.Exit(fmt.Sprintf("%s (see 'dhdfs --help')", msg), 2)
+	}
+	return cli.Exit(fmt.Sprintf("%s: %s (see 'dhdfs %s --help')", name, msg, name), 2)
 }
 
 func needArgs(c *cli.Context, min, max int, names string) error {

@@ -21,7 +21,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if err := app.Run(args); err != nil {
+	if err := app.Run(flagsFirst(app, args)); err != nil {
 		// One line, whatever a library put in its message.
 		fmt.Fprintf(os.Stderr, "dhdfs: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
 		var ec cli.ExitCoder
@@ -50,9 +50,13 @@ Start with:
    dhdfs node add /mnt/disk1/dhdfs
    dhdfs node add /mnt/disk2/dhdfs
    dhdfs put ./photo.jpg /photo.jpg`,
+		Version:                version(),
 		Flags:                  []cli.Flag{homeFlag(), verboseFlag()},
 		HideHelpCommand:        true,
 		UseShortOptionHandling: true,
+		EnableBashCompletion:   true,
+		OnUsageError:           onUsageError,
+		Action:                 unknownCommand,
 		ExitErrHandler:         func(*cli.Context, error) {}, // main prints errors once
 		Commands: []*cli.Command{
 			cmdInit(),
@@ -73,8 +77,13 @@ Start with:
 			cmdMount(),
 			cmdUmount(),
 			cmdInstallHelper(),
+			cmdCompletion(),
+			cmdVersion(),
 		},
 	}
+	// -v is --verbose; the version has no short flag.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	settleCommonFlags(app.Commands)
+	conventions(app.Commands)
 	return app
 }

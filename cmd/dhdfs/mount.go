@@ -256,6 +256,17 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	if err := reportReady(""); err != nil {
 		log.Warn("report readiness", "err", err)
 	}
+	if err := sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=serving %s at %s", os.Getpid(), c.String("home"), dir)); err != nil {
+		log.Warn("report readiness", "err", err)
+	}
+	var stopping sync.Once
+	stop := func() {
+		stopping.Do(func() {
+			if err := sdNotify("STOPPING=1\nSTATUS=unmounting, flushing open files"); err != nil {
+				log.Warn("report stopping", "err", err)
+			}
+		})
+	}
 	if os.Getenv(readyFDEnv) == "" && isTerminal(os.Stderr) {
 		fmt.Fprintf(os.Stderr, "Mounted the pool at %s. Stop with Ctrl-C or 'dhdfs umount %s'.\n", dir, dir)
 	}
@@ -264,6 +275,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	go func() {
 		for s := range sigs {
 			log.Info("unmounting", "signal", s.String())
+			stop()
 			if err := srv.Unmount(); err != nil {
 				// Files are open: detach now; the kernel finishes serving
 				// them and the server returns when the last one closes.
@@ -275,6 +287,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		}
 	}()
 	srv.Wait()
+	stop() // unmounted from outside (umount, fusermount3 -u)
 	signal.Stop(sigs)
 	close(sigs)
 	if err := ctl.Close(); err != nil {

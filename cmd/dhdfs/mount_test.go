@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,4 +231,56 @@ func TestMountHelper(t *testing.T) {
 		t.Fatal("helper did not mount")
 	}
 	e.ok("umount", mnt)
+}
+
+// Under systemd (Type=notify) the mount says READY=1 once it is mounted,
+// and STOPPING=1 when it starts to unmount: here to a fake NOTIFY_SOCKET.
+func TestMountNotifiesSystemd(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(1)
+	mnt := e.mountDir()
+	sock := filepath.Join(e.dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cmd := exec.Command(binary, "mount", mnt)
+	cmd.Env = append(os.Environ(), "DHDFS_HOME="+filepath.Join(e.dir, "home"), "NOTIFY_SOCKET="+sock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if mounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+		cmd.Process.Kill()
+	})
+	next := func() string {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v (mount: %s)", err, stderr.String())
+		}
+		return string(buf[:n])
+	}
+	ready := next()
+	if !strings.Contains(ready, "READY=1") || !strings.Contains(ready, "MAINPID="+strconv.Itoa(cmd.Process.Pid)) {
+		t.Fatalf("first notification %q, want READY=1 and MAINPID", ready)
+	}
+	if !mounted(mnt) {
+		t.Fatal("READY=1 before the mount was there")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if got := next(); !strings.Contains(got, "STOPPING=1") {
+		t.Fatalf("notification at SIGTERM %q, want STOPPING=1", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mount exited with %v: %s", err, stderr.String())
+	}
 }

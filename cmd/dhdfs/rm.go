@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 
+	"github.com/dhdfs/dhdfs/cluster"
 	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
@@ -24,7 +28,11 @@ Examples:
 			}
 			return withPool(c, func(m control.API) error {
 				for _, p := range c.Args().Slice() {
-					if err := m.RemovePath(p, c.Bool("recursive")); err != nil {
+					err := m.RemovePath(p, c.Bool("recursive"))
+					if errors.Is(err, cluster.ErrNotEmpty) {
+						return fmt.Errorf("%w (rm -r removes it and everything in it)", err)
+					}
+					if err != nil {
 						return err
 					}
 				}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// usage runs dhdfs and checks it exits with status 2 and one line of
+// stderr containing every string of want.
+func (e *env) usage(args []string, want ...string) {
+	e.t.Helper()
+	out, errs, code := e.run(nil, args...)
+	if code != 2 {
+		e.t.Fatalf("dhdfs %s: exit %d, want 2 (stderr %q)", strings.Join(args, " "), code, errs)
+	}
+	if out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		e.t.Fatalf("dhdfs %s: want one line on stderr and nothing on stdout, got %q and %q", strings.Join(args, " "), errs, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(errs, w) {
+			e.t.Fatalf("dhdfs %s: stderr %q, want %q in it", strings.Join(args, " "), errs, w)
+		}
+	}
+}
+
+// Usage errors are one line with a hint and exit status 2, with a
+// suggestion for a mistyped command or flag.
+func TestUsageErrors(t *testing.T) {
+	e := newEnv(t)
+	e.usage([]string{"moutn"}, `"moutn" is not a command of dhdfs`, "did you mean 'dhdfs mount'?", "dhdfs --help")
+	e.usage([]string{"bogus"}, `"bogus" is not a command of dhdfs`)
+	e.usage([]string{"node", "ad", "/x"}, `"ad" is not a command of dhdfs node`, "did you mean 'dhdfs node add'?")
+	e.usage([]string{"node", "rmove", "d1"}, "did you mean 'dhdfs node remove'?")
+	e.usage([]string{"mount", "--daemn", "/x"}, "mount: no flag --daemn; did you mean --daemon?", "see 'dhdfs mount --help'")
+	e.usage([]string{"node", "add", "--labl", "x", "/x"}, "node add: no flag --labl; did you mean --label?", "see 'dhdfs node add --help'")
+	e.usage([]string{"ls", "--bogus"}, "ls: no flag --bogus")
+	e.usage([]string{"--home"}, "--home needs a value")
+	e.usage([]string{"mount", "--cache-size"}, "mount: --cache-size needs a value")
+	e.usage([]string{"ls", "/a", "/b"}, "ls: expected at most one PATH")
+	e.usage([]string{"completion", "tcsh"}, `no completion for "tcsh"`)
+	e.usage([]string{"help", "nosuch"}, `"nosuch" is not a command of dhdfs`)
+}
+
+// --version, version and help CMD answer; the completion scripts are
+// valid shell, and the completions name the commands.
+func TestVersionHelpCompletion(t *testing.T) {
+	e := newEnv(t)
+	if out := e.ok("--version"); !strings.HasPrefix(out, "dhdfs version ") {
+		t.Fatalf("--version: %q", out)
+	}
+	if out := e.ok("version"); !strings.HasPrefix(out, "dhdfs ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("version: %q", out)
+	}
+	for _, args := range [][]string{{"help", "ls"}, {"ls", "--help"}, {"help", "node", "add"}, {"node", "help", "add"}} {
+		out := e.ok(args...)
+		if !strings.Contains(out, "USAGE:") || !strings.Contains(out, "dhdfs ") {
+			t.Fatalf("dhdfs %s: %q", strings.Join(args, " "), out)
+		}
+	}
+	if out := e.ok("help", "node", "add"); !strings.Contains(out, "node add") {
+		t.Fatalf("help node add: %q", out)
+	}
+	if out := e.ok(); !strings.Contains(out, "COMMANDS:") {
+		t.Fatalf("dhdfs alone: %q", out)
+	}
+	if out := e.ok("--generate-bash-completion"); !strings.Contains(out, "mount") || !strings.Contains(out, "node") {
+		t.Fatalf("completions: %q", out)
+	}
+	if out := e.ok("node", "--generate-bash-completion"); !strings.Contains(out, "add") || !strings.Contains(out, "replace") {
+		t.Fatalf("node completions: %q", out)
+	}
+	for shell, check := range map[string][]string{"bash": {"bash", "-n"}, "zsh": {"zsh", "-n"}, "fish": {"fish", "--no-execute"}} {
+		script := e.ok("completion", shell)
+		if !strings.Contains(script, "dhdfs") {
+			t.Fatalf("%s completion: %q", shell, script)
+		}
+		if _, err := exec.LookPath(check[0]); err != nil {
+			continue // the script is checked where the shell is installed
+		}
+		f := filepath.Join(e.dir, "completion."+shell)
+		if err := os.WriteFile(f, []byte(script), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(check[0], append(check[1:], f)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s completion does not parse: %v: %s", shell, err, out)
+		}
+	}
+	// bash: the script, sourced, completes "dhdfs mo" to mount.
+	if _, err := exec.LookPath("bash"); err == nil {
+		script := e.ok("completion", "bash")
+		prog := script + `
+COMP_WORDS=(` + binary + ` mo); COMP_CWORD=1; _dhdfs_complete; echo "${COMPREPLY[@]}"`
+		out, err := exec.Command("bash", "-c", prog).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "mount" {
+			t.Fatalf("bash completion of 'dhdfs mo': %q, %v", out, err)
+		}
+	}
+}
+
+// Flags may follow a command's arguments, as GNU tools allow; after "--"
+// everything is an argument.
+func TestFlagsAfterArguments(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(1)
+	e.ok("mkdir", "/a/b", "-p")
+	e.ok("mkdir", "/c", "--home", filepath.Join(e.dir, "home"))
+	if out := e.ok("ls", "/", "-l"); !strings.Contains(out, "drwx") || !strings.Contains(out, " a") || !strings.Contains(out, " c") {
+		t.Fatalf("ls / -l: %q", out)
+	}
+	e.fails("rm -r removes it", "rm", "/a")
+	e.ok("rm", "/a", "-r")
+	if out := e.ok("ls", "/"); strings.Contains(out, "a") {
+		t.Fatalf("/a left after rm /a -r: %q", out)
+	}
+	// After "--", "-r" is a name, not a flag.
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, src, 100, 1)
+	e.ok("put", src, "--", "/-r")
+	if out := e.ok("ls", "--", "/"); !strings.Contains(out, "-r") {
+		t.Fatalf("ls after put /-r: %q", out)
+	}
+	e.ok("rm", "--", "/-r")
+}
