@@ -6,16 +6,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dhdfs/dhdfs/cluster"
 )
 
 func newServed(t *testing.T) (*cluster.Manager, *Client, string) {
+	t.Helper()
+	return newServedLog(t, nil)
+}
+
+// newServedLog is newServed with the server logging to log.
+func newServedLog(t *testing.T, log *slog.Logger) (*cluster.Manager, *Client, string) {
 	t.Helper()
 	root := t.TempDir()
 	home := filepath.Join(root, "home")
@@ -34,7 +44,7 @@ func newServed(t *testing.T) (*cluster.Manager, *Client, string) {
 			t.Fatal(err)
 		}
 	}
-	srv, err := Serve(m, nil)
+	srv, err := Serve(m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,4 +229,133 @@ func FuzzServer(f *testing.F) {
 			t.Fatalf("pool broken after request %q: %v", req, err)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A client that connects and hangs up (every command does, to find the
+// mount) is not a warning in the mount's log.
+func TestHangUpIsNotAWarning(t *testing.T) {
+	var logs syncBuffer
+	_, c, _ := newServedLog(t, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if _, err := Dial(filepath.Dir(c.path)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !strings.Contains(logs.String(), "hung up"); i++ {
+		if i == 200 {
+			t.Fatalf("no hang-up logged: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.Status(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("a hang-up logged a warning: %s", logs.String())
+	}
+}
+
+// A connection that sends nothing, or stops sending in the middle of a
+// put, is closed after idleTimeout; past maxConns connections are told so
+// and closed, and the server goes on serving.
+func TestControlConnectionLimits(t *testing.T) {
+	old := idleTimeout.Load()
+	idleTimeout.Store(int64(300 * time.Millisecond))
+	defer idleTimeout.Store(old)
+	_, c, _ := newServed(t)
+	closedSoon := func(conn net.Conn, what string) {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("%s: still open after 10 s", what)
+				}
+				return
+			}
+		}
+	}
+	quiet, err := net.Dial("unix", c.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	closedSoon(quiet, "a connection that sends nothing")
+	half, err := net.Dial("unix", c.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	half.Write([]byte(`{"method":"sta`))
+	closedSoon(half, "a connection that sends half a request")
+	// A put's body may pause longer than that, as a slow pipe does.
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.PutFile(context.Background(), "/slow", pr, 0o644, cluster.Caller{})
+		done <- err
+	}()
+	pw.Write([]byte("first "))
+	time.Sleep(3 * idle())
+	pw.Write([]byte("second"))
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("a put whose source paused: %v", err)
+	}
+	var got bytes.Buffer
+	if _, err := c.GetFile(context.Background(), "/slow", &got); err != nil || got.String() != "first second" {
+		t.Fatalf("/slow: %q, %v", got.String(), err)
+	}
+
+	idleTimeout.Store(int64(time.Minute))
+	var held []net.Conn
+	defer func() {
+		for _, h := range held {
+			h.Close()
+		}
+	}()
+	for range maxConns {
+		h, err := net.Dial("unix", c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, h)
+	}
+	extra, err := net.Dial("unix", c.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, _ := bufio.NewReader(extra).ReadString('\n')
+	extra.Close()
+	if !strings.Contains(line, "control connections") {
+		t.Fatalf("connection %d got %q, want a refusal", maxConns+1, line)
+	}
+	held[0].Close()
+	held = held[1:]
+	for i := 0; ; i++ {
+		if _, err := c.Status(); err == nil {
+			break
+		} else if i == 100 {
+			t.Fatalf("no call served after a connection closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,14 +21,34 @@ import (
 
 // Server serves the API of an open pool on its control socket.
 type Server struct {
-	m    *cluster.Manager
-	log  *slog.Logger
-	ln   *net.UnixListener
-	path string
-	wg   sync.WaitGroup
-	ctx  context.Context
-	stop context.CancelFunc
+	m     *cluster.Manager
+	log   *slog.Logger
+	ln    *net.UnixListener
+	path  string
+	wg    sync.WaitGroup
+	ctx   context.Context
+	stop  context.CancelFunc
+	conns chan struct{} // one token per connection being served
 }
+
+// Limits of the control socket. Only the pool's owner can connect (the
+// socket is 0600), but a stuck or runaway client must not hold the mount's
+// goroutines and descriptors without end: at most maxConns connections
+// are served at once (more are told so and closed), a connection must
+// send its request within idleTimeout, and every reply must be taken
+// within it. What comes after the request is not timed: the body of a put
+// pauses as long as its source does, and long calls (heal, scrub, gc,
+// drain...) run for hours; a client that goes away ends them.
+const maxConns = 64
+
+// idleTimeout is 30 s; tests shorten it.
+var idleTimeout = func() *atomic.Int64 {
+	var d atomic.Int64
+	d.Store(int64(30 * time.Second))
+	return &d
+}()
+
+func idle() time.Duration { return time.Duration(idleTimeout.Load()) }
 
 // Serve starts serving m on the control socket in m's home. The socket is
 // private to the pool's owner; a leftover socket from a killed mount is
@@ -55,7 +76,7 @@ func Serve(m *cluster.Manager, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Server{m: m, log: log, ln: ln, path: path, ctx: ctx, stop: stop}
+	s := &Server{m: m, log: log, ln: ln, path: path, ctx: ctx, stop: stop, conns: make(chan struct{}, maxConns)}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -80,15 +101,71 @@ func (s *Server) accept() {
 			}
 			return
 		}
+		select {
+		case s.conns <- struct{}{}:
+		default:
+			s.refuse(conn)
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-s.conns }()
 			defer conn.Close()
-			if err := s.handle(conn); err != nil {
+			err := s.handle(conn)
+			switch {
+			case err == nil:
+			case hungUp(err):
+				// Clients hang up: 'dhdfs' checks whether a mount is
+				// there by connecting, and Ctrl-C ends a call.
+				s.log.Debug("control client hung up", "err", err)
+			default:
 				s.log.Warn("control call failed", "err", err)
 			}
 		}()
 	}
+}
+
+// refuse answers a connection past maxConns with an error and closes it.
+func (s *Server) refuse(conn *net.UnixConn) {
+	s.log.Warn("control socket: too many connections", "limit", maxConns)
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	w := bufio.NewWriter(conn)
+	writeLine(w, response{Error: toWire(fmt.Errorf("the mount already serves %d control connections: %w", maxConns, cluster.ErrUnavailable))})
+	conn.Close()
+}
+
+// hungUp reports whether err is the client going away, or going quiet
+// past idleTimeout, rather than a failure of the call.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
+// idleConn is a connection whose every read and write must make progress
+// within idleTimeout; reads stop being timed once untimed is set.
+type idleConn struct {
+	*net.UnixConn
+	untimed bool
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if !c.untimed {
+		c.SetReadDeadline(time.Now().Add(idle()))
+	}
+	return c.UnixConn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.SetWriteDeadline(time.Now().Add(idle()))
+	return c.UnixConn.Write(p)
+}
+
+// untimeReads stops timing reads, for a long call whose client sends
+// nothing until it hangs up.
+func (c *idleConn) untimeReads() {
+	c.untimed = true
+	c.SetReadDeadline(time.Time{})
 }
 
 // peer returns the uid and gid of the connected process, from the kernel:
@@ -136,7 +213,8 @@ type (
 )
 
 func (s *Server) handle(conn *net.UnixConn) error {
-	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	ic := &idleConn{UnixConn: conn}
+	r, w := bufio.NewReader(ic), bufio.NewWriter(ic)
 	var req request
 	if err := readLine(r, &req); err != nil {
 		return err
@@ -178,6 +256,9 @@ func (s *Server) handle(conn *net.UnixConn) error {
 	case "remove":
 		err = s.m.RemovePath(pp.Path, pp.Recursive)
 	case "put":
+		// The body may pause as long as its source does ('pg_dump |
+		// dhdfs put - /db.sql'): a client that goes away ends it.
+		ic.untimeReads()
 		body := &frameReader{r: r}
 		result, err = s.m.PutFile(s.ctx, pp.Path, body, pp.Mode, caller)
 		if err != nil && !body.done {
@@ -188,6 +269,7 @@ func (s *Server) handle(conn *net.UnixConn) error {
 	case "get":
 		return s.get(r, w, pp.Path)
 	case "heal", "scrub", "gc", "rebalance", "drive.drain", "drive.replace":
+		ic.untimeReads()
 		ctx, progress := s.longCall(r, w)
 		switch req.Method {
 		case "heal":
