@@ -82,6 +82,22 @@ func (m *Manager) Mounted(dir string) {
 		dir = filepath.Join(parent, filepath.Base(dir))
 	}
 	m.lock.setMountPoint(dir)
+	m.mountDir.Store(&dir)
+}
+
+// MountInfo says where a pool is mounted, by which process.
+type MountInfo struct {
+	Dir string `json:"dir"`
+	Pid int    `json:"pid"`
+}
+
+// mountInfo returns where this process serves the pool, nil if it does
+// not (a command that opened the pool itself).
+func (m *Manager) mountInfo() *MountInfo {
+	if d := m.mountDir.Load(); d != nil {
+		return &MountInfo{Dir: *d, Pid: os.Getpid()}
+	}
+	return nil
 }
 
 // unmountWait bounds how long opening a pool waits for a mount that was

@@ -95,7 +95,8 @@ type Manager struct {
 	lock *poolLock
 	meta *metaDB
 
-	absent absentXattrs // extended attributes known to be absent
+	absent   absentXattrs           // extended attributes known to be absent
+	mountDir atomic.Pointer[string] // where this process serves the pool (Mounted)
 
 	drivesMu sync.RWMutex
 	drives   map[uint32]*drive // guarded by drivesMu

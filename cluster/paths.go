@@ -30,15 +30,63 @@ func (m *Manager) changed(parent Ino, name string) {
 // inode API the filesystem uses. Paths are absolute within the pool and
 // symlinks are not followed.
 
+// splitPath returns the components of the absolute pool path p, without
+// empty ones and ".", and with "..": those are resolved as the kernel
+// does, against what the path named so far (walk), not by editing the
+// string: "/a/../b" needs a directory "/a".
 func splitPath(p string) ([]string, error) {
 	if !strings.HasPrefix(p, "/") {
 		return nil, fmt.Errorf("%q: pool paths start with '/': %w", p, ErrInvalid)
 	}
-	clean := path.Clean(p)
-	if clean == "/" {
-		return nil, nil
+	var parts []string
+	for _, name := range strings.Split(p, "/") {
+		if name != "" && name != "." {
+			parts = append(parts, name)
+		}
 	}
-	return strings.Split(clean[1:], "/"), nil
+	return parts, nil
+}
+
+// walk resolves the path components parts from the root. Each component
+// is looked up in the directory the components before it named; ".."
+// goes back to that directory's parent, and above the root is refused
+// (the kernel stays at "/", which would quietly turn "/../../x" into
+// "/x"). missing, if set, is called for a name not found and may create
+// it (mkdir -p). It returns the inode named and the path it resolved.
+func (m *Manager) walk(parts []string, missing func(dir Inode, name, at string) (Inode, error)) (Inode, string, error) {
+	cur, err := m.GetAttr(RootIno)
+	if err != nil {
+		return cur, "/", err
+	}
+	stack := []Inode{}
+	var names []string
+	at := func() string { return "/" + strings.Join(names, "/") }
+	for _, name := range parts {
+		if !cur.IsDir() {
+			return cur, at(), fmt.Errorf("%s: %w", at(), ErrNotDir)
+		}
+		if name == ".." {
+			if len(stack) == 0 {
+				return cur, at(), fmt.Errorf("%s/..: above the pool's root: %w", strings.TrimSuffix(at(), "/"), ErrInvalid)
+			}
+			cur, stack, names = stack[len(stack)-1], stack[:len(stack)-1], names[:len(names)-1]
+			continue
+		}
+		next, err := m.Lookup(cur.Ino, name)
+		names = append(names, name)
+		if errors.Is(err, ErrNotFound) && missing != nil {
+			next, err = missing(cur, name, at())
+		}
+		if errors.Is(err, ErrNotFound) {
+			return cur, at(), fmt.Errorf("%s: %w", at(), ErrNotFound)
+		}
+		if err != nil {
+			return cur, at(), err
+		}
+		stack = append(stack, cur)
+		cur = next
+	}
+	return cur, at(), nil
 }
 
 // Resolve returns the inode at an absolute pool path.
@@ -47,26 +95,12 @@ func (m *Manager) Resolve(p string) (Inode, error) {
 	if err != nil {
 		return Inode{}, err
 	}
-	cur, err := m.GetAttr(RootIno)
-	if err != nil {
-		return cur, err
-	}
-	for i, name := range parts {
-		if !cur.IsDir() {
-			return cur, fmt.Errorf("/%s: %w", strings.Join(parts[:i], "/"), ErrNotDir)
-		}
-		cur, err = m.Lookup(cur.Ino, name)
-		if errors.Is(err, ErrNotFound) {
-			return cur, fmt.Errorf("/%s: %w", strings.Join(parts[:i+1], "/"), ErrNotFound)
-		}
-		if err != nil {
-			return cur, err
-		}
-	}
-	return cur, nil
+	n, _, err := m.walk(parts, nil)
+	return n, err
 }
 
-// resolveParent returns the directory that holds p and p's last name.
+// resolveParent returns the directory that holds p and p's last name,
+// which must be a name: not "..", nor the root.
 func (m *Manager) resolveParent(p string) (Inode, string, error) {
 	parts, err := splitPath(p)
 	if err != nil {
@@ -75,24 +109,29 @@ func (m *Manager) resolveParent(p string) (Inode, string, error) {
 	if len(parts) == 0 {
 		return Inode{}, "", fmt.Errorf("%q is the root: %w", p, ErrInvalid)
 	}
-	dirPath := "/" + strings.Join(parts[:len(parts)-1], "/")
-	dir, err := m.Resolve(dirPath)
+	last := parts[len(parts)-1]
+	if last == ".." {
+		return Inode{}, "", fmt.Errorf("%q ends in '..', not a name: %w", p, ErrInvalid)
+	}
+	dir, at, err := m.walk(parts[:len(parts)-1], nil)
 	if err != nil {
 		return dir, "", err
 	}
 	if !dir.IsDir() {
-		return dir, "", fmt.Errorf("%s: %w", dirPath, ErrNotDir)
+		return dir, "", fmt.Errorf("%s: %w", at, ErrNotDir)
 	}
-	return dir, parts[len(parts)-1], nil
+	return dir, last, nil
 }
 
 // MkdirPath creates the directory p; with parents, also its missing
-// ancestors, and an existing directory at p is not an error.
+// ancestors, and an existing directory at p is not an error. A mode
+// without permission bits (none given) means 0755, as mkdir(1)'s default
+// under the usual umask, not d---------.
 func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inode, error) {
-	parts, err := splitPath(p)
-	if err != nil {
-		return Inode{}, err
+	if mode&0o7777 == 0 {
+		mode |= 0o755
 	}
+	mode &= 0o7777
 	if !parents {
 		dir, name, err := m.resolveParent(p)
 		if err != nil {
@@ -105,25 +144,22 @@ func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inod
 		m.changed(dir.Ino, name)
 		return n, err
 	}
-	cur, err := m.GetAttr(RootIno)
-	for i, name := range parts {
-		if err != nil {
-			return cur, err
-		}
-		next, lerr := m.Lookup(cur.Ino, name)
-		if errors.Is(lerr, ErrNotFound) {
-			next, lerr = m.Mknod(cur.Ino, name, syscall.S_IFDIR|mode, c, "")
-			if errors.Is(lerr, ErrExist) { // created meanwhile by someone else
-				next, lerr = m.Lookup(cur.Ino, name)
-			}
-			m.changed(cur.Ino, name)
-		}
-		if lerr == nil && !next.IsDir() {
-			lerr = fmt.Errorf("/%s: %w", strings.Join(parts[:i+1], "/"), ErrNotDir)
-		}
-		cur, err = next, lerr
+	parts, err := splitPath(p)
+	if err != nil {
+		return Inode{}, err
 	}
-	return cur, err
+	n, at, err := m.walk(parts, func(dir Inode, name, at string) (Inode, error) {
+		next, err := m.Mknod(dir.Ino, name, syscall.S_IFDIR|mode, c, "")
+		if errors.Is(err, ErrExist) { // created meanwhile by someone else
+			next, err = m.Lookup(dir.Ino, name)
+		}
+		m.changed(dir.Ino, name)
+		return next, err
+	})
+	if err == nil && !n.IsDir() {
+		err = fmt.Errorf("%s: %w", at, ErrNotDir)
+	}
+	return n, err
 }
 
 // PutFile writes r to a new file at p, replacing any file there only once
@@ -175,6 +211,12 @@ func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
 		var err error
 		if n, err = newChild(txn, &dir, syscall.S_IFREG, mode, c, now()); err != nil {
 			return err
+		}
+		// As chmod(2): the set-group-ID bit only for a member of the
+		// file's group (it takes a setgid directory's group) or root.
+		// The owner may set set-user-ID on their own file.
+		if n.Gid != c.Gid && c.Uid != 0 {
+			n.Mode &^= syscall.S_ISGID
 		}
 		n.Nlink = 0
 		if err := putInode(txn, &n); err != nil {

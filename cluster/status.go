@@ -11,11 +11,14 @@ import (
 
 // Status is the pool's health at a glance.
 type Status struct {
-	PoolID    string `json:"pool_id"`
-	Home      string `json:"home"`
-	Replicas  int    `json:"replicas"`
-	ChunkSize int    `json:"chunk_size"`
-	Hash      string `json:"hash"`
+	PoolID string `json:"pool_id"`
+	Home   string `json:"home"`
+	// Mount is where the pool is mounted and by which process; nil when it
+	// is not (the command opened the pool itself).
+	Mount     *MountInfo `json:"mount"`
+	Replicas  int        `json:"replicas"`
+	ChunkSize int        `json:"chunk_size"`
+	Hash      string     `json:"hash"`
 	// Drives counts drives by state; every state is present.
 	Drives map[DriveState]int `json:"drives"`
 	// RawTotal and RawFree add up the filesystems under online drives,
@@ -56,7 +59,7 @@ type Status struct {
 
 // Status computes the pool's status. It scans the metadata once.
 func (m *Manager) Status() (Status, error) {
-	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
+	st := Status{PoolID: m.cfg.PoolID, Home: m.home, Mount: m.mountInfo(), Replicas: m.cfg.Replicas, ChunkSize: m.cfg.ChunkSize,
 		Hash:   string(cmp.Or(m.cfg.Hash, nodes.SHA256)),
 		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0, StateDraining: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}

@@ -55,6 +55,7 @@ if command -v shellcheck >/dev/null 2>&1; then
 	step "shellcheck (warnings)" shellcheck -S warning scripts/*.sh .ci/run
 fi
 step "go vet" go vet ./...
+step "README quick start" scripts/quickstart.sh --check
 step "go test -race" go test -race -count=1 -timeout 15m ./...
 step "fuzz (short)" fuzz
 if [ "${DHDFS_SUITES:-}" = skip ]; then

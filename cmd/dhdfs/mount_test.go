@@ -284,3 +284,25 @@ func TestMountNotifiesSystemd(t *testing.T) {
 		t.Fatalf("mount exited with %v: %s", err, stderr.String())
 	}
 }
+
+// status says whether the pool is mounted, where and by which process.
+func TestStatusSaysWhereMounted(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(1)
+	if out := e.ok("status"); !strings.Contains(out, "Mounted:   no\n") {
+		t.Fatalf("status of an unmounted pool: %q", out)
+	}
+	mnt := e.mountDaemon()
+	pid := e.mountPid()
+	if out := e.ok("status"); !strings.Contains(out, "Mounted:   at "+mnt+" by pid "+strconv.Itoa(pid)+"\n") {
+		t.Fatalf("status of a mounted pool (pid %d at %s): %q", pid, mnt, out)
+	}
+	if out := e.ok("status", "--json"); !strings.Contains(out, `"mount": {`) || !strings.Contains(out, `"pid": `+strconv.Itoa(pid)) {
+		t.Fatalf("status --json of a mounted pool: %q", out)
+	}
+	e.ok("umount", mnt)
+	if out := e.ok("status", "--json"); !strings.Contains(out, `"mount": null`) {
+		t.Fatalf("status --json after umount: %q", out)
+	}
+}

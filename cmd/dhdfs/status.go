@@ -40,13 +40,18 @@ Examples:
 				health := "healthy"
 				switch {
 				case st.Lost > 0:
-					health = fmt.Sprintf("DATA UNAVAILABLE: %d chunks have no copy on an online drive", st.Lost)
+					health = fmt.Sprintf("DATA UNAVAILABLE: %s without a copy on an online drive", plural(st.Lost, "chunk"))
 				case st.UnderReplicated > 0:
-					health = fmt.Sprintf("degraded: %d chunks under-replicated", st.UnderReplicated)
+					health = fmt.Sprintf("degraded: %s under-replicated", plural(st.UnderReplicated, "chunk"))
 				case st.Drives[cluster.StateOnline] == 0:
 					health = "no drive online"
 				}
 				fmt.Fprintf(w, "Pool:      %s (%s)\n", st.PoolID[:8], st.Home)
+				if st.Mount != nil {
+					fmt.Fprintf(w, "Mounted:   at %s by pid %d\n", st.Mount.Dir, st.Mount.Pid)
+				} else {
+					fmt.Fprintf(w, "Mounted:   no\n")
+				}
 				fmt.Fprintf(w, "Health:    %s\n", health)
 				fmt.Fprintf(w, "Drives:    %d online, %d draining, %d offline, %d failed\n", st.Drives[cluster.StateOnline],
 					st.Drives[cluster.StateDraining], st.Drives[cluster.StateOffline], st.Drives[cluster.StateFailed])
