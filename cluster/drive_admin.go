@@ -150,6 +150,10 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 		warnings = append(warnings, fmt.Sprintf("%s is on device %s like drive %s: copies on drives that share a device fail together",
 			real, deviceString(dev), strings.Join(sharing, ", ")))
 	}
+	if free, _, err := nodes.FilesystemSpace(real); err == nil && free < reserveBytes+smallDrive {
+		warnings = append(warnings, fmt.Sprintf("%s has %d MiB free and dhdfs leaves %d MiB free on every drive: it will hold little or nothing until its filesystem has more room",
+			real, free>>20, reserveBytes>>20))
+	}
 	// Number the drive first, so a default name can use the number.
 	err = m.meta.update(func(txn *badger.Txn) error {
 		n, err := counter(txn, driveCounterKey, 1)

@@ -10,6 +10,10 @@ import (
 // still compact and write its manifest when the data has filled the rest.
 const reserveBytes = 64 << 20
 
+// smallDrive is how much room beyond the reserve a drive should have to
+// be worth adding without a warning.
+const smallDrive = 64 << 20
+
 // candidate is a drive considered for a new copy.
 type candidate struct {
 	d       *drive

@@ -2,6 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dhdfs/dhdfs/nodes"
@@ -105,4 +111,40 @@ func TestStatusDeadAndGC(t *testing.T) {
 		t.Fatalf("gc left %s dead (%+v)", mib(after.StoreDead), rep)
 	}
 	tp.mustEqual("/keep", randBytes(2, 2<<20))
+}
+
+// node add warns about a drive whose filesystem has little room beyond
+// the reserve dhdfs leaves free, and not about one that has room.
+func TestAddDriveWarnsWhenSmall(t *testing.T) {
+	tp := newTmpfsPool(t, 1, 1, MinChunkSize, 512<<20, Options{})
+	small := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", 96<<20)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	_, warnings, err := tp.AddDrive(small, AddDriveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on every drive") }) {
+		t.Fatalf("no warning for a 96 MiB drive: %q", warnings)
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.Mkdir(big, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", big, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", 512<<20)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(big, syscall.MNT_DETACH) })
+	_, warnings, err = tp.AddDrive(big, AddDriveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on every drive") }) {
+		t.Fatalf("a warning for a 512 MiB drive: %q", warnings)
+	}
 }
