@@ -53,7 +53,7 @@ func (m *Manager) drainTo(ctx context.Context, name string, to *drive, progress 
 		return rep, err
 	}
 	t := throttle{rate: m.opts.RepairRate}
-	p := Progress{Op: "drain " + d.record().Name, Total: int64(len(ids))}
+	p := Progress{Op: "drain " + d.record().Name, Total: int64(len(ids)), Unit: UnitChunks}
 	progress.report(p)
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
@@ -315,7 +315,7 @@ func (m *Manager) Rebalance(ctx context.Context, threshold float64, progress Pro
 	}
 	target := func(l *load) int64 { return int64(float64(total) * float64(l.capacity) / float64(capacity)) }
 	excess := func(l *load) int64 { return l.held - target(l) }
-	p := Progress{Op: "rebalance"}
+	p := Progress{Op: "rebalance", Unit: UnitBytes}
 	for _, l := range loads {
 		if e := excess(l); e > 0 {
 			p.Total += e

@@ -548,7 +548,7 @@ func dropHolder(id nodes.ChunkID, num uint32) func(txn *badger.Txn) error {
 // orphans. Chunks left with no copy on any drive are lost.
 func (f *fsck) checkDrives(ctx context.Context, progress ProgressFunc) error {
 	drives := f.m.driveList()
-	p := Progress{Op: "fsck", Total: int64(len(drives))}
+	p := Progress{Op: "fsck", Total: int64(len(drives)), Unit: UnitDrives}
 	progress.report(p)
 	present := map[nodes.ChunkID]int{} // copies found, or assumed on unreadable drives
 	checked := map[uint32]bool{}

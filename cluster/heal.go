@@ -146,7 +146,7 @@ func (m *Manager) Heal(ctx context.Context, progress ProgressFunc) (HealReport, 
 	}
 	slices.SortStableFunc(tasks, func(a, b healTask) int { return cmp.Compare(a.healthy, b.healthy) })
 	t := throttle{rate: m.opts.RepairRate}
-	p := Progress{Op: "heal", Total: int64(len(tasks))}
+	p := Progress{Op: "heal", Total: int64(len(tasks)), Unit: UnitChunks}
 	progress.report(p)
 	for _, task := range tasks {
 		if err := ctx.Err(); err != nil {

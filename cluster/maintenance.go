@@ -18,8 +18,19 @@ type Progress struct {
 	Op    string `json:"op"`
 	Done  int64  `json:"done"`
 	Total int64  `json:"total"`
-	Bytes int64  `json:"bytes"`
+	// Unit is what Done and Total count: UnitChunks, UnitBytes or
+	// UnitDrives.
+	Unit string `json:"unit,omitempty"`
+	// Bytes is how much data the operation copied or read so far.
+	Bytes int64 `json:"bytes"`
 }
+
+// Units of Progress.
+const (
+	UnitChunks = "chunks"
+	UnitBytes  = "bytes"
+	UnitDrives = "drives"
+)
 
 // ProgressFunc receives progress; it may be nil.
 type ProgressFunc func(Progress)

@@ -38,7 +38,7 @@ func (m *Manager) Scrub(ctx context.Context, progress ProgressFunc) (ScrubReport
 		return rep, err
 	}
 	t := throttle{rate: m.opts.RepairRate}
-	p := Progress{Op: "scrub"}
+	p := Progress{Op: "scrub", Unit: UnitChunks}
 	for _, d := range m.driveList() {
 		if d.usable() == nil {
 			continue
@@ -241,7 +241,7 @@ func (m *Manager) GC(ctx context.Context, progress ProgressFunc) (GCReport, erro
 		return rep, err
 	}
 	drives := m.driveList()
-	p := Progress{Op: "gc", Total: int64(len(drives))}
+	p := Progress{Op: "gc", Total: int64(len(drives)), Unit: UnitDrives}
 	progress.report(p)
 	for _, d := range drives {
 		if err := ctx.Err(); err != nil {

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dhdfs/dhdfs/cluster"
 )
 
 // usage runs dhdfs and checks it exits with status 2 and one line of
@@ -124,4 +127,35 @@ func TestFlagsAfterArguments(t *testing.T) {
 		t.Fatalf("ls after put /-r: %q", out)
 	}
 	e.ok("rm", "--", "/-r")
+}
+
+// Off a terminal, long operations write lines that carry their unit, the
+// data moved and its rate, and a closing line with the totals.
+func TestProgressLines(t *testing.T) {
+	for _, c := range []struct {
+		pr   cluster.Progress
+		want string
+	}{
+		{cluster.Progress{Op: "heal", Done: 3, Total: 40, Unit: cluster.UnitChunks, Bytes: 3 << 20}, "3 of 40 chunks, 3 MiB (1.5 MiB/s)"},
+		{cluster.Progress{Op: "rebalance", Done: 1 << 20, Total: 4 << 20, Unit: cluster.UnitBytes, Bytes: 1 << 20}, "1 MiB of 4 MiB (0.5 MiB/s)"},
+		{cluster.Progress{Op: "gc", Done: 1, Total: 3, Unit: cluster.UnitDrives}, "1 of 3 drives"},
+	} {
+		if got := progressLine(c.pr, 2*time.Second); got != c.want {
+			t.Errorf("progressLine(%+v) = %q, want %q", c.pr, got, c.want)
+		}
+	}
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(3)
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, src, 3<<20, 7)
+	e.ok("put", src, "/f")
+	_, errs, code := e.run(nil, "node", "drain", "d1")
+	if code != 0 {
+		t.Fatalf("drain: exit %d: %s", code, errs)
+	}
+	last := strings.Split(strings.TrimSpace(errs), "\n")
+	if !strings.HasPrefix(last[len(last)-1], "drain d1: finished, ") || !strings.Contains(errs, " chunks") {
+		t.Fatalf("drain's progress lines: %q", errs)
+	}
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,25 +18,37 @@ import (
 )
 
 // progressReporter shows a long operation's progress: a bar on a terminal,
-// a log line every few seconds otherwise.
+// a line every few seconds otherwise, each with its unit, the data moved
+// and its rate, and a closing line with the totals.
 type progressReporter struct {
 	bar      *progressbar.ProgressBar
+	start    time.Time
 	last     time.Time
 	lastDone int64
+	final    cluster.Progress // the last report
+	printed  bool             // a line went out (off a terminal)
 }
 
-func newProgress() *progressReporter { return &progressReporter{} }
+func newProgress() *progressReporter { return &progressReporter{start: time.Now()} }
 
 func (p *progressReporter) report(pr cluster.Progress) {
+	p.final = pr
 	if isTerminal(os.Stderr) {
 		if p.bar == nil {
-			p.bar = progressbar.NewOptions64(pr.Total,
+			opts := []progressbar.Option{
 				progressbar.OptionSetDescription(pr.Op),
 				progressbar.OptionSetWriter(os.Stderr),
-				progressbar.OptionShowCount(),
 				progressbar.OptionSetPredictTime(true),
 				progressbar.OptionClearOnFinish(),
-				progressbar.OptionThrottle(100*time.Millisecond))
+				progressbar.OptionThrottle(100 * time.Millisecond),
+			}
+			if pr.Unit == cluster.UnitBytes {
+				opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
+			} else {
+				opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+					progressbar.OptionSetItsString(strings.TrimSuffix(cmp.Or(pr.Unit, "items"), "s")))
+			}
+			p.bar = progressbar.NewOptions64(pr.Total, opts...)
 		}
 		if pr.Total != p.bar.GetMax64() {
 			p.bar.ChangeMax64(pr.Total)
@@ -42,23 +56,46 @@ func (p *progressReporter) report(pr cluster.Progress) {
 		p.bar.Set64(pr.Done)
 		return
 	}
-	if time.Since(p.last) < 5*time.Second && pr.Done != pr.Total {
-		return
+	if pr.Total == 0 || time.Since(p.last) < 5*time.Second && pr.Done != pr.Total {
+		return // nothing to do (the closing line says so), or too soon
 	}
 	if pr.Done == p.lastDone && !p.last.IsZero() {
 		return
 	}
-	p.last, p.lastDone = time.Now(), pr.Done
-	if pr.Bytes == 0 { // an operation that counts items, not bytes (fsck)
-		fmt.Fprintf(os.Stderr, "%s: %d/%d done\n", pr.Op, pr.Done, pr.Total)
-		return
-	}
-	fmt.Fprintf(os.Stderr, "%s: %d/%d done, %s processed\n", pr.Op, pr.Done, pr.Total, humanBytes(pr.Bytes))
+	p.last, p.lastDone, p.printed = time.Now(), pr.Done, true
+	fmt.Fprintf(os.Stderr, "%s: %s\n", pr.Op, progressLine(pr, time.Since(p.start)))
 }
 
+// progressLine says how far an operation is: "12 of 40 chunks, 3.0 MiB
+// copied (1.5 MiB/s)".
+func progressLine(pr cluster.Progress, took time.Duration) string {
+	var line string
+	if pr.Unit == cluster.UnitBytes {
+		line = fmt.Sprintf("%s of %s", humanBytes(pr.Done), humanBytes(pr.Total))
+	} else {
+		line = fmt.Sprintf("%d of %d %s", pr.Done, pr.Total, cmp.Or(pr.Unit, "items"))
+	}
+	if pr.Bytes > 0 {
+		if pr.Unit != cluster.UnitBytes {
+			line += ", " + humanBytes(pr.Bytes)
+		}
+		if s := took.Seconds(); s > 0 {
+			line += fmt.Sprintf(" (%.1f MiB/s)", float64(pr.Bytes)/(1<<20)/s)
+		}
+	}
+	return line
+}
+
+// finish ends the bar, or off a terminal writes the closing line once
+// progress lines went out.
 func (p *progressReporter) finish() {
 	if p.bar != nil {
 		p.bar.Finish()
+		return
+	}
+	if p.printed {
+		took := time.Since(p.start)
+		fmt.Fprintf(os.Stderr, "%s: finished, %s in %.1f s\n", p.final.Op, progressLine(p.final, took), took.Seconds())
 	}
 }
 
@@ -76,7 +113,7 @@ func copyProgress(op string, size int64) (wrapReader func(io.Reader) io.Reader, 
 		return func(r io.Reader) io.Reader { return r }, func(w io.Writer) io.Writer { return w }, func() {}
 	}
 	bar := progressbar.NewOptions64(size, progressbar.OptionSetDescription(op), progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionShowBytes(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
+		progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
 	return func(r io.Reader) io.Reader {
 			rd := progressbar.NewReader(r, bar)
 			return &rd
