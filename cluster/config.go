@@ -82,11 +82,21 @@ func DefaultHome() string {
 	return ".dhdfs"
 }
 
+// CheckPool reports whether home holds a pool this dhdfs can open, with
+// the cause when not: no pool there, or a home the caller may not read.
+func CheckPool(home string) error {
+	_, err := readConfig(home)
+	return err
+}
+
 func readConfig(home string) (PoolConfig, error) {
 	var c PoolConfig
 	err := nodes.ReadJSONFile(filepath.Join(home, configFile), &c)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, fmt.Errorf("%s: %w", home, ErrNoPool)
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return c, fmt.Errorf("pool home %s: permission denied (it belongs to its owner; run dhdfs as that user)", home)
 	}
 	if err != nil {
 		return c, fmt.Errorf("read pool config: %w", err)

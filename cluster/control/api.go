@@ -51,6 +51,11 @@ func SocketPath(home string) string { return filepath.Join(home, SocketName) }
 // its socket, if there is one; otherwise the pool opened directly (which
 // fails with cluster.ErrPoolInUse if another process holds it).
 func Open(home string, opts cluster.Options) (API, error) {
+	// A home this user may not read, or with no pool, says so: not
+	// "connect to the mount: permission denied".
+	if err := cluster.CheckPool(home); err != nil {
+		return nil, err
+	}
 	c, err := Dial(home)
 	if err == nil {
 		return c, nil

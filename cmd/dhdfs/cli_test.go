@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,5 +158,41 @@ func TestProgressLines(t *testing.T) {
 	last := strings.Split(strings.TrimSpace(errs), "\n")
 	if !strings.HasPrefix(last[len(last)-1], "drain d1: finished, ") || !strings.Contains(errs, " chunks") {
 		t.Fatalf("drain's progress lines: %q", errs)
+	}
+}
+
+// Errors name the real cause: a mistyped home under mount --daemon is "no
+// pool", not a log file that cannot be opened; a home of another user is
+// "permission denied" on the home, not on the mount's socket.
+func TestErrorsNameTheCause(t *testing.T) {
+	e := newEnv(t)
+	missing := filepath.Join(e.dir, "nosuch")
+	e.fails("no pool here", "--home", missing, "mount", "--daemon", e.mountDir())
+	e.fails("no pool here", "--home", missing, "status")
+	if os.Geteuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	e.ok("init")
+	home := filepath.Join(e.dir, "home")
+	for _, d := range []string{filepath.Dir(e.dir), e.dir} { // t.TempDir's are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(e.dir, "dhdfs") // where nobody may run it
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status"}, {"ls", "/"}, {"node", "list"}} {
+		cmd := exec.Command(bin, append([]string{"--home", home}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "pool home "+home+": permission denied") || strings.Contains(string(out), "socket") {
+			t.Fatalf("dhdfs %s as nobody on root's home: %v: %s", strings.Join(args, " "), err, out)
+		}
 	}
 }

@@ -96,6 +96,11 @@ Examples:
 			if err != nil {
 				return err
 			}
+			// Before anything opens HOME/mount.log: a mistyped home is
+			// "no pool", not "open log file".
+			if err := cluster.CheckPool(c.String("home")); err != nil {
+				return err
+			}
 			if c.Bool("daemon") && os.Getenv(readyFDEnv) == "" {
 				return daemonize(c, dir)
 			}
