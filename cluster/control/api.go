@@ -84,7 +84,7 @@ func checkOwner(path string) error {
 		return err
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%s is accessible to other users (mode %v); it must be private to its owner", path, st.Mode().Perm())
+		return fmt.Errorf("%s is accessible to other users (mode %v); it must be private to its owner: chmod 700 %s", path, st.Mode().Perm(), path)
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ Examples:
    dhdfs node add --name d3 --label enclosure=A /mnt/disk3/dhdfs`,
 		Flags: withCommon(
 			&cli.StringFlag{Name: "name", Usage: "drive name (default d<N>)"},
-			&cli.StringSliceFlag{Name: "label", Usage: "KEY=VALUE label, repeatable"},
+			&cli.StringSliceFlag{Name: "label", Usage: "KEY=VALUE label, repeatable: a note for you (node list shows it); placement does not read it"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "one PATH"); err != nil {

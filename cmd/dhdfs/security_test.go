@@ -37,7 +37,7 @@ func TestSecurity(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.Chmod(home, 0o700)
-		e.fails("accessible to other users", "mount", "--daemon", e.mountDir())
+		e.fails("chmod 700 ", "mount", "--daemon", e.mountDir())
 	})
 
 	mnt := e.mountDaemon()
