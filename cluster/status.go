@@ -185,8 +185,11 @@ type ChunkLocation struct {
 	ID    string `json:"id"`
 	Size  int    `json:"size"`
 	Want  int    `json:"want"`
-	// Drives names the drives holding a copy, in read order.
-	Drives []string `json:"drives"`
+	// Drives names the drives holding a copy, in read order, and States
+	// says what state each is in ("removed" for a drive no longer in the
+	// pool).
+	Drives []string     `json:"drives"`
+	States []DriveState `json:"states"`
 	// Online counts the copies on online drives.
 	Online int `json:"online"`
 }
@@ -247,16 +250,18 @@ func (m *Manager) chunkLocation(txn *badger.Txn, idx int64, ref ChunkRef) (Chunk
 	if err != nil {
 		return ChunkLocation{}, err
 	}
-	loc := ChunkLocation{Index: idx, ID: ref.ID.String(), Size: ref.Size, Want: int(rec.Want), Drives: []string{}}
+	loc := ChunkLocation{Index: idx, ID: ref.ID.String(), Size: ref.Size, Want: int(rec.Want), Drives: []string{}, States: []DriveState{}}
 	for _, h := range rec.Holders {
-		name := fmt.Sprintf("#%d", h)
+		name, state := fmt.Sprintf("#%d", h), DriveState("removed")
 		if d := m.driveByNum(h); d != nil {
 			name = d.record().Name
+			state, _ = d.state()
 			if d.usable() != nil {
 				loc.Online++
 			}
 		}
 		loc.Drives = append(loc.Drives, name)
+		loc.States = append(loc.States, state)
 	}
 	return loc, nil
 }

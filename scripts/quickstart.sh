@@ -8,7 +8,7 @@
 # --check fails when a command's output no longer matches the README's
 # sample: lines added, removed or reworded, columns changed. What differs
 # from run to run is masked on both sides first: ids, dates, sizes,
-# device numbers, which drives hold a chunk (and so which drive goes
+# device numbers, owners, which drives hold a chunk (and so which drive goes
 # offline, and how many chunks that leaves under-replicated), and column
 # widths.
 set -euo pipefail
@@ -73,6 +73,8 @@ mask() {
 		-e '/^[0-9]+ +ID /s/d[0-9](,d[0-9])*/DRIVES/' \
 		-e 's/(node offline |Drive )d[0-9]/\1DRIVE/' \
 		-e 's/^(At risk: +[^:]*:).*/\1 DRIVES/' \
+		-e 's/^([-dlpsc][-rwxsStT]{9} +[0-9]+ +)[^ ]+ +[^ ]+/\1OWNER GROUP/' \
+		-e 's/(Uid|Gid): [0-9]+/\1: ID/g' \
 		-e 's/degraded: [0-9]+ chunks?/degraded: N chunks/; s/[0-9]+ under-replicated/N under-replicated/' \
 		-e 's/ +/ /g' -e 's/ +$//'
 }

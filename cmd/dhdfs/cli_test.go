@@ -3,7 +3,9 @@ package main
 import (
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,5 +196,55 @@ func TestErrorsNameTheCause(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), "pool home "+home+": permission denied") || strings.Contains(string(out), "socket") {
 			t.Fatalf("dhdfs %s as nobody on root's home: %v: %s", strings.Join(args, " "), err, out)
 		}
+	}
+}
+
+// ls -l shows owners and groups by name as ls does (numbers with -n), and
+// sizes in binary units with --human-readable.
+func TestLsLong(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(1)
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, src, 3<<20, 2)
+	e.ok("put", src, "/f")
+	uid := strconv.Itoa(os.Geteuid())
+	name := uid
+	if u, err := user.LookupId(uid); err == nil {
+		name = u.Username
+	}
+	fields := func(args ...string) []string {
+		t.Helper()
+		return strings.Fields(e.ok(args...))
+	}
+	if f := fields("ls", "-l", "/"); len(f) < 7 || f[2] != name || f[4] != "3145728" {
+		t.Fatalf("ls -l: %q, want owner %s and size 3145728", f, name)
+	}
+	if f := fields("ls", "-ln", "/"); len(f) < 7 || f[2] != uid {
+		t.Fatalf("ls -ln: %q, want owner %s", f, uid)
+	}
+	if f := fields("ls", "-l", "--human-readable", "/"); len(f) < 8 || f[4] != "3" || f[5] != "MiB" {
+		t.Fatalf("ls -l --human-readable: %q, want 3 MiB", f)
+	}
+}
+
+// stat --chunks marks the copies on drives that are not online.
+func TestStatMarksOfflineCopies(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(2)
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, src, 100, 4)
+	e.ok("put", src, "/f")
+	if out := e.ok("stat", "--chunks", "/f"); strings.Contains(out, "(") && strings.Contains(out, "offline") {
+		t.Fatalf("stat with every drive online: %q", out)
+	}
+	e.ok("node", "offline", "d1")
+	out := e.ok("stat", "--chunks", "/f")
+	if !strings.Contains(out, "d1(offline)") || !strings.Contains(out, "1/2") {
+		t.Fatalf("stat with d1 offline: %q", out)
+	}
+	if js := e.ok("stat", "--chunks", "--json", "/f"); !strings.Contains(js, `"offline"`) {
+		t.Fatalf("stat --json with d1 offline: %q", js)
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dhdfs/dhdfs/cluster"
 	"github.com/dhdfs/dhdfs/cluster/control"
 )
 
@@ -56,7 +58,13 @@ func cmdStat() *cli.Command {
 					tw := newTable(w)
 					fmt.Fprintln(tw, "INDEX\tCHUNK\tSIZE\tCOPIES\tDRIVES")
 					for _, l := range st.Chunks {
-						fmt.Fprintf(tw, "%d\t%s\t%d\t%d/%d\t%s\n", l.Index, l.ID[:12], l.Size, l.Online, l.Want, strings.Join(l.Drives, ","))
+						drives := slices.Clone(l.Drives)
+						for i, st := range l.States {
+							if st != cluster.StateOnline && i < len(drives) {
+								drives[i] += "(" + string(st) + ")" // a copy not read now
+							}
+						}
+						fmt.Fprintf(tw, "%d\t%s\t%d\t%d/%d\t%s\n", l.Index, l.ID[:12], l.Size, l.Online, l.Want, strings.Join(drives, ","))
 					}
 					tw.Flush()
 				}
