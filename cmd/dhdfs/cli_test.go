@@ -248,3 +248,19 @@ func TestStatMarksOfflineCopies(t *testing.T) {
 		t.Fatalf("stat --json with d1 offline: %q", js)
 	}
 }
+
+// Sizes read as dd reads them: K, M, KiB, MiB... in powers of 1024, as
+// dhdfs prints them; KB, MB... in powers of 1000.
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512, "4KiB": 4 << 10, "4k": 4 << 10, "4KB": 4000,
+		"1MiB": 1 << 20, "1M": 1 << 20, "1MB": 1e6, "2GiB": 2 << 30, "2GB": 2e9, "1TiB": 1 << 40, " 8 MiB ": 8 << 20} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "1XB", "9999999999TiB"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}

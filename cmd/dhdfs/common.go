@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -197,10 +198,18 @@ func parseSize(s string) (int64, error) {
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit such as 512KiB or 1MiB", s)
 	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}[unit]
+	// As dd(1) reads them: K, M, G, T and KiB... are powers of 1024 (what
+	// dhdfs prints), KB, MB, GB and TB powers of 1000.
+	mult := map[string]int64{"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12}[unit]
 	if mult == 0 {
-		return 0, fmt.Errorf("size %q: unknown unit %q", s, unit)
+		return 0, fmt.Errorf("size %q: unknown unit %q (use KiB, MiB, GiB or TiB; KB, MB, GB and TB are powers of 1000)", s, t[i:])
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
 	}
 	return n * mult, nil
 }
