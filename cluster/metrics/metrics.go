@@ -7,6 +7,7 @@ package metrics
 import (
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -54,9 +55,24 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10),
 		}, []string{"op"}),
 	}
-	reg.MustRegister(m.driveBytes, m.driveErrors, m.driveSeconds, m.fuseOps, m.fuseSeconds)
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dhdfs_build_info", Help: "1, labelled with the running dhdfs's version and Go version.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(cluster.BuildVersion(), runtime.Version()).Set(1)
+	reg.MustRegister(m.driveBytes, m.driveErrors, m.driveSeconds, m.fuseOps, m.fuseSeconds, build)
+	// Series that alerts and dashboards watch exist at zero before the
+	// first event: a rate over a series that does not exist yet is no data,
+	// not 0.
+	for _, op := range []string{"read", "write", "fsync", "create", "flush"} {
+		for _, res := range []string{"ok", "EIO", "ENOSPC"} {
+			m.fuseOps.WithLabelValues(op, res)
+		}
+	}
 	return m
 }
+
+// driveOps are the drive operations the metrics count.
+var driveOps = []string{"put", "get", "delete", "sync"}
 
 // Serve exposes /metrics on addr until the listener fails. It returns once
 // listening, so that a wrong address is reported at once.
@@ -115,7 +131,11 @@ func (m *Metrics) WatchPool(p *cluster.Manager, refresh time.Duration) {
 }
 
 var (
-	stateDesc = prometheus.NewDesc("dhdfs_drive_state", "1 for the drive's current state (online, offline, failed).", []string{"drive", "state"}, nil)
+	stateDesc = prometheus.NewDesc("dhdfs_drive_state", "1 for the drive's current state (online, draining, offline, failed).", []string{"drive", "state"}, nil)
+	usedDesc  = prometheus.NewDesc("dhdfs_drive_used_bytes", "Bytes the drive's store occupies.", []string{"drive"}, nil)
+	freeDesc  = prometheus.NewDesc("dhdfs_drive_free_bytes", "Free bytes of the filesystem under the drive (dhdfs leaves 64 MiB of it free).", []string{"drive"}, nil)
+	sizeDesc  = prometheus.NewDesc("dhdfs_drive_size_bytes", "Size of the filesystem under the drive.", []string{"drive"}, nil)
+	availDesc = prometheus.NewDesc("dhdfs_pool_avail_bytes", "File data that still fits: what df shows as available.", nil, nil)
 	underDesc = prometheus.NewDesc("dhdfs_chunks_under_replicated", "Chunks with fewer copies on online drives than wanted.", nil, nil)
 	lostDesc  = prometheus.NewDesc("dhdfs_chunks_lost", "Chunks with no copy on an online drive.", nil, nil)
 	chunkDesc = prometheus.NewDesc("dhdfs_chunks", "Distinct chunks stored.", nil, nil)
@@ -125,21 +145,21 @@ type poolCollector struct {
 	p       *cluster.Manager
 	refresh time.Duration
 
-	mu   sync.Mutex
-	last cluster.Status // guarded by mu
-	at   time.Time      // guarded by mu
+	mu     sync.Mutex
+	last   cluster.Status      // guarded by mu
+	drives []cluster.DriveInfo // guarded by mu
+	at     time.Time           // guarded by mu
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- stateDesc
-	ch <- underDesc
-	ch <- lostDesc
-	ch <- chunkDesc
+	for _, d := range []*prometheus.Desc{stateDesc, usedDesc, freeDesc, sizeDesc, availDesc, underDesc, lostDesc, chunkDesc} {
+		ch <- d
+	}
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, state := range c.p.DriveStates() {
-		for _, s := range []cluster.DriveState{cluster.StateOnline, cluster.StateOffline, cluster.StateFailed} {
+		for _, s := range []cluster.DriveState{cluster.StateOnline, cluster.StateDraining, cluster.StateOffline, cluster.StateFailed} {
 			v := 0.0
 			if s == state {
 				v = 1
@@ -152,9 +172,20 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		if st, err := c.p.Status(); err == nil {
 			c.last, c.at = st, time.Now()
 		}
+		if ds, err := c.p.Drives(); err == nil {
+			c.drives = ds
+		}
 	}
-	st := c.last
+	st, drives := c.last, c.drives
 	c.mu.Unlock()
+	for _, d := range drives {
+		for desc, v := range map[*prometheus.Desc]int64{usedDesc: d.Used, freeDesc: d.Free, sizeDesc: d.Total} {
+			if v >= 0 { // -1: unknown (the drive is not there)
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v), d.Name)
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(availDesc, prometheus.GaugeValue, float64(st.UsableFree))
 	ch <- prometheus.MustNewConstMetric(underDesc, prometheus.GaugeValue, float64(st.UnderReplicated))
 	ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.GaugeValue, float64(st.Lost))
 	ch <- prometheus.MustNewConstMetric(chunkDesc, prometheus.GaugeValue, float64(st.Chunks))
@@ -165,6 +196,12 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) Store(drive string, s nodes.Store) nodes.Store {
 	if m == nil {
 		return s
+	}
+	for _, op := range driveOps {
+		m.driveErrors.WithLabelValues(drive, op)
+	}
+	for _, dir := range []string{"read", "write"} {
+		m.driveBytes.WithLabelValues(drive, dir)
 	}
 	return &store{Store: s, m: m, drive: drive}
 }

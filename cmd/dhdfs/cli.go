@@ -3,44 +3,20 @@ package main
 import (
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/dhdfs/dhdfs/cluster"
 )
 
 // Command-line conventions every command shares: usage errors are one
 // line with a hint and exit status 2, mistyped commands and flags get a
 // suggestion, flags may follow arguments, and the build says what it is.
 
-// version describes the build: the module version (a tag for go install
-// …@vX, "(devel)" from a clone) and, when built from a git checkout, the
-// commit and whether the tree had changes.
-func version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	var rev, modified string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+changes"
-			}
-		}
-	}
-	// A pseudo-version (go install …@latest, or a build that stamps the
-	// checkout) already names the commit.
-	if rev != "" && !strings.Contains(v, rev[:min(12, len(rev))]) {
-		v += fmt.Sprintf(" (commit %.12s%s)", rev, modified)
-	}
-	return v
-}
+// version describes the build (cluster.BuildVersion).
+func version() string { return cluster.BuildVersion() }
 
 func cmdVersion() *cli.Command {
 	return &cli.Command{

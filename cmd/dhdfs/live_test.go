@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,9 +214,50 @@ func TestMetrics(t *testing.T) {
 		`dhdfs_fuse_ops_total{op="write",result="ok"}`,
 		`dhdfs_fuse_op_seconds_count{op="lookup"}`,
 		`dhdfs_chunks_under_replicated 0`,
+		// At zero before the first error, for alerts and dashboards.
+		`dhdfs_drive_errors_total{drive="d1",op="put"} 0`,
+		`dhdfs_fuse_ops_total{op="read",result="EIO"} 0`,
+		`dhdfs_drive_free_bytes{drive="d2"}`,
+		`dhdfs_drive_used_bytes{drive="d1"}`,
+		`dhdfs_drive_size_bytes{drive="d1"}`,
+		`dhdfs_pool_avail_bytes`,
+		`dhdfs_build_info{goversion="go`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// Every metric the shipped dashboard and alert rules name exists.
+	exposed := map[string]bool{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if name, _, ok := strings.Cut(strings.TrimSpace(line), "{"); ok && !strings.HasPrefix(line, "#") {
+			exposed[name] = true
+		} else if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(line, "#") {
+			exposed[f[0]] = true
+		}
+	}
+	metricName := regexp.MustCompile(`\bdhdfs_[a-z_]+\b`)
+	for _, f := range []string{"../../docs/grafana/dhdfs.json", "../../docs/prometheus/dhdfs-alerts.yml"} {
+		text := readFile(t, f)
+		if strings.HasSuffix(f, ".json") {
+			var dash map[string]any
+			if err := json.Unmarshal([]byte(text), &dash); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+		names := metricName.FindAllString(text, -1)
+		if len(names) < 5 {
+			t.Fatalf("%s names %d metrics", f, len(names))
+		}
+		for _, n := range names {
+			if !exposed[n] && n != "dhdfs_" {
+				t.Errorf("%s names %s, which the mount does not export", f, n)
+			}
+		}
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		if out, err := exec.Command(promtool, "check", "rules", "../../docs/prometheus/dhdfs-alerts.yml").CombinedOutput(); err != nil {
+			t.Errorf("promtool check rules: %v: %s", err, out)
 		}
 	}
 	e.ok("umount", mnt)
