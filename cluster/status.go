@@ -44,6 +44,9 @@ type Status struct {
 	// ChunkBytes is the size of the distinct chunks (after deduplication).
 	ChunkBytes int64 `json:"chunk_bytes"`
 	Copies     int64 `json:"copies"`
+	// OnlineCopies counts the copies on online drives, those StoreUsed
+	// measures.
+	OnlineCopies int64 `json:"online_copies"`
 	// UnderReplicated counts chunks with fewer copies on online drives than
 	// their files ask for; Lost, those with no copy on an online drive.
 	UnderReplicated int64 `json:"under_replicated_chunks"`
@@ -137,6 +140,7 @@ func (m *Manager) Status() (Status, error) {
 				}
 				devs[device[h]] = true
 			}
+			st.OnlineCopies += int64(live)
 			if live < int(max(c.Want, 1)) {
 				st.UnderReplicated++
 			}

@@ -75,6 +75,7 @@ mask() {
 		-e 's/^(At risk: +[^:]*:).*/\1 DRIVES/' \
 		-e 's/^([-dlpsc][-rwxsStT]{9} +[0-9]+ +)[^ ]+ +[^ ]+/\1OWNER GROUP/' \
 		-e 's/(Uid|Gid): [0-9]+/\1: ID/g' \
+		-e 's/[0-9]+ of them on online/N of them on online/' \
 		-e 's/degraded: [0-9]+ chunks?/degraded: N chunks/; s/[0-9]+ under-replicated/N under-replicated/' \
 		-e 's/ +/ /g' -e 's/ +$//'
 }

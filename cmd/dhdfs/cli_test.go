@@ -247,6 +247,10 @@ func TestStatMarksOfflineCopies(t *testing.T) {
 	if js := e.ok("stat", "--chunks", "--json", "/f"); !strings.Contains(js, `"offline"`) {
 		t.Fatalf("stat --json with d1 offline: %q", js)
 	}
+	// status counts copies and bytes on the same drives.
+	if out := e.ok("status"); !strings.Contains(out, "2 copies, 1 of them on online drives") {
+		t.Fatalf("status with d1 offline: %q", out)
+	}
 }
 
 // Sizes read as dd reads them: K, M, KiB, MiB... in powers of 1024, as

@@ -57,7 +57,14 @@ Examples:
 					st.Drives[cluster.StateDraining], st.Drives[cluster.StateOffline], st.Drives[cluster.StateFailed])
 				fmt.Fprintf(w, "Capacity:  %s raw, %s raw free, %s usable free (replicas %d)\n", humanBytes(st.RawTotal), humanBytes(st.RawFree), humanBytes(st.UsableFree), st.Replicas)
 				fmt.Fprintf(w, "Files:     %s, %s, %s\n", plural(st.Files, "file"), plural(st.Dirs, "directory"), humanBytes(st.FileBytes))
-				fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %s on drives\n", st.Chunks, humanBytes(st.ChunkBytes), st.Copies, humanBytes(st.StoreUsed))
+				if st.OnlineCopies == st.Copies {
+					fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %s on drives\n", st.Chunks, humanBytes(st.ChunkBytes), st.Copies, humanBytes(st.StoreUsed))
+				} else {
+					// The stores of drives not online cannot be measured:
+					// count bytes and copies on the same drives.
+					fmt.Fprintf(w, "Chunks:    %d (%s), %d copies, %d of them on online drives (%s)\n", st.Chunks, humanBytes(st.ChunkBytes),
+						st.Copies, st.OnlineCopies, humanBytes(st.StoreUsed))
+				}
 				fmt.Fprintf(w, "Redundancy: %d under-replicated, %d lost, %d with copies sharing a device\n", st.UnderReplicated, st.Lost, st.SharedDevice)
 				var risky []string
 				for name, n := range st.AtRisk {
