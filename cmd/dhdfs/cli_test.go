@@ -148,11 +148,7 @@ func TestProgressLines(t *testing.T) {
 		}
 	}
 	e := newEnv(t)
-	e.ok("init")
-	e.drives(3)
-	src := filepath.Join(e.dir, "src")
-	randomFile(t, src, 3<<20, 7)
-	e.ok("put", src, "/f")
+	e.poolWithFile(3, 3<<20, "/f")
 	_, errs, code := e.run(nil, "node", "drain", "d1")
 	if code != 0 {
 		t.Fatalf("drain: exit %d: %s", code, errs)
@@ -203,11 +199,7 @@ func TestErrorsNameTheCause(t *testing.T) {
 // sizes in binary units with --human-readable.
 func TestLsLong(t *testing.T) {
 	e := newEnv(t)
-	e.ok("init")
-	e.drives(1)
-	src := filepath.Join(e.dir, "src")
-	randomFile(t, src, 3<<20, 2)
-	e.ok("put", src, "/f")
+	e.poolWithFile(1, 3<<20, "/f")
 	uid := strconv.Itoa(os.Geteuid())
 	name := uid
 	if u, err := user.LookupId(uid); err == nil {
@@ -231,11 +223,7 @@ func TestLsLong(t *testing.T) {
 // stat --chunks marks the copies on drives that are not online.
 func TestStatMarksOfflineCopies(t *testing.T) {
 	e := newEnv(t)
-	e.ok("init")
-	e.drives(2)
-	src := filepath.Join(e.dir, "src")
-	randomFile(t, src, 100, 4)
-	e.ok("put", src, "/f")
+	e.poolWithFile(2, 100, "/f")
 	if out := e.ok("stat", "--chunks", "/f"); strings.Contains(out, "(") && strings.Contains(out, "offline") {
 		t.Fatalf("stat with every drive online: %q", out)
 	}
@@ -267,4 +255,15 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) = %d, want an error", in, got)
 		}
 	}
+}
+
+// poolWithFile makes the env's pool with n drives and puts a file of size
+// random bytes at pool path p.
+func (e *env) poolWithFile(n, size int, p string) {
+	e.t.Helper()
+	e.ok("init")
+	e.drives(n)
+	src := filepath.Join(e.dir, "src")
+	randomFile(e.t, src, size, uint64(size))
+	e.ok("put", src, p)
 }

@@ -146,6 +146,26 @@ func TestMountErrors(t *testing.T) {
 	e.ok("umount", mnt)
 }
 
+// mountForeground starts 'dhdfs mount mnt' in the foreground with env
+// added, and registers its unmount and kill; stderr collects its output.
+func (e *env) mountForeground(mnt string, env ...string) (*exec.Cmd, *bytes.Buffer) {
+	e.t.Helper()
+	cmd := exec.Command(binary, "mount", mnt)
+	cmd.Env = append(append(os.Environ(), "DHDFS_HOME="+filepath.Join(e.dir, "home")), env...)
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		if mounted(mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+		cmd.Process.Kill()
+	})
+	return cmd, stderr
+}
+
 // SIGTERM and Ctrl-C unmount cleanly and flush what was written.
 func TestMountSignals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
@@ -154,19 +174,7 @@ func TestMountSignals(t *testing.T) {
 			e.ok("init")
 			e.drives(2)
 			mnt := e.mountDir()
-			cmd := exec.Command(binary, "mount", mnt)
-			cmd.Env = append(os.Environ(), "DHDFS_HOME="+filepath.Join(e.dir, "home"))
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if mounted(mnt) {
-					syscall.Unmount(mnt, syscall.MNT_DETACH)
-				}
-				cmd.Process.Kill()
-			})
+			cmd, stderr := e.mountForeground(mnt)
 			for i := 0; !mounted(mnt); i++ {
 				if i == 200 {
 					t.Fatalf("not mounted: %s", stderr.String())
@@ -246,19 +254,7 @@ func TestMountNotifiesSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cmd := exec.Command(binary, "mount", mnt)
-	cmd.Env = append(os.Environ(), "DHDFS_HOME="+filepath.Join(e.dir, "home"), "NOTIFY_SOCKET="+sock)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if mounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-		cmd.Process.Kill()
-	})
+	cmd, stderr := e.mountForeground(mnt, "NOTIFY_SOCKET="+sock)
 	next := func() string {
 		t.Helper()
 		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
