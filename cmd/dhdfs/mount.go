@@ -359,24 +359,26 @@ func daemonize(c *cli.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"mount", "--home", c.String("home")}
-	for _, f := range []string{"allow-other", "debug", "verbose"} {
-		if c.Bool(f) {
-			args = append(args, "--"+f)
+	// Every flag given passes to the daemon, whatever its kind: a list of
+	// names here once forgot --read-ahead.
+	args := []string{"mount", "--home=" + c.String("home")}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		if name == "daemon" || name == "home" || name == "help" || !c.IsSet(name) {
+			continue
+		}
+		switch v := c.Value(name).(type) {
+		case bool:
+			if v {
+				args = append(args, "--"+name)
+			}
+		case time.Duration:
+			args = append(args, "--"+name+"="+v.String())
+		default:
+			args = append(args, fmt.Sprintf("--%s=%v", name, v))
 		}
 	}
-	if o := c.String("o"); o != "" {
-		args = append(args, "-o", o)
-	}
-	for _, f := range []string{"log-file", "log-level", "metrics", "cache-size", "write-buffer", "repair-rate", "pprof", "debug-faults"} {
-		if v := c.String(f); v != "" {
-			args = append(args, "--"+f, v)
-		}
-	}
-	for _, f := range []string{"probe-every", "heal-every", "heal-after", "scrub-every", "sync-every", "mirror-every", "drive-timeout", "reclaim-every"} {
-		args = append(args, "--"+f, c.Duration(f).String())
-	}
-	args = append(args, dir)
+	args = append(args, "--", dir)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}

@@ -302,3 +302,34 @@ func TestStatusSaysWhereMounted(t *testing.T) {
 		t.Fatalf("status --json after umount: %q", out)
 	}
 }
+
+// mount --daemon passes every flag given to the process that serves the
+// mount (it once dropped --read-ahead).
+func TestDaemonKeepsFlags(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting the read-ahead needs root")
+	}
+	e := newEnv(t)
+	e.ok("init")
+	e.drives(1)
+	mnt := e.mountDaemon("--read-ahead", "2MiB", "-o", "noatime")
+	dev, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var majmin string
+	for _, line := range strings.Split(string(dev), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == mnt {
+			majmin = f[2]
+		}
+	}
+	if got := strings.TrimSpace(readFile(t, "/sys/class/bdi/"+majmin+"/read_ahead_kb")); got != "2048" {
+		t.Fatalf("read-ahead of the daemon's mount: %s KiB, want 2048", got)
+	}
+	b, _ := os.ReadFile("/proc/mounts")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[1] == mnt && !strings.Contains(f[3], "noatime") {
+			t.Fatalf("the daemon's mount lost -o noatime: %s", line)
+		}
+	}
+}
