@@ -423,7 +423,7 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	}
 	var pace func(context.Context) error
 	if !urgent {
-		pace = (&syncPacer{m: r.m}).pace
+		pace = (&syncPacer{m: r.m, waiting: &r.waiting}).pace
 	}
 	start := time.Now()
 	res, err := rs.Reclaim(ctx, nodes.ReclaimOptions{MinDead: minDead, Between: between, Pace: pace})
@@ -474,12 +474,18 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 // during a pass. So while the foreground syncs (it called Sync within
 // syncQuiet), the pass works in bursts of at most paceBurst and then
 // waits until the syncs pause for syncQuiet, or paceWait has gone by:
-// under fsyncs that never pause it still gets a tenth of the time. Urgent
-// passes (a drive short of space) are not paced.
+// under fsyncs that never pause it still gets a tenth of the time.
+// Urgent passes (a drive short of space) are not paced, and no pass is
+// while a write waits for room (waiting): then the foreground needs the
+// space more than the disk.
 type syncPacer struct {
-	m     *Manager
-	burst time.Time // start of the current burst of work; zero: none
+	m       *Manager
+	waiting *atomic.Int64 // placements waiting for room (reclaimer.waiting)
+	burst   time.Time     // start of the current burst of work; zero: none
 }
+
+// needed reports whether a write waits for the space this pass gives.
+func (p *syncPacer) needed() bool { return p.waiting != nil && p.waiting.Load() > 0 }
 
 const (
 	syncQuiet = 50 * time.Millisecond
@@ -489,7 +495,7 @@ const (
 
 func (p *syncPacer) pace(ctx context.Context) error {
 	now := time.Now()
-	if now.Sub(time.Unix(0, p.m.syncAt.Load())) >= syncQuiet {
+	if p.needed() || now.Sub(time.Unix(0, p.m.syncAt.Load())) >= syncQuiet {
 		p.burst = time.Time{}
 		return nil
 	}
@@ -500,12 +506,13 @@ func (p *syncPacer) pace(ctx context.Context) error {
 		return nil
 	}
 	deadline := now.Add(paceWait)
-	for {
+	for !p.needed() {
 		quiet := time.Unix(0, p.m.syncAt.Load()).Add(syncQuiet)
 		if !quiet.After(time.Now()) || !deadline.After(time.Now()) {
 			break
 		}
-		if err := sleepCtx(ctx, min(time.Until(quiet), time.Until(deadline))); err != nil {
+		// In steps, so that a write starting to wait for room is seen.
+		if err := sleepCtx(ctx, min(time.Until(quiet), time.Until(deadline), 10*time.Millisecond)); err != nil {
 			return err
 		}
 	}
