@@ -274,9 +274,9 @@ func TestReclaimWhenFull(t *testing.T) {
 		// (up to 4 KiB each), journals grow ahead 1 MiB at a time, and
 		// every drive takes the metadata mirror's segments, so a file of
 		// exactly the deleted size may need a few MiB more than the delete
-		// gave back on a pool filled to its reserve. With 2 MiB less (0.7
+		// gave back on a pool filled to its reserve. With 2 MiB less (1.3
 		// MiB a drive to spare) a loaded CI machine once went a minute
-		// without the write fitting; 4 MiB less leaves 1.3 MiB a drive.
+		// without the write fitting; 4 MiB less leaves 2.7 MiB a drive.
 		data := randBytes(99, size-4<<20)
 		victim := paths[len(paths)/2]
 		if err := tp.RemovePath(victim, false); err != nil {
