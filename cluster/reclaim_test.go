@@ -40,20 +40,8 @@ func newTmpfsPool(t *testing.T, drives, replicas, chunkSize int, size int64, opt
 	root := t.TempDir()
 	var paths []string
 	for i := 0; i < drives; i++ {
-		p := filepath.Join(root, fmt.Sprintf("disk%d", i+1))
-		if err := os.Mkdir(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := syscall.Mount("tmpfs", p, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
-			t.Skipf("mount tmpfs: %v", err)
-		}
-		// Registered before the pool opens, so it runs after it closes.
-		t.Cleanup(func() {
-			if err := syscall.Unmount(p, 0); err != nil {
-				t.Errorf("unmount %s: %v", p, err)
-			}
-		})
-		paths = append(paths, p)
+		// Registered before the pool opens, so unmounted after it closes.
+		paths = append(paths, mountTmpfs(t, filepath.Join(root, fmt.Sprintf("disk%d", i+1)), size))
 	}
 	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, openOpts: opts}
 	cfg := DefaultPoolConfig()
@@ -70,6 +58,30 @@ func newTmpfsPool(t *testing.T, drives, replicas, chunkSize int, size int64, opt
 	}
 	tp.paths = paths
 	return tp
+}
+
+// mountTmpfs makes dir a tmpfs of size bytes until the test ends, and
+// returns dir; it skips the test where mounting is not allowed.
+func mountTmpfs(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		// Busy when mounted after the pool opened (its close runs later):
+		// detached then, freed when the pool lets go.
+		err := syscall.Unmount(dir, 0)
+		if errors.Is(err, syscall.EBUSY) {
+			err = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+		if err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 // driveSpace is one drive's space as the pool sees it.

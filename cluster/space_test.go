@@ -2,12 +2,9 @@ package cluster
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/dhdfs/dhdfs/nodes"
@@ -117,14 +114,7 @@ func TestStatusDeadAndGC(t *testing.T) {
 // the reserve dhdfs leaves free, and not about one that has room.
 func TestAddDriveWarnsWhenSmall(t *testing.T) {
 	tp := newTmpfsPool(t, 1, 1, MinChunkSize, 512<<20, Options{})
-	small := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(small, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", 96<<20)); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	small := mountTmpfs(t, filepath.Join(t.TempDir(), "small"), 96<<20)
 	_, warnings, err := tp.AddDrive(small, AddDriveOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -132,14 +122,7 @@ func TestAddDriveWarnsWhenSmall(t *testing.T) {
 	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on every drive") }) {
 		t.Fatalf("no warning for a 96 MiB drive: %q", warnings)
 	}
-	big := filepath.Join(t.TempDir(), "big")
-	if err := os.Mkdir(big, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", big, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0755", 512<<20)); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(big, syscall.MNT_DETACH) })
+	big := mountTmpfs(t, filepath.Join(t.TempDir(), "big"), 512<<20)
 	_, warnings, err = tp.AddDrive(big, AddDriveOptions{})
 	if err != nil {
 		t.Fatal(err)
