@@ -103,7 +103,7 @@ func (m *Manager) moveOff(ctx context.Context, id nodes.ChunkID, from, to *drive
 			skip[h] = true
 		}
 		var targets []*drive
-		if to != nil && !skip[to.num] && to.placeable() && to.freeBytes()-reserveBytes > int64(len(data)) {
+		if to != nil && !skip[to.num] && to.placeable() && to.freeBytes()-to.reserve() > int64(len(data)) {
 			targets = append(targets, to)
 			skip[to.num] = true
 			need--
@@ -241,13 +241,17 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 // drive old directly to it (falling back to other drives when it is full),
 // and removes old.
 func (m *Manager) Replace(ctx context.Context, old, newPath string, o AddDriveOptions, progress ProgressFunc) (MoveReport, error) {
-	if _, err := m.driveByName(old); err != nil {
+	od, err := m.driveByName(old)
+	if err != nil {
 		return MoveReport{}, err
 	}
 	var nd *drive
 	if d, err := m.driveByName(o.Name); o.Name != "" && err == nil && d.record().Path == mustResolve(newPath) {
 		nd = d // resuming an interrupted replace
 	} else {
+		if o.Reserve == 0 {
+			o.Reserve = od.record().Reserve // the new drive keeps the old one's setting
+		}
 		info, _, err := m.AddDrive(newPath, o)
 		if err != nil {
 			return MoveReport{}, err

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,12 +38,25 @@ type DriveInfo struct {
 	Device string `json:"device"`
 	// Verified is when a scrub last checked every chunk on the drive.
 	Verified *time.Time `json:"last_verified,omitempty"`
+	// Reserve is what dhdfs leaves free on the drive's filesystem.
+	Reserve int64 `json:"reserve_bytes"`
 }
 
 // AddDriveOptions are the optional settings of a new drive.
 type AddDriveOptions struct {
 	Name   string
 	Labels map[string]string
+	// Reserve is what to leave free on the drive's filesystem: 0 for
+	// DefaultReserve, else at least MinReserve.
+	Reserve int64
+}
+
+// checkReserve refuses a reserve too small for Badger to work in.
+func checkReserve(n int64) error {
+	if n != 0 && n < MinReserve {
+		return fmt.Errorf("reserve of %d bytes is less than the %d MiB a drive needs to compact its store: %w", n, MinReserve>>20, ErrInvalid)
+	}
+	return nil
 }
 
 var driveNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -107,6 +121,9 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	if mnt, ok := dhdfsMountOf(real); ok {
 		return bad("lies inside the dhdfs mount at %s", mnt)
 	}
+	if err := checkReserve(o.Reserve); err != nil {
+		return DriveInfo{}, nil, err
+	}
 	if o.Name != "" && !driveNameRE.MatchString(o.Name) {
 		return bad("drive name %q must be 1-64 letters, digits, '.', '_' or '-'", o.Name)
 	}
@@ -139,7 +156,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	}
 
 	rec := DriveRecord{ID: nodes.NewID(), Path: real, Labels: o.Labels, Device: dev,
-		Added: time.Now().UTC().Truncate(time.Second), Name: o.Name}
+		Added: time.Now().UTC().Truncate(time.Second), Name: o.Name, Reserve: o.Reserve}
 	var warnings, sharing []string
 	for _, d := range m.driveList() {
 		if other := d.record(); other.Device == dev {
@@ -150,9 +167,10 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 		warnings = append(warnings, fmt.Sprintf("%s is on device %s like drive %s: copies on drives that share a device fail together",
 			real, deviceString(dev), strings.Join(sharing, ", ")))
 	}
-	if free, _, err := nodes.FilesystemSpace(real); err == nil && free < reserveBytes+smallDrive {
-		warnings = append(warnings, fmt.Sprintf("%s has %d MiB free and dhdfs leaves %d MiB free on every drive: it will hold little or nothing until its filesystem has more room",
-			real, free>>20, reserveBytes>>20))
+	reserve := cmp.Or(o.Reserve, DefaultReserve)
+	if free, _, err := nodes.FilesystemSpace(real); err == nil && free < reserve+smallDrive {
+		warnings = append(warnings, fmt.Sprintf("%s has %d MiB free and dhdfs leaves %d MiB free on it (--reserve): it will hold little or nothing until its filesystem has more room",
+			real, free>>20, reserve>>20))
 	}
 	// Number the drive first, so a default name can use the number.
 	err = m.meta.update(func(txn *badger.Txn) error {
@@ -230,7 +248,7 @@ func (m *Manager) driveInfo(d *drive) DriveInfo {
 	rec := d.record()
 	state, reason := d.state()
 	info := DriveInfo{Name: rec.Name, ID: rec.ID, Path: rec.Path, State: state, Labels: rec.Labels,
-		Used: -1, Free: -1, Total: -1, Device: deviceString(rec.Device)}
+		Used: -1, Free: -1, Total: -1, Device: deviceString(rec.Device), Reserve: d.reserve()}
 	if reason != nil {
 		info.Reason = reason.Error()
 	}
@@ -304,6 +322,26 @@ func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) 
 		}
 		m.kickHealer()
 	}
+	return m.driveInfo(d), nil
+}
+
+// SetDriveReserve changes what dhdfs leaves free on a drive's filesystem
+// (0: DefaultReserve). A larger reserve takes effect at once: new chunks
+// go elsewhere, and the reclaimer gives back dead space if the drive is
+// now short of it. Chunks already there stay.
+func (m *Manager) SetDriveReserve(name string, reserve int64) (DriveInfo, error) {
+	if err := checkReserve(reserve); err != nil {
+		return DriveInfo{}, err
+	}
+	d, err := m.driveByName(name)
+	if err != nil {
+		return DriveInfo{}, err
+	}
+	if err := m.updateDriveRecord(d, func(r *DriveRecord) { r.Reserve = reserve }); err != nil {
+		return DriveInfo{}, err
+	}
+	m.log.Info("drive reserve changed", "drive", name, "bytes", cmp.Or(reserve, DefaultReserve))
+	m.kickReclaim(d.num)
 	return m.driveInfo(d), nil
 }
 

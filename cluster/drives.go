@@ -51,6 +51,9 @@ type DriveRecord struct {
 	Verified time.Time `json:"verified,omitempty"`
 	Device   uint64    `json:"device"`
 	Added    time.Time `json:"added"`
+	// Reserve is the bytes left free on the drive's filesystem; 0 means
+	// DefaultReserve.
+	Reserve int64 `json:"reserve,omitempty"`
 }
 
 func (r *DriveRecord) encode() []byte {
@@ -193,6 +196,13 @@ func (d *drive) placeable() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return !d.rec.Offline && d.failure == nil && !d.rec.Draining && d.store != nil
+}
+
+// reserve returns the bytes the drive leaves free on its filesystem.
+func (d *drive) reserve() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return cmp.Or(d.rec.Reserve, DefaultReserve)
 }
 
 // freeBytes returns the drive's free space, refreshed at most every

@@ -6,9 +6,16 @@ import (
 	"slices"
 )
 
-// reserveBytes is left free on every drive's filesystem so that Badger can
-// still compact and write its manifest when the data has filled the rest.
-const reserveBytes = 64 << 20
+// A drive's reserve is left free on its filesystem so that Badger can still
+// compact and write its manifest when the data has filled the rest, and so
+// that a drive sharing its filesystem with other things leaves them room.
+// `node add --reserve` and `node set --reserve` choose it per drive.
+const (
+	DefaultReserve = 64 << 20
+	// MinReserve holds a Badger compaction of the largest table and the
+	// journal's growth step.
+	MinReserve = 16 << 20
+)
 
 // smallDrive is how much room beyond the reserve a drive should have to
 // be worth adding without a warning.
@@ -56,7 +63,7 @@ func (m *Manager) pickDrivesOnce(n int, size int, skip map[uint32]bool, used []u
 		}
 		// A reclaim running on the drive holds back what its round may write.
 		free := d.freeBytes() - m.reclaimHeld(d.num)
-		if free-reserveBytes < int64(size) {
+		if free-d.reserve() < int64(size) {
 			m.kickReclaim(d.num) // deletes may have left dead space to give back
 			full = true
 			continue

@@ -317,7 +317,7 @@ func (r *reclaimer) check(ctx context.Context) {
 			}
 		}
 		switch {
-		case r.takeShort(d.num) || d.freeBytes()-r.m.reclaimHeld(d.num)-reserveBytes < shortBytes(st.total):
+		case r.takeShort(d.num) || d.freeBytes()-r.m.reclaimHeld(d.num)-d.reserve() < shortBytes(st.total):
 			r.consider(ctx, d, rs, st, true)
 		case now.Sub(st.checked) >= r.interval || (st.trigger > 0 && rs.Deleted() >= st.trigger):
 			due = append(due, d)
@@ -383,9 +383,10 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	// bytes, before it deletes the file: that must fit in the free space.
 	// Normal passes leave the reserve alone; urgent ones may use half of
 	// it (the other half stays for Badger's own compactions).
-	free := d.freeBytes() - reserveBytes
+	reserve := d.reserve()
+	free := d.freeBytes() - reserve
 	if urgent {
-		free += reserveBytes / 2
+		free += reserve / 2
 	}
 	minDead := 0.5
 	if urgent {

@@ -11,7 +11,7 @@ type PoolSpace struct {
 	Free int64 `json:"free_bytes"`
 	// Avail is what new chunks can use: on each filesystem that a drive
 	// taking new chunks is on, its free space less the reserve placement
-	// keeps free (reserveBytes) and what a running reclaim holds. Space
+	// keeps free (its reserve) and what a running reclaim holds. Space
 	// that deletes left dead in the stores is not counted until it is
 	// reclaimed, since writes cannot use it before.
 	Avail int64 `json:"avail_bytes"`
@@ -46,7 +46,7 @@ func (m *Manager) Space() PoolSpace {
 			// Drives sharing a filesystem see the same free space, and
 			// placement stops them all at the same reserve.
 			f.placeable = true
-			f.avail = max(f.avail, d.freeBytes()-m.reclaimHeld(d.num)-reserveBytes)
+			f.avail = max(f.avail, d.freeBytes()-m.reclaimHeld(d.num)-d.reserve())
 		}
 	}
 	for _, f := range seen {

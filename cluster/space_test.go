@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,7 +31,7 @@ func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
 			}
 			frees = append(frees, free)
 			sumFree += free
-			sumAvail += max(free-reserveBytes, 0)
+			sumAvail += max(free-DefaultReserve, 0)
 		}
 		// Free space moves a little between measurements (other processes
 		// share the filesystem of temp directories): allow 1%.
@@ -119,7 +120,7 @@ func TestAddDriveWarnsWhenSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on every drive") }) {
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on it") }) {
 		t.Fatalf("no warning for a 96 MiB drive: %q", warnings)
 	}
 	big := mountTmpfs(t, filepath.Join(t.TempDir(), "big"), 512<<20)
@@ -127,7 +128,45 @@ func TestAddDriveWarnsWhenSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on every drive") }) {
+	if slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "MiB free on it") }) {
 		t.Fatalf("a warning for a 512 MiB drive: %q", warnings)
 	}
+}
+
+// A drive's reserve is a setting: placement, statfs and status count it,
+// it survives a restart, a replacing drive inherits it, and too small a
+// reserve is refused.
+func TestDriveReserve(t *testing.T) {
+	tp := newTmpfsPool(t, 3, 1, 1<<20, 128<<20, Options{})
+	if _, err := tp.SetDriveReserve("d1", MinReserve-1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a reserve below the minimum: %v", err)
+	}
+	if _, _, err := tp.AddDrive(t.TempDir(), AddDriveOptions{Reserve: 1 << 20}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("node add with a 1 MiB reserve: %v", err)
+	}
+	before := tp.Space()
+	info, err := tp.SetDriveReserve("d1", 128<<20)
+	if err != nil || info.Reserve != 128<<20 {
+		t.Fatalf("SetDriveReserve: %+v %v", info, err)
+	}
+	// d1's free space beyond 64 MiB is no longer available.
+	if after := tp.Space(); after.Avail > before.Avail-60<<20 {
+		t.Fatalf("a reserve the size of the drive: avail %s, was %s", mib(after.Avail), mib(before.Avail))
+	}
+	tp.put("/f", randBytes(3, 24<<20))
+	if n := tp.storedChunks()["d1"]; n != 0 {
+		t.Fatalf("%d chunks placed on d1, which has no room beyond its reserve", n)
+	}
+	tp.reopen()
+	d, err := tp.driveByName("d1")
+	if err != nil || d.reserve() != 128<<20 {
+		t.Fatalf("after a restart d1 keeps %v free (%v)", d.reserve(), err)
+	}
+	if _, err := tp.Replace(context.Background(), "d1", mountTmpfs(t, filepath.Join(t.TempDir(), "new"), 128<<20), AddDriveOptions{Name: "n1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := tp.driveByName("n1"); err != nil || d.reserve() != 128<<20 {
+		t.Fatalf("the drive replacing d1 keeps %v free, not d1's 128 MiB (%v)", d.reserve(), err)
+	}
+	tp.mustEqual("/f", randBytes(3, 24<<20))
 }

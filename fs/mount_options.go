@@ -3,6 +3,7 @@ package fs
 import (
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/dhdfs/dhdfs/cluster"
 )
@@ -89,6 +90,9 @@ func (n *Node) accessed(flags uint32) syscall.Errno {
 	return 0
 }
 
+// notifyWait bounds how long an open waits for the kernel to take a notice.
+const notifyWait = 100 * time.Millisecond
+
 // touchAtime records an access to the node. The kernel cached the node's
 // attributes when it looked the name up, just before the open or listing:
 // it is told to drop them, so that stat shows the new access time.
@@ -100,8 +104,18 @@ func (n *Node) touchAtime(dir bool) {
 		n.fs.log.Warn("update access time", "ino", n.ino(), "err", err)
 	}
 	if changed {
-		// Never from inside a request (go-fuse can deadlock). An offset
-		// of -1 drops the attributes only, not the cached content.
-		go n.NotifyContent(-1, 0)
+		// Never from inside a request (go-fuse can deadlock), but waited
+		// for a moment: a stat right after the read would otherwise race
+		// the notice and show the attributes of the lookup. An offset of
+		// -1 drops the attributes only, not the cached content.
+		done := make(chan struct{})
+		go func() {
+			n.NotifyContent(-1, 0)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(notifyWait):
+		}
 	}
 }

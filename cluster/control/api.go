@@ -21,6 +21,7 @@ type API interface {
 	AddDrive(path string, o cluster.AddDriveOptions) (cluster.DriveInfo, []string, error)
 	Drives() ([]cluster.DriveInfo, error)
 	SetDriveOffline(name string, offline bool) (cluster.DriveInfo, error)
+	SetDriveReserve(name string, reserve int64) (cluster.DriveInfo, error)
 	Status() (cluster.Status, error)
 	Resolve(p string) (cluster.Inode, error)
 	List(p string) ([]cluster.Entry, error)

@@ -124,7 +124,7 @@ func (c *Client) receive(r *bufio.Reader, out any) error {
 // AddDrive implements API.
 func (c *Client) AddDrive(path string, o cluster.AddDriveOptions) (cluster.DriveInfo, []string, error) {
 	var res addResult
-	err := c.call("drive.add", driveParams{Path: path, Name: o.Name, Labels: o.Labels}, nil, &res)
+	err := c.call("drive.add", driveParams{Path: path, Name: o.Name, Labels: o.Labels, Reserve: o.Reserve}, nil, &res)
 	return res.Drive, res.Warnings, err
 }
 
@@ -138,6 +138,12 @@ func (c *Client) Drives() ([]cluster.DriveInfo, error) {
 func (c *Client) SetDriveOffline(name string, offline bool) (cluster.DriveInfo, error) {
 	var res cluster.DriveInfo
 	return res, c.call("drive.offline", driveParams{Name: name, Offline: offline}, nil, &res)
+}
+
+// SetDriveReserve implements API.
+func (c *Client) SetDriveReserve(name string, reserve int64) (cluster.DriveInfo, error) {
+	var res cluster.DriveInfo
+	return res, c.call("drive.reserve", driveParams{Name: name, Reserve: reserve}, nil, &res)
 }
 
 // Status implements API.
@@ -240,7 +246,7 @@ func (c *Client) Drain(ctx context.Context, name string, progress cluster.Progre
 // Replace implements API.
 func (c *Client) Replace(ctx context.Context, old, newPath string, o cluster.AddDriveOptions, progress cluster.ProgressFunc) (cluster.MoveReport, error) {
 	var res cluster.MoveReport
-	return res, c.callProgress(ctx, "drive.replace", driveParams{Name: old, Path: newPath, NewName: o.Name, Labels: o.Labels}, nil, &res, progress)
+	return res, c.callProgress(ctx, "drive.replace", driveParams{Name: old, Path: newPath, NewName: o.Name, Labels: o.Labels, Reserve: o.Reserve}, nil, &res, progress)
 }
 
 // RemoveDrive implements API.

@@ -205,6 +205,7 @@ type (
 		Offline   bool              `json:"offline,omitempty"`
 		Force     bool              `json:"force,omitempty"`
 		Threshold float64           `json:"threshold,omitempty"`
+		Reserve   int64             `json:"reserve,omitempty"`
 	}
 	addResult struct {
 		Drive    cluster.DriveInfo `json:"drive"`
@@ -237,12 +238,14 @@ func (s *Server) handle(conn *net.UnixConn) error {
 	var result any
 	switch req.Method {
 	case "drive.add":
-		info, warnings, err2 := s.m.AddDrive(dp.Path, cluster.AddDriveOptions{Name: dp.Name, Labels: dp.Labels})
+		info, warnings, err2 := s.m.AddDrive(dp.Path, cluster.AddDriveOptions{Name: dp.Name, Labels: dp.Labels, Reserve: dp.Reserve})
 		result, err = addResult{info, warnings}, err2
 	case "drive.list":
 		result, err = s.m.Drives()
 	case "drive.offline":
 		result, err = s.m.SetDriveOffline(dp.Name, dp.Offline)
+	case "drive.reserve":
+		result, err = s.m.SetDriveReserve(dp.Name, dp.Reserve)
 	case "status":
 		result, err = s.m.Status()
 	case "resolve":
@@ -283,7 +286,7 @@ func (s *Server) handle(conn *net.UnixConn) error {
 		case "drive.drain":
 			result, err = s.m.Drain(ctx, dp.Name, progress)
 		case "drive.replace":
-			result, err = s.m.Replace(ctx, dp.Name, dp.Path, cluster.AddDriveOptions{Name: dp.NewName, Labels: dp.Labels}, progress)
+			result, err = s.m.Replace(ctx, dp.Name, dp.Path, cluster.AddDriveOptions{Name: dp.NewName, Labels: dp.Labels, Reserve: dp.Reserve}, progress)
 		}
 	case "drive.remove":
 		result, err = s.m.RemoveDrive(dp.Name, dp.Force)

@@ -246,6 +246,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	rest := args[1:]
 	flags := app.Flags
 	var cmds []*cli.Command = app.Commands
+	var cur *cli.Command
 	// The command path: global and command flags, then the names.
 	for {
 		pre, after := takeFlags(flags, rest)
@@ -260,7 +261,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 		}
 		out = append(out, rest[0])
 		rest = rest[1:]
-		flags, cmds = cmd.Flags, cmd.Subcommands
+		cur, flags, cmds = cmd, cmd.Flags, cmd.Subcommands
 		if len(cmds) == 0 {
 			break
 		}
@@ -273,6 +274,12 @@ func flagsFirst(app *cli.App, args []string) []string {
 			break
 		}
 		if len(a) > 1 && a[0] == '-' {
+			if cur != nil && dashH[cur.Name] != "" {
+				a = takeDashH(a, dashH[cur.Name], &moved)
+				if a == "" {
+					continue
+				}
+			}
 			moved = append(moved, a)
 			if f := flagNamed(flags, a); f != nil && takesValue(f) && !strings.Contains(a, "=") && i+1 < len(rest) {
 				i++
@@ -287,6 +294,24 @@ func flagsFirst(app *cli.App, args []string) []string {
 		out = append(out, "--")
 	}
 	return append(out, positional...)
+}
+
+// dashH names the commands where -h means what it means to the tool they
+// mirror ('ls -lh'), not --help (which still works), and the flag it is.
+var dashH = map[string]string{"ls": "--human-readable"}
+
+// takeDashH rewrites arg for a command where -h is the flag long: "-h"
+// and an 'h' in a group of short flags ("-lh") become long, appended to
+// out. It returns what is left of arg, "" if nothing.
+func takeDashH(arg, long string, out *[]string) string {
+	if strings.HasPrefix(arg, "--") || !strings.Contains(arg, "h") || strings.Contains(arg, "=") {
+		return arg
+	}
+	*out = append(*out, long)
+	if rest := strings.ReplaceAll(arg, "h", ""); rest != "-" {
+		return rest
+	}
+	return ""
 }
 
 // takeFlags splits args into the flags (with their values) at its start

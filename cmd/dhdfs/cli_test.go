@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"os/user"
@@ -215,8 +216,14 @@ func TestLsLong(t *testing.T) {
 	if f := fields("ls", "-ln", "/"); len(f) < 7 || f[2] != uid {
 		t.Fatalf("ls -ln: %q, want owner %s", f, uid)
 	}
-	if f := fields("ls", "-l", "--human-readable", "/"); len(f) < 8 || f[4] != "3" || f[5] != "MiB" {
-		t.Fatalf("ls -l --human-readable: %q, want 3 MiB", f)
+	// -h is --human-readable to ls, as to ls(1), alone or in a group.
+	for _, args := range [][]string{{"-l", "--human-readable", "/"}, {"-lh", "/"}, {"/", "-hl"}, {"-l", "-h"}, {"-lnh"}} {
+		if f := fields(append([]string{"ls"}, args...)...); len(f) < 8 || f[4] != "3" || f[5] != "MiB" {
+			t.Fatalf("ls %s: %q, want 3 MiB", strings.Join(args, " "), f)
+		}
+	}
+	if out := e.ok("ls", "--help"); !strings.Contains(out, "USAGE") {
+		t.Fatalf("ls --help: %q", out)
 	}
 }
 
@@ -266,4 +273,59 @@ func (e *env) poolWithFile(n, size int, p string) {
 	src := filepath.Join(e.dir, "src")
 	randomFile(e.t, src, size, uint64(size))
 	e.ok("put", src, p)
+}
+
+// A drive's reserve is set at node add and changed with node set, also
+// through a running mount; node list and status count it, and sizes too
+// small to leave a store room to compact are usage errors.
+func TestNodeReserve(t *testing.T) {
+	e := newEnv(t)
+	e.ok("init")
+	disk := filepath.Join(e.dir, "disk1")
+	if err := os.Mkdir(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.usage([]string{"node", "add", "--reserve", "1MiB", disk}, "--reserve 1MiB: at least 16MiB")
+	e.usage([]string{"node", "add", "--reserve", "lots", disk}, "--reserve lots")
+	e.ok("node", "add", "--reserve", "100MiB", disk)
+	reserves := func() map[string]int64 {
+		var drives []cluster.DriveInfo
+		if err := json.Unmarshal([]byte(e.ok("node", "list", "--json")), &drives); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, d := range drives {
+			out[d.Name] = d.Reserve
+		}
+		return out
+	}
+	if r := reserves(); r["d1"] != 100<<20 {
+		t.Fatalf("node add --reserve 100MiB: %v", r)
+	}
+	if list := e.ok("node", "list"); !strings.Contains(list, "RESERVE") || !strings.Contains(list, "100 MiB") {
+		t.Fatalf("node list does not show the reserve:\n%s", list)
+	}
+	free := func() int64 {
+		var st cluster.Status
+		if err := json.Unmarshal([]byte(e.ok("status", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.RawFree
+	}
+	before := free()
+	mnt := e.mountDaemon()
+	if out := e.ok("node", "set", "d1", "--reserve", "1GiB"); !strings.Contains(out, "keeps 1 GiB free") {
+		t.Fatalf("node set through the mount: %q", out)
+	}
+	e.ok("umount", mnt)
+	if r := reserves(); r["d1"] != 1<<30 {
+		t.Fatalf("after node set --reserve 1GiB and a restart: %v", r)
+	}
+	// Other processes write to the temp filesystem meanwhile: allow 100 MiB.
+	if after := free(); after > before-(1<<30-100<<20)+100<<20 {
+		t.Fatalf("raw free %d before, %d after raising the reserve by 924 MiB", before, after)
+	}
+	e.usage([]string{"node", "set", "d1"}, "nothing to change")
+	e.usage([]string{"node", "set", "d1", "--reserve", "0"}, "at least 16MiB")
+	e.fails("no such drive", "node", "set", "d9", "--reserve", "1GiB")
 }

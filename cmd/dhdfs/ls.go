@@ -24,10 +24,10 @@ them), size and modification time, as ls -l shows them.
 Examples:
    dhdfs ls
    dhdfs ls -l /docs
-   dhdfs ls -l --human-readable /docs`,
+   dhdfs ls -lh /docs`,
 		Flags: withCommon(&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "show mode, links, owner, group, size and time"},
 			&cli.BoolFlag{Name: "numeric-uid-gid", Aliases: []string{"n"}, Usage: "with -l: owner and group as numbers"},
-			&cli.BoolFlag{Name: "human-readable", Usage: "with -l: sizes in KiB, MiB, GiB (-h is --help)"}),
+			&cli.BoolFlag{Name: "human-readable", Usage: "with -l: sizes in KiB, MiB, GiB (also -h, as ls takes it; --help is help)"}),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 1, "at most one PATH"); err != nil {
 				return err

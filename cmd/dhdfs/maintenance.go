@@ -182,16 +182,20 @@ it fills up), and removes OLD. Ctrl-C stops; run again with the same
 
 Example:
    dhdfs node replace --name d5 d2 /mnt/disk5/dhdfs`,
-		Flags: withCommon(&cli.StringFlag{Name: "name", Usage: "name of the new drive"}),
+		Flags: withCommon(&cli.StringFlag{Name: "name", Usage: "name of the new drive"}, reserveFlag()),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 2, 2, "OLD and NEWPATH"); err != nil {
+				return err
+			}
+			reserve, err := reserveOf(c) // default: OLD's
+			if err != nil {
 				return err
 			}
 			return withPool(c, func(m control.API) error {
 				ctx, stop := interruptible(c)
 				defer stop()
 				pr := newProgress()
-				r, err := m.Replace(ctx, c.Args().Get(0), c.Args().Get(1), cluster.AddDriveOptions{Name: c.String("name")}, pr.report)
+				r, err := m.Replace(ctx, c.Args().Get(0), c.Args().Get(1), cluster.AddDriveOptions{Name: c.String("name"), Reserve: reserve}, pr.report)
 				pr.finish()
 				if err != nil {
 					return err

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -246,7 +247,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	srv, err := fs.Mount(dir, m, cfg)
+	srv, err := mountCapturing(dir, m, cfg, log)
 	if err != nil {
 		m.Close()
 		return err
@@ -403,6 +404,53 @@ func daemonize(c *cli.Context, dir string) error {
 	}
 	cmd.Process.Release()
 	return nil
+}
+
+// mountCapturing mounts as fs.Mount does. A daemon's stderr is /dev/null,
+// so there it keeps what fusermount3 says about a refused mount for the
+// error the waiting parent prints, and for the log.
+func mountCapturing(dir string, m *cluster.Manager, cfg fs.Config, log *slog.Logger) (*fuse.Server, error) {
+	if os.Getenv(readyFDEnv) == "" {
+		return fs.Mount(dir, m, cfg)
+	}
+	var srv *fuse.Server
+	said, err := withStderrCaptured(func() (err error) {
+		srv, err = fs.Mount(dir, m, cfg)
+		return err
+	})
+	if said != "" {
+		log.Warn("fusermount3 said", "output", said, "err", err)
+		if err != nil {
+			// Its words name the cause; go-fuse's say only that it failed.
+			err = fmt.Errorf("mount %s: %s", dir, strings.Join(strings.Fields(said), " "))
+		}
+	}
+	return srv, err
+}
+
+// withStderrCaptured runs f with file descriptor 2, which child processes
+// inherit, pointing into a memory file, and returns what was written there.
+func withStderrCaptured(f func() error) (string, error) {
+	fd, err := unix.MemfdCreate("stderr", unix.MFD_CLOEXEC)
+	if err != nil {
+		return "", f()
+	}
+	mem := os.NewFile(uintptr(fd), "stderr")
+	defer mem.Close()
+	saved, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return "", f()
+	}
+	defer unix.Close(saved)
+	if err := unix.Dup3(fd, 2, 0); err != nil {
+		return "", f()
+	}
+	ferr := f()
+	if err := unix.Dup3(saved, 2, 0); err != nil {
+		ferr = errors.Join(ferr, fmt.Errorf("restore stderr: %w", err))
+	}
+	out, _ := io.ReadAll(io.NewSectionReader(mem, 0, 16<<10))
+	return strings.TrimSpace(string(out)), ferr
 }
 
 // reportReady tells a waiting daemonize parent, once, that the mount is

@@ -88,3 +88,51 @@ func TestSecurity(t *testing.T) {
 		e.ok("umount", mnt)
 	})
 }
+
+// A mount --daemon that fusermount3 refuses prints fusermount3's own reason,
+// not only that the mount process exited: the daemon's stderr is /dev/null.
+func TestDaemonPassesFusermountMessage(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 not installed")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "dhdfs") // where nobody may run it
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home, drive := filepath.Join(dir, "home"), filepath.Join(dir, "d1")
+	// root's, so fusermount3 refuses it to nobody whatever /dev/fuse allows
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"mkdir", drive}, {bin, "--home", home, "init"}, {bin, "--home", home, "node", "add", drive}} {
+		if out, err := asNobody(t, args...); err != nil {
+			t.Fatalf("%s: %v: %s", args, err, out)
+		}
+	}
+	out, err := asNobody(t, bin, "--home", home, "mount", "--daemon", mnt)
+	if err == nil {
+		exec.Command("umount", mnt).Run()
+		t.Fatalf("nobody mounted on root's directory: %s", out)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.Contains(out, "fusermount3: ") {
+		t.Fatalf("want fusermount3's reason on one line, got %q", out)
+	}
+	if log, _ := os.ReadFile(filepath.Join(home, "mount.log")); !strings.Contains(string(log), "fusermount3: ") {
+		t.Fatalf("mount.log lacks fusermount3's reason:\n%s", log)
+	}
+}
