@@ -1,0 +1,188 @@
+// Package memkv is an in-memory kv.Engine for tests: mem:// URLs. Nothing
+// survives Close. Read-write transactions run one at a time, each on a
+// copy-on-write clone of the committed tree, so they never conflict;
+// views read a clone of their own and never wait for a writer.
+package memkv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+
+	"github.com/google/btree"
+
+	"github.com/dhdfs/dhdfs/cluster/kv"
+)
+
+func init() {
+	kv.Register("mem", func(*url.URL) (kv.Engine, error) { return New(), nil })
+}
+
+// DefaultLimits are modest, so that tests on the in-memory engine find
+// callers that would overflow a real engine's transactions.
+var DefaultLimits = kv.Limits{MaxTxnKeys: 10000, MaxTxnBytes: 16 << 20, MaxKeyBytes: 4096, MaxValueBytes: 4 << 20}
+
+type item struct{ key, value []byte }
+
+func less(a, b item) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+// Engine is the in-memory engine.
+type Engine struct {
+	limits  kv.Limits
+	writeMu sync.Mutex // one read-write transaction at a time
+	mu      sync.Mutex // guards tree and closed; Clone writes to the tree it clones
+	tree    *btree.BTreeG[item]
+	closed  bool
+}
+
+// New returns an empty engine with DefaultLimits.
+func New() *Engine { return NewWithLimits(DefaultLimits) }
+
+// NewWithLimits returns an empty engine enforcing l.
+func NewWithLimits(l kv.Limits) *Engine {
+	return &Engine{limits: l, tree: btree.NewG(16, less)}
+}
+
+func (e *Engine) snapshot() (*btree.BTreeG[item], error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, kv.ErrClosed
+	}
+	return e.tree.Clone(), nil
+}
+
+// View implements kv.Engine.
+func (e *Engine) View(ctx context.Context, fn func(kv.Reader) error) error {
+	t, err := e.snapshot()
+	if err != nil {
+		return err
+	}
+	return fn(reader{t})
+}
+
+// Attempt implements kv.Engine.
+func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	t, err := e.snapshot()
+	if err != nil {
+		return err
+	}
+	tx := &txn{reader: reader{t}, limits: e.limits}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if tx.err != nil {
+		return tx.err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return kv.ErrClosed
+	}
+	e.tree = t
+	return nil
+}
+
+// Sync implements kv.Engine: there is nothing to make durable.
+func (e *Engine) Sync() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return kv.ErrClosed
+	}
+	return nil
+}
+
+// Limits implements kv.Engine.
+func (e *Engine) Limits() kv.Limits { return e.limits }
+
+// Close implements kv.Engine.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	e.tree = nil
+	return nil
+}
+
+type reader struct{ t *btree.BTreeG[item] }
+
+func (r reader) Get(key []byte) ([]byte, error) {
+	it, ok := r.t.Get(item{key: key})
+	if !ok {
+		return nil, fmt.Errorf("%q: %w", key, kv.ErrNotFound)
+	}
+	return bytes.Clone(it.value), nil
+}
+
+func (r reader) Scan(start, end []byte, opts kv.ScanOptions, fn func(k, v []byte) error) error {
+	// Collected first: fn may write to the transaction, and a B-tree must
+	// not change while it is walked.
+	var items []item
+	r.t.AscendGreaterOrEqual(item{key: start}, func(it item) bool {
+		if end != nil && bytes.Compare(it.key, end) >= 0 {
+			return false
+		}
+		items = append(items, it)
+		return opts.Limit <= 0 || len(items) < opts.Limit
+	})
+	for _, it := range items {
+		v := it.value
+		if opts.KeysOnly {
+			v = nil
+		}
+		// Stored slices are never written again: fn reads them in place.
+		if err := fn(it.key, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type txn struct {
+	reader
+	limits       kv.Limits
+	keys, nbytes int
+	err          error // the first limit broken: the transaction cannot commit
+}
+
+func (t *txn) count(key, value []byte) error {
+	if t.err != nil {
+		return t.err
+	}
+	if err := t.limits.CheckWrite(key, value); err != nil {
+		t.err = err
+		return err
+	}
+	t.keys++
+	t.nbytes += len(key) + len(value)
+	if t.keys > t.limits.MaxTxnKeys || t.nbytes > t.limits.MaxTxnBytes {
+		t.err = fmt.Errorf("%d keys, %d bytes written; the in-memory engine takes %d keys, %d bytes: %w",
+			t.keys, t.nbytes, t.limits.MaxTxnKeys, t.limits.MaxTxnBytes, kv.ErrTooBig)
+		return t.err
+	}
+	return nil
+}
+
+func (t *txn) Set(key, value []byte) error {
+	if err := t.count(key, value); err != nil {
+		return err
+	}
+	t.t.ReplaceOrInsert(item{key: bytes.Clone(key), value: bytes.Clone(value)})
+	return nil
+}
+
+func (t *txn) Delete(key []byte) error {
+	if err := t.count(key, nil); err != nil {
+		return err
+	}
+	t.t.Delete(item{key: key})
+	return nil
+}
