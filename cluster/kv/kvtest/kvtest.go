@@ -393,11 +393,15 @@ var (
 		change: func(tx kv.Txn) error { return tx.Set([]byte("absent"), []byte("now here")) },
 	}
 	scanInsert = conflictCase{
-		read:   func(tx kv.Txn) error { return tx.Scan([]byte("r/"), []byte("r0"), kv.ScanOptions{}, func(k, v []byte) error { return nil }) },
+		read: func(tx kv.Txn) error {
+			return tx.Scan([]byte("r/"), []byte("r0"), kv.ScanOptions{}, func(k, v []byte) error { return nil })
+		},
 		change: func(tx kv.Txn) error { return tx.Set([]byte("r/new"), nil) },
 	}
 	scanDelete = conflictCase{
-		read:   func(tx kv.Txn) error { return tx.Scan([]byte("r/"), []byte("r0"), kv.ScanOptions{}, func(k, v []byte) error { return nil }) },
+		read: func(tx kv.Txn) error {
+			return tx.Scan([]byte("r/"), []byte("r0"), kv.ScanOptions{}, func(k, v []byte) error { return nil })
+		},
 		change: func(tx kv.Txn) error { return tx.Delete([]byte("r/1")) },
 	}
 )
