@@ -33,6 +33,12 @@ type PoolConfig struct {
 	// Hash names chunks; empty in pools from before BLAKE3 (SHA-256).
 	Hash    nodes.Hash `json:"hash,omitempty"`
 	Created time.Time  `json:"created"`
+	// HomeID names this home of the pool; each drive's identity says which
+	// home uses it. FormerHomes are the homes recover replaced: a drive
+	// still naming one is taken over when it is next opened (it was
+	// offline or away during the recover).
+	HomeID      string   `json:"home_id,omitempty"`
+	FormerHomes []string `json:"former_homes,omitempty"`
 }
 
 // configFormat 2 added Hash: a dhdfs that reads only format 1 refuses a

@@ -113,8 +113,15 @@ func (m *Manager) moveOff(ctx context.Context, id nodes.ChunkID, from, to *drive
 		}
 		added = m.copyTo(id, data, targets)
 		copied = len(data) * len(added)
-		if len(cs.healthy)+len(added) == 0 {
-			return copied, fmt.Errorf("no drive could take a copy")
+		if have := len(cs.healthy) + len(added); have < want {
+			// Dropping from's copy now would leave the chunk short of
+			// copies: it stays, readable, until a drive can take one.
+			if len(added) > 0 {
+				if err := m.setHolders(id, added, nil, 0); err != nil {
+					return copied, err
+				}
+			}
+			return copied, fmt.Errorf("%d of %d copies elsewhere and no other drive with room that holds none yet: the copy stays", have, want)
 		}
 	}
 	if err := m.setHolders(id, added, []uint32{from.num}, 0); err != nil {
@@ -309,7 +316,7 @@ func (m *Manager) Rebalance(ctx context.Context, threshold float64, progress Pro
 			}
 			l.held += int64(sizes[id])
 		}
-		l.capacity = l.held + d.freeBytes()
+		l.capacity = l.held + max(d.freeBytes()-d.reserve(), 0)
 		total += l.held
 		capacity += l.capacity
 		loads = append(loads, l)
@@ -383,6 +390,9 @@ func (m *Manager) moveChunk(ctx context.Context, id nodes.ChunkID, src, dst *dri
 		if d := m.driveByNum(h); d != nil && h != src.num && d.record().Device == dstDev && src.record().Device != dstDev {
 			return 0, false, nil
 		}
+	}
+	if dst.freeBytes()-dst.reserve() < int64(rec.Size) {
+		return 0, false, nil // dst has no room beyond its reserve
 	}
 	data, err := m.readChunk(ctx, ChunkRef{ID: id, Size: rec.Size}, nil)
 	if err != nil {

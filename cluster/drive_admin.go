@@ -184,7 +184,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	if rec.Name == "" {
 		rec.Name = fmt.Sprintf("d%d", rec.Num)
 	}
-	if err := nodes.WriteIdentity(real, nodes.Identity{PoolID: m.cfg.PoolID, DriveID: rec.ID, Created: rec.Added}); err != nil {
+	if err := nodes.WriteIdentity(real, nodes.Identity{PoolID: m.cfg.PoolID, DriveID: rec.ID, Created: rec.Added, HomeID: m.cfg.HomeID}); err != nil {
 		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
 	}
 	undo := func() {

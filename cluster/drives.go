@@ -221,6 +221,25 @@ func (d *drive) freeBytes() int64 {
 	return d.free.Load()
 }
 
+// claim makes sure the drive at path belongs to this home, taking it over
+// from a home recover replaced (or from none: drives from before homes
+// were named). A drive another home took over is refused: this home is
+// stale, and a gc here would delete that home's new chunks as orphans.
+func (m *Manager) claim(path string, id nodes.Identity) error {
+	switch {
+	case id.HomeID == m.cfg.HomeID:
+		return nil
+	case id.HomeID == "" || slices.Contains(m.cfg.FormerHomes, id.HomeID) || m.opts.takeOver:
+		id.HomeID = m.cfg.HomeID
+		if err := nodes.WriteIdentity(path, id); err != nil {
+			return fmt.Errorf("claim drive %s for this home: %w", path, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is used by another home of this pool, made by 'dhdfs recover': this home (%s) is out of date and leaves the drive alone; use the recovered home: %w",
+		path, m.home, ErrBadDrive)
+}
+
 // openDriveStore checks the identity of the drive directory and opens its
 // chunk store.
 func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
@@ -231,6 +250,9 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 	if id.PoolID != m.cfg.PoolID || id.DriveID != rec.ID {
 		return nil, fmt.Errorf("%s holds drive %s of pool %s, expected drive %s of this pool: %w",
 			rec.Path, id.DriveID, id.PoolID, rec.ID, ErrBadDrive)
+	}
+	if err := m.claim(rec.Path, id); err != nil {
+		return nil, err
 	}
 	s, err := nodes.OpenBadger(rec.Path, nodes.Options{Logger: m.log.With("drive", rec.Name)})
 	if err != nil {

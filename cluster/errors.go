@@ -22,6 +22,7 @@ var (
 	ErrBadDrive     = errors.New("cannot use this path as a drive")
 	ErrUnavailable  = errors.New("no readable replica of a chunk")
 	ErrClosed       = errors.New("pool is closed")
+	ErrReadOnly     = errors.New("the pool is mounted read-only")
 	// ErrMetaDamaged is wrapped by *MetaDamagedError: home's metadata store
 	// is damaged; dhdfs recover rebuilds it from a drive's mirror.
 	ErrMetaDamaged = errors.New("metadata store is damaged")

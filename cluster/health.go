@@ -42,6 +42,9 @@ func (m *Manager) checkIdentity(rec DriveRecord) error {
 	if id.PoolID != m.cfg.PoolID || id.DriveID != rec.ID {
 		return fmt.Errorf("drive check: %s now holds drive %s of pool %s: %w", rec.Path, id.DriveID, id.PoolID, ErrBadDrive)
 	}
+	if id.HomeID != m.cfg.HomeID {
+		return fmt.Errorf("drive check: %w", m.claim(rec.Path, id))
+	}
 	return nil
 }
 

@@ -230,6 +230,43 @@ func TestDrainThenRemove(t *testing.T) {
 	}
 }
 
+// A drain with nowhere to put new copies keeps the drive's copies (it
+// stays readable and removal still refuses), reports them stuck, and
+// finishes once a drive is added.
+func TestDrainWithoutRoomKeepsCopies(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	files := tp.putFiles(3)
+	d1, _ := tp.driveByName("d1")
+	held, _ := tp.holdingsOf(d1.num)
+	rep, err := tp.Drain(context.Background(), "d1", nil)
+	if err == nil || rep.Stuck != int64(len(held)) || rep.Chunks != 0 {
+		t.Fatalf("draining one of two drives at replicas 2: %+v %v", rep, err)
+	}
+	if after, _ := tp.holdingsOf(d1.num); len(after) != len(held) {
+		t.Fatalf("the drain dropped %d of %d copies with nowhere to move them", len(held)-len(after), len(held))
+	}
+	if st := tp.mustStatus(); st.UnderReplicated != 0 {
+		t.Fatalf("a drain left %d chunks under-replicated", st.UnderReplicated)
+	}
+	if _, err := tp.RemoveDrive("d1", false); err == nil {
+		t.Fatal("a drive whose drain could not finish was removed")
+	}
+	p := filepath.Join(filepath.Dir(tp.home), "d3")
+	os.Mkdir(p, 0o755)
+	if _, _, err := tp.AddDrive(p, AddDriveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := tp.Drain(context.Background(), "d1", nil); err != nil || rep.Chunks != int64(len(held)) {
+		t.Fatalf("the drain again with a third drive: %+v %v", rep, err)
+	}
+	if st := tp.mustStatus(); st.UnderReplicated != 0 || st.Copies != 2*st.Chunks {
+		t.Fatalf("after the drain: %+v", st)
+	}
+	for p, data := range files {
+		tp.mustEqual(p, data)
+	}
+}
+
 func TestReplace(t *testing.T) {
 	tp := newTestPool(t, 3, 2)
 	files := tp.putFiles(3)

@@ -40,6 +40,12 @@ type Options struct {
 	// WriteBufferBytes bounds the unflushed write buffers of all open files
 	// together (softly: see File.newBuf). Zero means 96 MiB.
 	WriteBufferBytes int64
+	// ReadOnly refuses changes to the namespace from the commands (put,
+	// mkdir, rm) as the mount (-o ro) refuses them from programs.
+	ReadOnly bool
+	// takeOver claims every drive opened for this home, whichever home
+	// used it: recover is the user saying the old home is gone.
+	takeOver bool
 	// ProbeInterval, if set, checks every drive that often: online drives
 	// whose directory vanished become failed, failed drives that work again
 	// come back online. Zero disables the checks (one-shot commands).
@@ -188,7 +194,7 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 		return cfg, err
 	}
 	defer lock.release()
-	cfg.PoolID = nodes.NewID()
+	cfg.PoolID, cfg.HomeID = nodes.NewID(), nodes.NewID()
 	cfg.Created = time.Now().UTC().Truncate(time.Second)
 	meta, err := openMeta(filepath.Join(home, metaDir), nil)
 	if err != nil {
@@ -241,6 +247,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	cfg, err := readConfig(home)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.HomeID == "" { // a pool from before homes were named
+		cfg.HomeID = nodes.NewID()
+		if err := writeConfig(home, cfg); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -159,5 +160,58 @@ func TestDecodeSegment(t *testing.T) {
 				t.Fatal("wrong stream")
 			}
 		})
+	}
+}
+
+// A home rebuilt by recover takes the drives over: the old home, if it
+// still exists, leaves them alone instead of deleting the new home's
+// chunks as orphans.
+func TestRecoverFencesOldHome(t *testing.T) {
+	tp := newTestPool(t, 3, 2)
+	ctx := context.Background()
+	old := randBytes(1, 3*MinChunkSize)
+	tp.put("/old", old)
+	if _, err := tp.MirrorMeta(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	home2 := filepath.Join(t.TempDir(), "home2")
+	if _, err := RebuildHome(ctx, tp.paths[0], home2, Options{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := Open(home2, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &testPool{Manager: m2, t: t}
+	fresh := randBytes(2, 3*MinChunkSize)
+	rp.put("/new", fresh)
+	if err := m2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	tp.open() // the old home
+	for _, d := range tp.driveList() {
+		if st, reason := d.state(); st != StateFailed || !errors.Is(reason, ErrBadDrive) {
+			t.Fatalf("the old home uses drive %s (%s, %v) after another home took it over", d.record().Name, st, reason)
+		}
+	}
+	if rep, err := tp.GC(ctx, nil); err == nil && rep.Orphans > 0 {
+		t.Fatalf("the old home's gc deleted %d copies: %+v", rep.Orphans, rep)
+	}
+	tp.Close()
+
+	m2, err = Open(home2, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	rp = &testPool{Manager: m2, t: t}
+	rp.mustEqual("/new", fresh)
+	rp.mustEqual("/old", old)
+	if rep, err := m2.Fsck(ctx, false, nil); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("fsck of the recovered home: %v %s", err, problemKinds(rep))
 	}
 }

@@ -123,11 +123,22 @@ func (m *Manager) resolveParent(p string) (Inode, string, error) {
 	return dir, last, nil
 }
 
+// writable refuses a change to p when the pool is mounted read-only.
+func (m *Manager) writable(p string) error {
+	if m.opts.ReadOnly {
+		return fmt.Errorf("%s: %w", p, ErrReadOnly)
+	}
+	return nil
+}
+
 // MkdirPath creates the directory p; with parents, also its missing
 // ancestors, and an existing directory at p is not an error. A mode
 // without permission bits (none given) means 0755, as mkdir(1)'s default
 // under the usual umask, not d---------.
 func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inode, error) {
+	if err := m.writable(p); err != nil {
+		return Inode{}, err
+	}
 	if mode&0o7777 == 0 {
 		mode |= 0o755
 	}
@@ -166,6 +177,9 @@ func (m *Manager) MkdirPath(p string, parents bool, mode uint32, c Caller) (Inod
 // every byte is stored: readers see the old content or the new, never a
 // mix, and a failed or interrupted put leaves the old file untouched.
 func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint32, c Caller) (Inode, error) {
+	if err := m.writable(p); err != nil {
+		return Inode{}, err
+	}
 	dir, name, err := m.resolveParent(p)
 	if err != nil {
 		return Inode{}, err
@@ -289,6 +303,9 @@ func (m *Manager) GetFile(ctx context.Context, p string, w io.Writer) (int64, er
 // RemovePath removes the file or empty directory at p; with recursive, a
 // directory and everything below it.
 func (m *Manager) RemovePath(p string, recursive bool) error {
+	if err := m.writable(p); err != nil {
+		return err
+	}
 	dir, name, err := m.resolveParent(p)
 	if err != nil {
 		return err

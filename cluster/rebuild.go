@@ -86,6 +86,12 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 	if err != nil {
 		return rep, err
 	}
+	// A new home: it takes the drives over as it opens them, so the old
+	// one, should it still exist, no longer uses them.
+	if cfg.HomeID != "" {
+		cfg.FormerHomes = append(cfg.FormerHomes, cfg.HomeID)
+	}
+	cfg.HomeID = nodes.NewID()
 	loaded, err := loadChain(home, dir, chain, id, real)
 	if err == nil {
 		err = writeConfig(home, cfg)
@@ -98,6 +104,7 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 	if st, err := os.Stat(filepath.Join(dir, chain[loaded-1].name)); err == nil {
 		rep.Through = st.ModTime()
 	}
+	opts.takeOver = true
 	m, err := Open(home, opts)
 	if err != nil {
 		return rep, err

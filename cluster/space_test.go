@@ -170,3 +170,19 @@ func TestDriveReserve(t *testing.T) {
 	}
 	tp.mustEqual("/f", randBytes(3, 24<<20))
 }
+
+// Rebalance moves nothing onto a drive with no room beyond its reserve.
+func TestRebalanceKeepsReserve(t *testing.T) {
+	tp := newTmpfsPool(t, 2, 2, 1<<20, 128<<20, Options{})
+	tp.put("/f", randBytes(4, 8<<20))
+	np := mountTmpfs(t, filepath.Join(t.TempDir(), "full"), 128<<20)
+	if _, _, err := tp.AddDrive(np, AddDriveOptions{Name: "full", Reserve: 128 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Rebalance(context.Background(), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.storedChunks()["full"]; n != 0 {
+		t.Fatalf("rebalance put %d chunks on a drive with no room beyond its reserve", n)
+	}
+}

@@ -28,6 +28,8 @@ func errnoOf(log *slog.Logger, op string, err error) syscall.Errno {
 		return syscall.EISDIR
 	case errors.Is(err, cluster.ErrNotEmpty):
 		return syscall.ENOTEMPTY
+	case errors.Is(err, cluster.ErrReadOnly):
+		return syscall.EROFS
 	case errors.Is(err, cluster.ErrNameTooLong):
 		return syscall.ENAMETOOLONG
 	case errors.Is(err, cluster.ErrFileTooBig):

@@ -25,6 +25,10 @@ type Identity struct {
 	PoolID  string    `json:"pool_id"`
 	DriveID string    `json:"drive_id"`
 	Created time.Time `json:"created"`
+	// HomeID names the home that uses the drive (PoolConfig.HomeID): a
+	// home rebuilt by recover takes its drives over, and the old one, if it
+	// still exists, finds them taken and leaves them alone.
+	HomeID string `json:"home_id,omitempty"`
 }
 
 // identityFormat is the format WriteIdentity writes: 2 since drives may

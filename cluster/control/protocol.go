@@ -62,6 +62,7 @@ var kinds = map[string]error{
 	"bad_drive":     cluster.ErrBadDrive,
 	"unavailable":   cluster.ErrUnavailable,
 	"closed":        cluster.ErrClosed,
+	"read_only":     cluster.ErrReadOnly,
 	"no_attr":       cluster.ErrNoAttr,
 	"not_supported": cluster.ErrNotSupported,
 	"meta_damaged":  cluster.ErrMetaDamaged,

@@ -39,6 +39,11 @@ func TestUsageErrors(t *testing.T) {
 	e := newEnv(t)
 	e.usage([]string{"moutn"}, `"moutn" is not a command of dhdfs`, "did you mean 'dhdfs mount'?", "dhdfs --help")
 	e.usage([]string{"bogus"}, `"bogus" is not a command of dhdfs`)
+	// Values out of range are usage errors too, before anything runs.
+	e.usage([]string{"init", "--replicas", "0"}, "replicas 0 out of range")
+	e.usage([]string{"init", "--chunk-size", "3MiB"}, "not a power of two")
+	e.usage([]string{"mount", "--daemon", "--cache-size", "48XB", e.dir}, "--cache-size 48XB")
+	e.usage([]string{"mount", "--log-level", "verbose", e.dir}, "--log-level")
 	e.usage([]string{"node", "ad", "/x"}, `"ad" is not a command of dhdfs node`, "did you mean 'dhdfs node add'?")
 	e.usage([]string{"node", "rmove", "d1"}, "did you mean 'dhdfs node remove'?")
 	e.usage([]string{"mount", "--daemn", "/x"}, "mount: no flag --daemn; did you mean --daemon?", "see 'dhdfs mount --help'")

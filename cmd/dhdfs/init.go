@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,12 +31,15 @@ Examples:
 			}
 			size, err := parseSize(c.String("chunk-size"))
 			if err != nil {
-				return err
+				return usageError(c, "--chunk-size %s: %v", c.String("chunk-size"), err)
 			}
 			cfg := cluster.DefaultPoolConfig()
 			cfg.Replicas, cfg.ChunkSize, cfg.Hash = c.Int("replicas"), int(size), nodes.Hash(c.String("hash"))
 			if cfg.Hash == "" || !cfg.Hash.Valid() {
 				return usageError(c, "--hash %q: want blake3 or sha256", c.String("hash"))
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError(c, "%s", strings.TrimSuffix(err.Error(), ": "+cluster.ErrInvalid.Error()))
 			}
 			cfg, err = cluster.Init(c.String("home"), cfg)
 			if err != nil {

@@ -97,6 +97,9 @@ Examples:
 			if err != nil {
 				return err
 			}
+			if err := checkMountFlags(c); err != nil {
+				return err
+			}
 			// Before anything opens HOME/mount.log: a mistyped home is
 			// "no pool", not "open log file".
 			if err := cluster.CheckPool(c.String("home")); err != nil {
@@ -167,6 +170,24 @@ func setReadAhead(cfg *fs.Config, size string) error {
 	return nil
 }
 
+// checkMountFlags refuses bad flag values as usage errors, before a
+// daemon starts: serve parses them again and cannot fail on them then.
+func checkMountFlags(c *cli.Context) error {
+	for _, name := range []string{"cache-size", "repair-rate", "write-buffer"} {
+		if _, err := parseSize(c.String(name)); err != nil {
+			return usageError(c, "--%s %s: %v", name, c.String(name), err)
+		}
+	}
+	if n, _ := parseSize(c.String("write-buffer")); n < 4<<20 {
+		return usageError(c, "--write-buffer %s: at least 4MiB", c.String("write-buffer"))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return usageError(c, "--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	return nil
+}
+
 // serve mounts the pool at dir and serves it until it is unmounted.
 func serve(c *cli.Context, dir string, cfg fs.Config) error {
 	log, closeLog, err := mountLogger(c)
@@ -193,7 +214,7 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
 		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
 		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout"),
-		ReclaimInterval: c.Duration("reclaim-every"), WriteBufferBytes: writeBuf}
+		ReclaimInterval: c.Duration("reclaim-every"), WriteBufferBytes: writeBuf, ReadOnly: cfg.ReadOnly}
 	if cacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
 	}

@@ -93,6 +93,17 @@ func TestMountOptionsLive(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "g"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("create on a read-only mount: %v", err)
 	}
+	// The commands are held to it too, not only programs on the mount.
+	src = filepath.Join(e.dir, "src")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.fails("mounted read-only", "put", src, "/g")
+	e.fails("mounted read-only", "mkdir", "/d")
+	e.fails("mounted read-only", "rm", "/f")
+	if out := e.ok("get", "/f", "-"); out != "content" {
+		t.Fatalf("get from a read-only mount: %q", out)
+	}
 	e.ok("umount", mnt)
 	var after syscall.Stat_t
 	e.mountDaemon()
