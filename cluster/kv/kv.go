@@ -161,6 +161,35 @@ func (l Limits) CheckWrite(key, value []byte) error {
 	return nil
 }
 
+// WriteBudget counts a transaction's writes against Limits, for engines
+// that check them as the writes arrive. The first limit broken sticks in
+// Err: that transaction must not commit.
+type WriteBudget struct {
+	Limits Limits
+	// Engine names the engine in the error ("Badger").
+	Engine      string
+	keys, bytes int
+	Err         error
+}
+
+// Add counts one write (a delete has a nil value).
+func (b *WriteBudget) Add(key, value []byte) error {
+	if b.Err != nil {
+		return b.Err
+	}
+	if err := b.Limits.CheckWrite(key, value); err != nil {
+		b.Err = err
+		return err
+	}
+	b.keys++
+	b.bytes += len(key) + len(value)
+	if b.keys > b.Limits.MaxTxnKeys || b.bytes > b.Limits.MaxTxnBytes {
+		b.Err = fmt.Errorf("%d keys, %d bytes written; %s takes %d keys, %d bytes in one transaction: %w",
+			b.keys, b.bytes, b.Engine, b.Limits.MaxTxnKeys, b.Limits.MaxTxnBytes, ErrTooBig)
+	}
+	return b.Err
+}
+
 // Opener opens an engine from a URL of its scheme.
 type Opener func(u *url.URL) (Engine, error)
 

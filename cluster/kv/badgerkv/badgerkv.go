@@ -98,12 +98,12 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
 	}
 	bt := e.db.NewTransaction(true)
 	defer bt.Discard()
-	t := &txn{reader: reader{bt}, limits: e.limits}
+	t := &txn{reader: reader{bt}, WriteBudget: kv.WriteBudget{Limits: e.limits, Engine: "Badger"}}
 	if err := fn(t); err != nil {
 		return err
 	}
-	if t.err != nil {
-		return t.err
+	if t.Err != nil {
+		return t.Err
 	}
 	return mapErr(bt.Commit())
 }
@@ -203,49 +203,29 @@ func commonPrefix(a, b []byte) []byte {
 
 type txn struct {
 	reader
-	limits       kv.Limits
-	keys, nbytes int
-	err          error
-}
-
-func (t *txn) count(key, value []byte) error {
-	if t.err != nil {
-		return t.err
-	}
-	if err := t.limits.CheckWrite(key, value); err != nil {
-		t.err = err
-		return err
-	}
-	t.keys++
-	t.nbytes += len(key) + len(value)
-	if t.keys > t.limits.MaxTxnKeys || t.nbytes > t.limits.MaxTxnBytes {
-		t.err = fmt.Errorf("%d keys, %d bytes written; Badger takes %d keys, %d bytes in one transaction here: %w",
-			t.keys, t.nbytes, t.limits.MaxTxnKeys, t.limits.MaxTxnBytes, kv.ErrTooBig)
-		return t.err
-	}
-	return nil
+	kv.WriteBudget
 }
 
 func (t *txn) Set(key, value []byte) error {
-	if err := t.count(key, value); err != nil {
+	if err := t.Add(key, value); err != nil {
 		return err
 	}
 	// Badger keeps the slices until the commit: copies, so the caller may
 	// reuse its buffers.
 	if err := t.t.Set(bytes.Clone(key), bytes.Clone(value)); err != nil {
-		t.err = mapErr(err)
-		return t.err
+		t.Err = mapErr(err)
+		return t.Err
 	}
 	return nil
 }
 
 func (t *txn) Delete(key []byte) error {
-	if err := t.count(key, nil); err != nil {
+	if err := t.Add(key, nil); err != nil {
 		return err
 	}
 	if err := t.t.Delete(bytes.Clone(key)); err != nil {
-		t.err = mapErr(err)
-		return t.err
+		t.Err = mapErr(err)
+		return t.Err
 	}
 	return nil
 }

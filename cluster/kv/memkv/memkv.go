@@ -74,12 +74,12 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
 	if err != nil {
 		return err
 	}
-	tx := &txn{reader: reader{t}, limits: e.limits}
+	tx := &txn{reader: reader{t}, WriteBudget: kv.WriteBudget{Limits: e.limits, Engine: "the in-memory engine"}}
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if tx.err != nil {
-		return tx.err
+	if tx.Err != nil {
+		return tx.Err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -148,31 +148,11 @@ func (r reader) Scan(start, end []byte, opts kv.ScanOptions, fn func(k, v []byte
 
 type txn struct {
 	reader
-	limits       kv.Limits
-	keys, nbytes int
-	err          error // the first limit broken: the transaction cannot commit
-}
-
-func (t *txn) count(key, value []byte) error {
-	if t.err != nil {
-		return t.err
-	}
-	if err := t.limits.CheckWrite(key, value); err != nil {
-		t.err = err
-		return err
-	}
-	t.keys++
-	t.nbytes += len(key) + len(value)
-	if t.keys > t.limits.MaxTxnKeys || t.nbytes > t.limits.MaxTxnBytes {
-		t.err = fmt.Errorf("%d keys, %d bytes written; the in-memory engine takes %d keys, %d bytes: %w",
-			t.keys, t.nbytes, t.limits.MaxTxnKeys, t.limits.MaxTxnBytes, kv.ErrTooBig)
-		return t.err
-	}
-	return nil
+	kv.WriteBudget
 }
 
 func (t *txn) Set(key, value []byte) error {
-	if err := t.count(key, value); err != nil {
+	if err := t.Add(key, value); err != nil {
 		return err
 	}
 	t.t.ReplaceOrInsert(item{key: bytes.Clone(key), value: bytes.Clone(value)})
@@ -180,7 +160,7 @@ func (t *txn) Set(key, value []byte) error {
 }
 
 func (t *txn) Delete(key []byte) error {
-	if err := t.count(key, nil); err != nil {
+	if err := t.Add(key, nil); err != nil {
 		return err
 	}
 	t.t.Delete(item{key: key})
