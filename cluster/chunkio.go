@@ -10,8 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -117,7 +116,7 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (
 			return st, err
 		}
 	}
-	err = m.meta.update(func(txn *badger.Txn) error {
+	err = m.meta.update(func(txn kv.Txn) error {
 		cur, ok, err := getChunkRecord(txn, id)
 		if err != nil {
 			return err
@@ -376,7 +375,7 @@ func (m *Manager) releaseChunks(ids []nodes.ChunkID) error {
 	var zero []nodes.ChunkID
 	for start := 0; start < len(ids); start += txnBatch {
 		batch := ids[start:min(start+txnBatch, len(ids))]
-		err := m.meta.update(func(txn *badger.Txn) error {
+		err := m.meta.update(func(txn kv.Txn) error {
 			zero = zero[:0:0]
 			for _, id := range batch {
 				z, err := decRef(txn, id)
@@ -400,7 +399,7 @@ func (m *Manager) releaseChunks(ids []nodes.ChunkID) error {
 // decRef drops one reference to id inside txn and reports whether it was
 // the last. The record stays, marked with a zero key, until collect
 // deletes the copies: a crash in between leaves the zero key to finish on.
-func decRef(txn *badger.Txn, id nodes.ChunkID) (bool, error) {
+func decRef(txn kv.Txn, id nodes.ChunkID) (bool, error) {
 	rec, ok, err := getChunkRecord(txn, id)
 	if err != nil || !ok || rec.Refs == 0 {
 		return false, err
@@ -438,7 +437,7 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 	}
 	if ok && rec.Refs > 0 {
 		// Taken again by a writer between decRef and now.
-		return m.meta.tidy(func(txn *badger.Txn) error { return del(txn, chunkKey(kZero, id)) })
+		return m.meta.tidy(func(txn kv.Txn) error { return del(txn, chunkKey(kZero, id)) })
 	}
 	var later []uint32
 	for _, num := range rec.Holders {
@@ -454,7 +453,7 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 			}
 		}
 	}
-	return m.meta.tidy(func(txn *badger.Txn) error {
+	return m.meta.tidy(func(txn kv.Txn) error {
 		for _, num := range rec.Holders {
 			if err := del(txn, holdingKey(num, id)); err != nil {
 				return err

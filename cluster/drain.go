@@ -9,8 +9,7 @@ import (
 	"slices"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -49,7 +48,7 @@ func (m *Manager) drainTo(ctx context.Context, name string, to *drive, progress 
 		return rep, err
 	}
 	wants := map[nodes.ChunkID]uint8{}
-	if err := m.meta.view(func(txn *badger.Txn) error { wants, err = m.chunkWants(txn); return err }); err != nil {
+	if err := m.meta.view(func(txn kv.Reader) error { wants, err = m.chunkWants(txn); return err }); err != nil {
 		return rep, err
 	}
 	t := throttle{rate: m.opts.RepairRate}
@@ -197,7 +196,7 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 	}
 	if len(affected) > 0 {
 		files := map[uint64]bool{}
-		_ = m.meta.view(func(txn *badger.Txn) error {
+		_ = m.meta.view(func(txn kv.Reader) error {
 			return scanSlots(txn, func([]byte, Ino, int64) {}, func(ino Ino, _ int64, ls layers) error {
 				for _, ref := range ls.refs() {
 					if affected[ref.ID] {
@@ -209,7 +208,7 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 		})
 		rep.Files = int64(len(files))
 	}
-	if err := m.meta.update(func(txn *badger.Txn) error { return del(txn, driveKey(d.num)) }); err != nil {
+	if err := m.meta.update(func(txn kv.Txn) error { return del(txn, driveKey(d.num)) }); err != nil {
 		return rep, err
 	}
 	if err := m.meta.sync(); err != nil {

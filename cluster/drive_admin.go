@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/cluster/mountinfo"
 	"github.com/dhdfs/dhdfs/nodes"
 )
@@ -173,7 +172,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 			real, free>>20, reserve>>20))
 	}
 	// Number the drive first, so a default name can use the number.
-	err = m.meta.update(func(txn *badger.Txn) error {
+	err = m.meta.update(func(txn kv.Txn) error {
 		n, err := counter(txn, driveCounterKey, 1)
 		rec.Num = uint32(n)
 		return err
@@ -198,7 +197,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 		undo()
 		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
 	}
-	err = m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	err = m.meta.update(func(txn kv.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
 	if err == nil {
 		err = m.meta.sync()
 	}
@@ -219,7 +218,7 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 // Drives lists every drive of the pool with its state and usage.
 func (m *Manager) Drives() ([]DriveInfo, error) {
 	counts := map[uint32]int64{}
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kHolding}, true, func(k, _ []byte) error {
 			if len(k) >= 5 {
 				counts[uint32(k[1])<<24|uint32(k[2])<<16|uint32(k[3])<<8|uint32(k[4])]++
@@ -280,7 +279,7 @@ func (m *Manager) SetDriveOffline(name string, offline bool) (DriveInfo, error) 
 	}
 	rec.Offline = offline
 	d.mu.Unlock()
-	err = m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	err = m.meta.update(func(txn kv.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
 	if err == nil {
 		err = m.meta.sync()
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"math"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // This file holds the calls that change which parts of a file are stored
@@ -122,20 +122,12 @@ func (f *File) ZeroRange(ctx context.Context, off, length int64, keepSize bool) 
 func (m *Manager) storedIn(ino Ino, from, to int64) (int64, error) {
 	cs := int64(m.cfg.ChunkSize)
 	var stored int64
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		prefix := inoKey(kFile, ino)
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(fileChunkKey(ino, from/cs)); it.Valid(); it.Next() {
-			idx := chunkIndex(it.Item().Key(), prefix)
+		return scanFrom(txn, prefix, fileChunkKey(ino, from/cs), kv.ScanOptions{}, func(k, v []byte) error {
+			idx := chunkIndex(k, prefix)
 			if idx*cs >= to {
-				break
-			}
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("read metadata: %w", err)
+				return errStop
 			}
 			ls, err := decodeLayers(v)
 			if err != nil {
@@ -148,8 +140,8 @@ func (m *Manager) storedIn(ino Ino, from, to int64) (int64, error) {
 					stored += int64(s.hi - s.lo)
 				}
 			})
-		}
-		return nil
+			return nil
+		})
 	})
 	return stored, err
 }
@@ -230,16 +222,12 @@ func (f *File) Seek(ctx context.Context, off int64, whence int) (int64, error) {
 // after, or math.MaxInt64 when there is none.
 func (m *Manager) nextChunk(ino Ino, from int64) (int64, error) {
 	next := int64(math.MaxInt64)
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		prefix := inoKey(kFile, ino)
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix, opts.PrefetchValues = prefix, false
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		if it.Seek(fileChunkKey(ino, from)); it.Valid() {
-			next = chunkIndex(it.Item().Key(), prefix)
-		}
-		return nil
+		return scanFrom(txn, prefix, fileChunkKey(ino, from), kv.ScanOptions{KeysOnly: true, Limit: 1}, func(k, _ []byte) error {
+			next = chunkIndex(k, prefix)
+			return nil
+		})
 	})
 	return next, err
 }

@@ -8,8 +8,7 @@ import (
 	"strings"
 	"syscall"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -95,7 +94,7 @@ type fsck struct {
 	holding map[uint32]map[nodes.ChunkID]bool // reverse index entries
 	orphans map[Ino]bool                      // inodes with no name, to be freed
 	count   uint64                            // the inode count kept for df -i
-	fixes   []func(txn *badger.Txn) error     // repairs of the metadata
+	fixes   []func(txn kv.Txn) error          // repairs of the metadata
 	later   []func()                          // repairs on the drives, after the metadata's
 }
 
@@ -131,7 +130,7 @@ func (m *Manager) Fsck(ctx context.Context, repair bool, progress ProgressFunc) 
 	if repair && len(f.fixes) > 0 {
 		for start := 0; start < len(f.fixes); start += txnBatch {
 			batch := f.fixes[start:min(start+txnBatch, len(f.fixes))]
-			err := m.meta.update(func(txn *badger.Txn) error {
+			err := m.meta.update(func(txn kv.Txn) error {
 				for _, fix := range batch {
 					if err := fix(txn); err != nil {
 						return err
@@ -160,7 +159,7 @@ func (m *Manager) Fsck(ctx context.Context, repair bool, progress ProgressFunc) 
 
 // problem records a problem; fix, if not nil, repairs it in the metadata
 // when repairing. Problems without a fix are reported unrepaired.
-func (f *fsck) problem(kind, what string, fix func(txn *badger.Txn) error) {
+func (f *fsck) problem(kind, what string, fix func(txn kv.Txn) error) {
 	repaired := f.repair && fix != nil
 	if repaired {
 		f.fixes = append(f.fixes, fix)
@@ -176,7 +175,7 @@ func (f *fsck) driveProblem(kind, what string, fix func()) {
 	f.rep.Problems = append(f.rep.Problems, FsckProblem{Kind: kind, What: what, Repaired: f.repair})
 }
 
-func (f *fsck) load(txn *badger.Txn) error {
+func (f *fsck) load(txn kv.Reader) error {
 	err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
 		if len(k) != 9 {
 			return nil
@@ -198,7 +197,7 @@ func (f *fsck) load(txn *badger.Txn) error {
 	err = scan(txn, []byte{kPending}, true, func(k, _ []byte) error {
 		key := slices.Clone(k)
 		if num, id, ok := parsePendingKey(k); ok && f.m.driveByNum(num) == nil {
-			f.problem(ProblemStaleDelete, fmt.Sprintf("chunk %s on drive number %d", id.Short(), num), func(txn *badger.Txn) error { return del(txn, key) })
+			f.problem(ProblemStaleDelete, fmt.Sprintf("chunk %s on drive number %d", id.Short(), num), func(txn kv.Txn) error { return del(txn, key) })
 		}
 		return nil
 	})
@@ -220,7 +219,7 @@ func (f *fsck) load(txn *badger.Txn) error {
 		parent, name := Ino(binary.BigEndian.Uint64(k[1:9])), string(k[9:])
 		e, err := decodeDentry(v)
 		if err != nil {
-			f.problem(ProblemBadRecord, fmt.Sprintf("entry %q in directory %d", name, parent), func(txn *badger.Txn) error { return del(txn, key) })
+			f.problem(ProblemBadRecord, fmt.Sprintf("entry %q in directory %d", name, parent), func(txn kv.Txn) error { return del(txn, key) })
 			return nil
 		}
 		f.checkEntry(key, parent, name, e)
@@ -258,13 +257,13 @@ func (f *fsck) load(txn *badger.Txn) error {
 	}
 	bad := func(k []byte, ino Ino, idx int64) {
 		key := slices.Clone(k)
-		f.problem(ProblemBadRecord, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
+		f.problem(ProblemBadRecord, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn kv.Txn) error { return del(txn, key) })
 	}
 	return scanSlots(txn, bad, func(ino Ino, idx int64, ls layers) error {
 		key := fileChunkKey(ino, idx)
 		n := f.inodes[ino]
 		if n == nil || n.bad || !n.IsRegular() || idx*int64(f.m.cfg.ChunkSize) >= n.Size {
-			f.problem(ProblemStraySlot, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn *badger.Txn) error { return del(txn, key) })
+			f.problem(ProblemStraySlot, fmt.Sprintf("chunk %d of inode %d", idx, ino), func(txn kv.Txn) error { return del(txn, key) })
 			return nil
 		}
 		if past := int64(ls.length()) - (n.Size - idx*int64(f.m.cfg.ChunkSize)); past > 0 {
@@ -297,11 +296,11 @@ func (f *fsck) load(txn *badger.Txn) error {
 func (f *fsck) checkEntry(key []byte, parent Ino, name string, e dentry) {
 	dir, n := f.inodes[parent], f.inodes[e.Ino]
 	if dir == nil || dir.bad || !dir.IsDir() || n == nil || n.bad {
-		f.problem(ProblemDanglingEntry, fmt.Sprintf("%q in directory %d names inode %d", name, parent, e.Ino), func(txn *badger.Txn) error { return del(txn, key) })
+		f.problem(ProblemDanglingEntry, fmt.Sprintf("%q in directory %d names inode %d", name, parent, e.Ino), func(txn kv.Txn) error { return del(txn, key) })
 		return
 	}
 	if typ := n.Mode & syscall.S_IFMT; e.Type != typ {
-		f.problem(ProblemEntryType, fmt.Sprintf("%q in directory %d", name, parent), func(txn *badger.Txn) error {
+		f.problem(ProblemEntryType, fmt.Sprintf("%q in directory %d", name, parent), func(txn kv.Txn) error {
 			return set(txn, key, dentry{Ino: e.Ino, Type: typ}.encode())
 		})
 	}
@@ -337,7 +336,7 @@ func (f *fsck) checkNames() {
 		n := f.inodes[ino]
 		switch {
 		case n.bad:
-			f.problem(ProblemBadRecord, fmt.Sprintf("inode %d", ino), func(txn *badger.Txn) error {
+			f.problem(ProblemBadRecord, fmt.Sprintf("inode %d", ino), func(txn kv.Txn) error {
 				if err := del(txn, inoKey(kInode, ino)); err != nil {
 					return err
 				}
@@ -394,7 +393,7 @@ func (f *fsck) checkDirNames(n *fsckInode) {
 	for _, at := range n.names {
 		if at != keep {
 			f.problem(ProblemDirNames, fmt.Sprintf("%s: extra name %q in directory %d", f.path(ino), at.name, at.parent),
-				func(txn *badger.Txn) error { return del(txn, dentryKey(at.parent, at.name)) })
+				func(txn kv.Txn) error { return del(txn, dentryKey(at.parent, at.name)) })
 			f.inodes[at.parent].subdirs--
 		}
 	}
@@ -411,7 +410,7 @@ func (f *fsck) relink(lost []Ino) {
 		n := f.inodes[ino]
 		name := fmt.Sprintf("#%d", ino)
 		f.problem(ProblemLostInode, fmt.Sprintf("inode %d (%s, %d bytes) has no name; /%s/%s", ino, typeName(n.Mode), n.Size, LostFound, name),
-			func(txn *badger.Txn) error {
+			func(txn kv.Txn) error {
 				dir, err := lostFound(txn)
 				if err != nil {
 					return err
@@ -437,7 +436,7 @@ func (f *fsck) relink(lost []Ino) {
 }
 
 // lostFound returns /lost+found, creating it.
-func lostFound(txn *badger.Txn) (Ino, error) {
+func lostFound(txn kv.Txn) (Ino, error) {
 	if e, ok, err := getDentry(txn, RootIno, LostFound); err != nil || ok {
 		if err == nil && e.Type != syscall.S_IFDIR {
 			err = fmt.Errorf("/%s is not a directory; rename it and run fsck --repair again: %w", LostFound, ErrNotDir)
@@ -471,8 +470,8 @@ func typeName(mode uint32) string {
 	return "special file"
 }
 
-func editInode(ino Ino, edit func(*Inode)) func(txn *badger.Txn) error {
-	return func(txn *badger.Txn) error {
+func editInode(ino Ino, edit func(*Inode)) func(txn kv.Txn) error {
+	return func(txn kv.Txn) error {
 		i, err := getInode(txn, ino)
 		if err != nil {
 			return err
@@ -482,7 +481,7 @@ func editInode(ino Ino, edit func(*Inode)) func(txn *badger.Txn) error {
 	}
 }
 
-func setNlink(ino Ino, n uint32) func(txn *badger.Txn) error {
+func setNlink(ino Ino, n uint32) func(txn kv.Txn) error {
 	return editInode(ino, func(i *Inode) { i.Nlink = n })
 }
 
@@ -490,12 +489,12 @@ func setNlink(ino Ino, n uint32) func(txn *badger.Txn) error {
 func (f *fsck) checkChunks() {
 	for id, c := range f.chunks {
 		if c.bad {
-			f.problem(ProblemBadRecord, "chunk "+id.Short(), func(txn *badger.Txn) error { return del(txn, chunkKey(kChunk, id)) })
+			f.problem(ProblemBadRecord, "chunk "+id.Short(), func(txn kv.Txn) error { return del(txn, chunkKey(kChunk, id)) })
 			continue
 		}
 		if c.rec.Refs != c.slots {
 			f.problem(ProblemRefcount, fmt.Sprintf("chunk %s: %d, counted %d", id.Short(), c.rec.Refs, c.slots),
-				editChunk(id, func(r *chunkRecord, txn *badger.Txn) error {
+				editChunk(id, func(r *chunkRecord, txn kv.Txn) error {
 					r.Refs = c.slots
 					if r.Refs == 0 {
 						return set(txn, chunkKey(kZero, id), nil)
@@ -510,7 +509,7 @@ func (f *fsck) checkChunks() {
 			}
 			if !f.holding[num][id] {
 				f.problem(ProblemHoldingIndex, fmt.Sprintf("chunk %s on drive #%d is not indexed", id.Short(), num),
-					func(txn *badger.Txn) error { return set(txn, holdingKey(num, id), nil) })
+					func(txn kv.Txn) error { return set(txn, holdingKey(num, id), nil) })
 			}
 		}
 	}
@@ -518,14 +517,14 @@ func (f *fsck) checkChunks() {
 		for id := range ids {
 			if c := f.chunks[id]; c == nil || !c.rec.holds(num) {
 				f.problem(ProblemHoldingIndex, fmt.Sprintf("drive #%d indexed for chunk %s it does not hold", num, id.Short()),
-					func(txn *badger.Txn) error { return del(txn, holdingKey(num, id)) })
+					func(txn kv.Txn) error { return del(txn, holdingKey(num, id)) })
 			}
 		}
 	}
 }
 
-func editChunk(id nodes.ChunkID, edit func(*chunkRecord, *badger.Txn) error) func(txn *badger.Txn) error {
-	return func(txn *badger.Txn) error {
+func editChunk(id nodes.ChunkID, edit func(*chunkRecord, kv.Txn) error) func(txn kv.Txn) error {
+	return func(txn kv.Txn) error {
 		r, ok, err := getChunkRecord(txn, id)
 		if err != nil || !ok {
 			return err
@@ -537,8 +536,8 @@ func editChunk(id nodes.ChunkID, edit func(*chunkRecord, *badger.Txn) error) fun
 	}
 }
 
-func dropHolder(id nodes.ChunkID, num uint32) func(txn *badger.Txn) error {
-	return editChunk(id, func(r *chunkRecord, txn *badger.Txn) error {
+func dropHolder(id nodes.ChunkID, num uint32) func(txn kv.Txn) error {
+	return editChunk(id, func(r *chunkRecord, txn kv.Txn) error {
 		return r.editHolders(txn, id, nil, []uint32{num})
 	})
 }

@@ -6,8 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -21,7 +20,7 @@ func TestFsck(t *testing.T) {
 		dataA  []byte
 		chunkA nodes.ChunkID // first chunk of /a
 	}
-	meta := func(f *fixture, fn func(txn *badger.Txn) error) {
+	meta := func(f *fixture, fn func(txn kv.Txn) error) {
 		f.t.Helper()
 		if err := f.meta.update(fn); err != nil {
 			f.t.Fatal(err)
@@ -43,7 +42,7 @@ func TestFsck(t *testing.T) {
 	}{
 		{name: "healthy", brk: func(*fixture) {}},
 		{name: "dangling entry", kind: ProblemDanglingEntry, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error {
+			meta(f, func(txn kv.Txn) error {
 				return set(txn, dentryKey(RootIno, "ghost"), dentry{Ino: 9999, Type: 0o100000}.encode())
 			})
 		}},
@@ -54,15 +53,15 @@ func TestFsck(t *testing.T) {
 			meta(f, editInode(RootIno, func(i *Inode) { i.Nlink = 7 }))
 		}},
 		{name: "lost inode", kind: ProblemLostInode, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error { return del(txn, dentryKey(RootIno, "a")) })
+			meta(f, func(txn kv.Txn) error { return del(txn, dentryKey(RootIno, "a")) })
 		}, after: func(f *fixture) {
 			f.mustEqual(fmt.Sprintf("/%s/#%d", LostFound, f.a.Ino), f.dataA)
 		}},
 		{name: "reference count", kind: ProblemRefcount, repairable: true, brk: func(f *fixture) {
-			meta(f, editChunk(f.chunkA, func(r *chunkRecord, _ *badger.Txn) error { r.Refs += 3; return nil }))
+			meta(f, editChunk(f.chunkA, func(r *chunkRecord, _ kv.Txn) error { r.Refs += 3; return nil }))
 		}},
 		{name: "stray slot", kind: ProblemStraySlot, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error {
+			meta(f, func(txn kv.Txn) error {
 				return set(txn, fileChunkKey(f.a.Ino, 100), ChunkRef{ID: f.chunkA, Size: MinChunkSize}.encode())
 			})
 		}},
@@ -84,13 +83,13 @@ func TestFsck(t *testing.T) {
 			f.mustEqual("/a", want)
 		}},
 		{name: "inode count", kind: ProblemInodeCount, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error { return addCount(txn, inodeCountKey, 40) })
+			meta(f, func(txn kv.Txn) error { return addCount(txn, inodeCountKey, 40) })
 		}},
 		{name: "stale pending delete", kind: ProblemStaleDelete, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error { return queueDelete(txn, 77, f.chunkA) })
+			meta(f, func(txn kv.Txn) error { return queueDelete(txn, 77, f.chunkA) })
 		}},
 		{name: "holding index", kind: ProblemHoldingIndex, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error { return del(txn, holdingKey(holders(f, f.chunkA)[0], f.chunkA)) })
+			meta(f, func(txn kv.Txn) error { return del(txn, holdingKey(holders(f, f.chunkA)[0], f.chunkA)) })
 		}},
 		{name: "missing copy", kind: ProblemMissingCopy, repairable: true, brk: func(f *fixture) {
 			num := holders(f, f.chunkA)[0]
@@ -117,7 +116,7 @@ func TestFsck(t *testing.T) {
 			}
 		}},
 		{name: "corrupt inode record", kind: ProblemBadRecord, repairable: true, brk: func(f *fixture) {
-			meta(f, func(txn *badger.Txn) error { return set(txn, inoKey(kInode, f.b.Ino), []byte{1, 0xff}) })
+			meta(f, func(txn kv.Txn) error { return set(txn, inoKey(kInode, f.b.Ino), []byte{1, 0xff}) })
 		}},
 	}
 	for _, tc := range tests {

@@ -9,8 +9,7 @@ import (
 	"slices"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -61,7 +60,7 @@ func (m *Manager) classify(id nodes.ChunkID, holders []uint32, now time.Time) co
 
 // chunkWants computes, for every referenced chunk, the largest replication
 // factor of the files using it.
-func (m *Manager) chunkWants(txn *badger.Txn) (map[nodes.ChunkID]uint8, error) {
+func (m *Manager) chunkWants(txn kv.Reader) (map[nodes.ChunkID]uint8, error) {
 	inoWant := map[Ino]uint8{}
 	err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
 		if len(k) != 9 {
@@ -116,7 +115,7 @@ func (m *Manager) Heal(ctx context.Context, progress ProgressFunc) (HealReport, 
 	var tasks []healTask
 	wants := map[nodes.ChunkID]uint8{}
 	now := time.Now()
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		var err error
 		if wants, err = m.chunkWants(txn); err != nil {
 			return err

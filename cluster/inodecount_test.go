@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // The last Close of an unlinked file and the kernel's Forget of it arrive
@@ -96,7 +96,7 @@ func TestInodeCountUpgradeWithOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Make it an old pool: no count.
-	if err := tp.meta.update(func(txn *badger.Txn) error { return txn.Delete(inodeCountKey) }); err != nil {
+	if err := tp.meta.update(func(txn kv.Txn) error { return txn.Delete(inodeCountKey) }); err != nil {
 		t.Fatal(err)
 	}
 	tp.reopen()

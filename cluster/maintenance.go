@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -74,7 +73,7 @@ func (m *Manager) updateDriveRecord(d *drive, change func(*DriveRecord)) error {
 	rec := d.rec
 	change(&rec)
 	d.mu.Unlock()
-	err := m.meta.update(func(txn *badger.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	err := m.meta.update(func(txn kv.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
 	if err == nil {
 		err = m.meta.sync()
 	}
@@ -91,7 +90,7 @@ func (m *Manager) updateDriveRecord(d *drive, change func(*DriveRecord)) error {
 func (m *Manager) chunkRecordOf(id nodes.ChunkID) (chunkRecord, bool, error) {
 	var rec chunkRecord
 	var ok bool
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		var err error
 		rec, ok, err = getChunkRecord(txn, id)
 		return err
@@ -106,7 +105,7 @@ func (m *Manager) chunkRecordOf(id nodes.ChunkID) (chunkRecord, bool, error) {
 // is away now (finishDelete does it, or the caller's own delete and a later
 // pass, which finds it gone). The caller holds id's stripe lock.
 func (m *Manager) setHolders(id nodes.ChunkID, add, remove []uint32, want uint8) error {
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.update(func(txn kv.Txn) error {
 		rec, ok, err := getChunkRecord(txn, id)
 		if err != nil || !ok {
 			return err
@@ -130,7 +129,7 @@ func (m *Manager) setHolders(id nodes.ChunkID, add, remove []uint32, want uint8)
 
 // editHolders removes and adds holders of chunk id, keeping the per-drive
 // index in step inside txn. The caller writes the record.
-func (c *chunkRecord) editHolders(txn *badger.Txn, id nodes.ChunkID, add, remove []uint32) error {
+func (c *chunkRecord) editHolders(txn kv.Txn, id nodes.ChunkID, add, remove []uint32) error {
 	for _, num := range remove {
 		if i := slices.Index(c.Holders, num); i >= 0 {
 			c.Holders = slices.Delete(c.Holders, i, i+1)
@@ -239,7 +238,7 @@ func (m *Manager) copyTo(id nodes.ChunkID, data []byte, targets []*drive) []uint
 func (m *Manager) holdingsOf(num uint32) ([]nodes.ChunkID, error) {
 	var ids []nodes.ChunkID
 	prefix := holdingPrefix(num)
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, prefix, true, func(k, _ []byte) error {
 			var id nodes.ChunkID
 			if len(k) == len(prefix)+len(id) {

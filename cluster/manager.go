@@ -19,8 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -203,7 +202,7 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 	now := time.Now().UnixNano()
 	root := Inode{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
 		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Atime: now, Mtime: now, Ctime: now, Btime: now}
-	err = meta.update(func(txn *badger.Txn) error {
+	err = meta.update(func(txn kv.Txn) error {
 		if err := set(txn, cleanKey, nil); err != nil {
 			return err
 		}
@@ -279,18 +278,12 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	m.syncs.errs = map[uint64]error{}
 	m.jrn.init()
 	m.initReclaimer() // before the drives open
-	// Badger would start an empty store in place of a missing one: a pool
-	// without even its root directory.
-	dir := filepath.Join(home, metaDir)
-	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
-		return nil, metaDamaged(dir, "%s is missing or empty", dir)
-	}
-	m.meta, err = openMeta(dir, m.log)
+	m.meta, err = openExistingMeta(filepath.Join(home, metaDir), m.log)
 	if err != nil {
 		return nil, err
 	}
 	var recs []DriveRecord
-	err = m.meta.view(func(txn *badger.Txn) error {
+	err = m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kDrive}, false, func(_, v []byte) error {
 			r, err := decodeDriveRecord(v)
 			recs = append(recs, r)

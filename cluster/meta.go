@@ -2,20 +2,24 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/pb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dhdfs/dhdfs/cluster/kv"
+	"github.com/dhdfs/dhdfs/cluster/kv/badgerkv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -94,7 +98,10 @@ var (
 // metaDB is the pool's metadata store: a Badger database in HOME/meta.
 // Every change that spans keys is one transaction.
 type metaDB struct {
-	db  *badger.DB
+	db *badger.DB
+	// eng is the engine the pool's metadata logic speaks to; db stays for
+	// what only Badger offers (backups, loading them, checks).
+	eng kv.Engine
 	dir string
 	// changes counts committed transactions; synced is its value at the
 	// start of the last successful sync. They differ while some committed
@@ -137,8 +144,8 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &metaDB{db: db, dir: dir}
-	if err := m.view(func(txn *badger.Txn) error {
+	m := &metaDB{db: db, eng: badgerkv.New(db), dir: dir}
+	if err := m.view(func(txn kv.Reader) error {
 		v, ok, err := get(txn, metaSeqKey)
 		if ok && len(v) == 8 {
 			m.seq = binary.BigEndian.Uint64(v)
@@ -149,6 +156,16 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// openExistingMeta opens the meta store of a pool, which must exist:
+// Badger would start an empty store in place of a missing one, a pool
+// without even its root directory.
+func openExistingMeta(dir string, log *slog.Logger) (*metaDB, error) {
+	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
+		return nil, metaDamaged(dir, "%s is missing or empty", dir)
+	}
+	return openMeta(dir, log)
 }
 
 // openingLogger is Badger's logger for the meta store. While the store
@@ -268,9 +285,9 @@ const badgerBitDelete = 1 << 0
 // unsynced reports whether a committed change may not be on disk yet.
 func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }
 
-// update runs fn in a read-write transaction, retrying when a concurrent
-// transaction touched the same keys (FUSE calls arrive in parallel).
-func (m *metaDB) update(fn func(txn *badger.Txn) error) (err error) {
+// update runs fn in a read-write transaction, retried (kv.Update) when
+// the engine reports a conflict.
+func (m *metaDB) update(fn func(txn kv.Txn) error) (err error) {
 	return m.commit(fn, true)
 }
 
@@ -279,115 +296,112 @@ func (m *metaDB) update(fn func(txn *badger.Txn) error) (err error) {
 // collected chunks' records: collected again; references it drops are
 // recounted after a crash): it neither counts as a change waiting for a
 // sync nor goes into the metadata journal.
-func (m *metaDB) tidy(fn func(txn *badger.Txn) error) (err error) {
+func (m *metaDB) tidy(fn func(txn kv.Txn) error) (err error) {
 	return m.commit(fn, false)
 }
 
-func (m *metaDB) commit(fn func(txn *badger.Txn) error, counts bool) (err error) {
+func (m *metaDB) commit(fn func(txn kv.Txn) error, counts bool) (err error) {
 	defer recoverBadger(m.dir, &err)
 	m.writeMu.Lock()
 	defer m.writeMu.Unlock()
-	for attempt := 0; ; attempt++ {
-		rec := &txnRecord{}
-		err := m.db.Update(func(txn *badger.Txn) error {
-			if !counts {
-				return fn(txn)
-			}
-			rec.muts = rec.muts[:0]
-			txnRecords.Store(txn, rec)
-			defer txnRecords.Delete(txn)
-			if err := fn(txn); err != nil || len(rec.muts) == 0 {
-				return err
-			}
-			return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, m.seq+1))
-		})
-		if err == nil && len(rec.muts) > 0 {
-			m.seq++
-			if m.logged != nil {
-				m.logged(m.seq, rec.muts)
-			}
+	var rec recordingTxn
+	err = kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
+		if !counts {
+			return fn(txn)
 		}
-		if err == nil && counts {
-			m.changes.Add(1)
-		}
-		if !errors.Is(err, badger.ErrConflict) || attempt == 1000 {
+		rec = recordingTxn{Txn: txn, muts: rec.muts[:0]}
+		if err := fn(&rec); err != nil || len(rec.muts) == 0 {
 			return err
 		}
-		if attempt > 10 {
-			time.Sleep(time.Duration(attempt) * time.Microsecond)
+		return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, m.seq+1))
+	})
+	if err != nil {
+		return err
+	}
+	if len(rec.muts) > 0 {
+		m.seq++
+		if m.logged != nil {
+			m.logged(m.seq, rec.muts)
 		}
 	}
+	if counts {
+		m.changes.Add(1)
+	}
+	return nil
 }
 
-// view runs fn in a read-only transaction.
-func (m *metaDB) view(fn func(txn *badger.Txn) error) (err error) {
+// recordingTxn notes every write of a transaction, for the metadata
+// journal (metalog.go).
+type recordingTxn struct {
+	kv.Txn
+	muts []mutation
+}
+
+func (t *recordingTxn) Set(key, val []byte) error {
+	if err := t.Txn.Set(key, val); err != nil {
+		return err
+	}
+	t.muts = append(t.muts, mutation{Key: key, Val: val})
+	return nil
+}
+
+func (t *recordingTxn) Delete(key []byte) error {
+	if err := t.Txn.Delete(key); err != nil {
+		return err
+	}
+	t.muts = append(t.muts, mutation{Key: key, Del: true})
+	return nil
+}
+
+// view runs fn in a read-only transaction over one committed state.
+func (m *metaDB) view(fn func(txn kv.Reader) error) (err error) {
 	defer recoverBadger(m.dir, &err)
-	return m.db.View(fn)
+	return m.eng.View(context.Background(), fn)
 }
 
 // get returns the value of key, or nil and false when absent.
-func get(txn *badger.Txn, key []byte) ([]byte, bool, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
+func get(txn kv.Reader, key []byte) ([]byte, bool, error) {
+	v, err := txn.Get(key)
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil, false, nil
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("read metadata: %w", err)
-	}
-	v, err := item.ValueCopy(nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("read metadata: %w", err)
 	}
 	return v, true, nil
 }
 
-func set(txn *badger.Txn, key, val []byte) error {
+func set(txn kv.Txn, key, val []byte) error {
 	if err := txn.Set(key, val); err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
-	record(txn, mutation{Key: key, Val: val})
 	return nil
 }
 
-func del(txn *badger.Txn, key []byte) error {
+func del(txn kv.Txn, key []byte) error {
 	if err := txn.Delete(key); err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
-	record(txn, mutation{Key: key, Del: true})
 	return nil
 }
 
 // scan calls fn for each key with prefix, in order; fn's key and value are
 // only valid during the call. Returning errStop ends the scan quietly.
-func scan(txn *badger.Txn, prefix []byte, keysOnly bool, fn func(key, val []byte) error) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = prefix
-	opts.PrefetchValues = !keysOnly
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		var val []byte
-		if !keysOnly {
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("read metadata: %w", err)
-			}
-			val = v
-		}
-		if err := fn(item.Key(), val); err != nil {
-			if errors.Is(err, errStop) {
-				return nil
-			}
-			return err
-		}
+func scan(txn kv.Reader, prefix []byte, keysOnly bool, fn func(key, val []byte) error) error {
+	return scanFrom(txn, prefix, prefix, kv.ScanOptions{KeysOnly: keysOnly}, fn)
+}
+
+// scanFrom is scan from key start (within prefix) on, as opts says.
+func scanFrom(txn kv.Reader, prefix, start []byte, opts kv.ScanOptions, fn func(key, val []byte) error) error {
+	if err := txn.Scan(start, kv.PrefixEnd(prefix), opts, fn); !errors.Is(err, errStop) {
+		return err
 	}
 	return nil
 }
 
 var errStop = errors.New("stop scan")
 
-func getInode(txn *badger.Txn, ino Ino) (Inode, error) {
+func getInode(txn kv.Reader, ino Ino) (Inode, error) {
 	v, ok, err := get(txn, inoKey(kInode, ino))
 	if err != nil {
 		return Inode{}, err
@@ -398,11 +412,11 @@ func getInode(txn *badger.Txn, ino Ino) (Inode, error) {
 	return decodeInode(ino, v)
 }
 
-func putInode(txn *badger.Txn, i *Inode) error {
+func putInode(txn kv.Txn, i *Inode) error {
 	return set(txn, inoKey(kInode, i.Ino), i.encode())
 }
 
-func getDentry(txn *badger.Txn, parent Ino, name string) (dentry, bool, error) {
+func getDentry(txn kv.Reader, parent Ino, name string) (dentry, bool, error) {
 	v, ok, err := get(txn, dentryKey(parent, name))
 	if err != nil || !ok {
 		return dentry{}, false, err
@@ -411,7 +425,7 @@ func getDentry(txn *badger.Txn, parent Ino, name string) (dentry, bool, error) {
 	return e, err == nil, err
 }
 
-func getChunkRecord(txn *badger.Txn, id nodes.ChunkID) (chunkRecord, bool, error) {
+func getChunkRecord(txn kv.Reader, id nodes.ChunkID) (chunkRecord, bool, error) {
 	v, ok, err := get(txn, chunkKey(kChunk, id))
 	if err != nil || !ok {
 		return chunkRecord{}, false, err
@@ -424,7 +438,7 @@ func getChunkRecord(txn *badger.Txn, id nodes.ChunkID) (chunkRecord, bool, error
 }
 
 // newIno gives out a new inode number and counts the inode as existing.
-func newIno(txn *badger.Txn) (Ino, error) {
+func newIno(txn kv.Txn) (Ino, error) {
 	n, err := counter(txn, inoCounterKey, uint64(RootIno)+1)
 	if err != nil {
 		return 0, err
@@ -438,7 +452,7 @@ func newIno(txn *badger.Txn) (Ino, error) {
 // addCount adds delta to the uint64 count at key. An absent count is
 // unknown and stays so (a pool from before it was kept: opening counts
 // it), and a count never goes below zero.
-func addCount(txn *badger.Txn, key []byte, delta int64) error {
+func addCount(txn kv.Txn, key []byte, delta int64) error {
 	v, ok, err := get(txn, key)
 	if err != nil || !ok || len(v) != 8 {
 		return err
@@ -448,7 +462,7 @@ func addCount(txn *badger.Txn, key []byte, delta int64) error {
 }
 
 // counter increments the uint64 counter at key and returns its new value.
-func counter(txn *badger.Txn, key []byte, start uint64) (uint64, error) {
+func counter(txn kv.Txn, key []byte, start uint64) (uint64, error) {
 	v, ok, err := get(txn, key)
 	if err != nil {
 		return 0, err

@@ -1,11 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // Every write transaction of the metadata store is numbered (metaSeqKey,
@@ -32,20 +32,6 @@ type metaBatch struct {
 	Muts []mutation
 }
 
-// txnRecord collects a transaction's mutations while it runs.
-type txnRecord struct{ muts []mutation }
-
-// txnRecords maps the transactions running in metaDB.commit to their
-// records; set and del add to them.
-var txnRecords sync.Map // *badger.Txn → *txnRecord
-
-func record(txn *badger.Txn, m mutation) {
-	if r, ok := txnRecords.Load(txn); ok {
-		rec := r.(*txnRecord)
-		rec.muts = append(rec.muts, m)
-	}
-}
-
 // seqNow returns the number of the last write transaction.
 func (m *metaDB) seqNow() uint64 {
 	m.writeMu.Lock()
@@ -69,7 +55,7 @@ func (m *metaDB) apply(b metaBatch) (bool, error) {
 	if b.Seq != m.seq+1 {
 		return false, nil
 	}
-	err := m.db.Update(func(txn *badger.Txn) error {
+	err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
 		for _, mu := range b.Muts {
 			var err error
 			if mu.Del {

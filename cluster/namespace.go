@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // MaxNameLen is the longest file name, as on ext4.
@@ -46,7 +46,7 @@ func (m *Manager) GetAttr(ino Ino) (Inode, error) {
 // inode returns the attributes stored in the metadata only.
 func (m *Manager) inode(ino Ino) (Inode, error) {
 	var i Inode
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		var err error
 		i, err = getInode(txn, ino)
 		return err
@@ -83,7 +83,7 @@ func (m *Manager) Lookup(parent Ino, name string) (Inode, error) {
 		return Inode{}, fmt.Errorf("name of %d bytes: %w", len(name), ErrNameTooLong)
 	}
 	var i Inode
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		e, ok, err := getDentry(txn, parent, name)
 		if err != nil {
 			return err
@@ -110,42 +110,38 @@ func (m *Manager) ReadDir(ino Ino) ([]DirEntry, error) {
 // once, whatever is created or removed around it meanwhile.
 func (m *Manager) ReadDirAfter(ino Ino, after string, limit int) ([]DirEntry, error) {
 	var out []DirEntry
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		out = out[:0]
 		if _, err := parentDir(txn, ino); err != nil {
 			return err
 		}
 		prefix := inoKey(kDentry, ino)
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		opts.PrefetchValues = false
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(append(prefix, after...)); it.Valid() && limit != 0; it.Next() {
-			item := it.Item()
-			name := string(item.Key()[len(prefix):])
-			if name <= after && after != "" {
-				continue // the entry read last, or one before it
+		opts := kv.ScanOptions{}
+		if limit > 0 {
+			opts.Limit = limit + 1 // the first may be the entry read last
+		}
+		return scanFrom(txn, prefix, append(prefix, after...), opts, func(k, v []byte) error {
+			if limit == 0 {
+				return errStop
 			}
-			var e dentry
-			err := item.Value(func(v []byte) error {
-				var err error
-				e, err = decodeDentry(v)
-				return err
-			})
+			name := string(k[len(prefix):])
+			if name <= after && after != "" {
+				return nil // the entry read last, or one before it
+			}
+			e, err := decodeDentry(v)
 			if err != nil {
 				return fmt.Errorf("read directory %d: %w", ino, err)
 			}
 			out = append(out, DirEntry{Name: name, Ino: e.Ino, Type: e.Type})
 			limit--
-		}
-		return nil
+			return nil
+		})
 	})
 	return out, err
 }
 
 // parentDir loads parent and checks that it is a directory.
-func parentDir(txn *badger.Txn, parent Ino) (Inode, error) {
+func parentDir(txn kv.Reader, parent Ino) (Inode, error) {
 	dir, err := getInode(txn, parent)
 	if err != nil {
 		return dir, err
@@ -192,7 +188,7 @@ func checkType(mode uint32) (uint32, error) {
 // directory a new inode belongs to the directory's group, and a new
 // directory is set-group-ID too, as on Linux (the kernel has already
 // cleared the bit from a file's mode when the creator may not set it).
-func newChild(txn *badger.Txn, dir *Inode, typ, mode uint32, c Caller, t int64) (Inode, error) {
+func newChild(txn kv.Txn, dir *Inode, typ, mode uint32, c Caller, t int64) (Inode, error) {
 	n, err := newIno(txn)
 	if err != nil {
 		return Inode{}, err
@@ -221,7 +217,7 @@ func (m *Manager) Make(parent Ino, name string, s NodeSpec, c Caller) (Inode, er
 		return Inode{}, err
 	}
 	var child Inode
-	err = m.meta.update(func(txn *badger.Txn) error {
+	err = m.meta.update(func(txn kv.Txn) error {
 		dir, err := parentDir(txn, parent)
 		if err != nil {
 			return err
@@ -279,7 +275,7 @@ func (m *Manager) Link(ino, parent Ino, name string) (Inode, error) {
 		return Inode{}, err
 	}
 	var child Inode
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		dir, err := parentDir(txn, parent)
 		if err != nil {
 			return err
@@ -320,7 +316,7 @@ func (m *Manager) Link(ino, parent Ino, name string) (Inode, error) {
 // dropName removes one link to child inside txn. When the last link goes
 // the inode becomes an orphan, freed by freeOrphan once no handle has it
 // open.
-func dropName(txn *badger.Txn, child *Inode, t int64) (orphaned bool, err error) {
+func dropName(txn kv.Txn, child *Inode, t int64) (orphaned bool, err error) {
 	if child.IsDir() {
 		child.Nlink = 0
 	} else if child.Nlink > 0 {
@@ -348,7 +344,7 @@ func (m *Manager) Rmdir(parent Ino, name string) error {
 
 func (m *Manager) remove(parent Ino, name string, wantDir bool) error {
 	var orphan Ino
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		orphan = 0
 		dir, err := parentDir(txn, parent)
 		if err != nil {
@@ -399,7 +395,7 @@ func (m *Manager) remove(parent Ino, name string, wantDir bool) error {
 	return m.maybeFree(orphan)
 }
 
-func dirEmpty(txn *badger.Txn, ino Ino) (bool, error) {
+func dirEmpty(txn kv.Reader, ino Ino) (bool, error) {
 	empty := true
 	err := scan(txn, inoKey(kDentry, ino), true, func(_, _ []byte) error {
 		empty = false

@@ -1,7 +1,7 @@
 package cluster
 
 import (
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // An inode with no name left (unlinked while open, a put in progress, an
@@ -46,7 +46,7 @@ func (m *Manager) maybeFree(ino Ino) error {
 // freeOrphan deletes an inode that has no name: its chunks, then itself.
 func (m *Manager) freeOrphan(ino Ino) error {
 	var isOrphan bool
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		_, ok, err := get(txn, inoKey(kOrphan, ino))
 		isOrphan = ok
 		return err
@@ -57,7 +57,7 @@ func (m *Manager) freeOrphan(ino Ino) error {
 	if err := m.dropChunksFrom(ino, 0, 0); err != nil {
 		return err
 	}
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.update(func(txn kv.Txn) error {
 		// Close and the kernel's Forget may free one orphan at once: the
 		// one that finds the mark gone has nothing left to do (reading
 		// the mark also makes the two transactions conflict).

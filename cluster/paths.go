@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // SetChangeHook registers a function called after the path API changes
@@ -221,7 +221,7 @@ func (m *Manager) PutFile(ctx context.Context, p string, r io.Reader, mode uint3
 // group from dir as a named file would (see newChild).
 func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
 	var n Inode
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		var err error
 		if n, err = newChild(txn, &dir, syscall.S_IFREG, mode, c, now()); err != nil {
 			return err
@@ -245,7 +245,7 @@ func (m *Manager) newOrphan(dir Inode, mode uint32, c Caller) (Inode, error) {
 // of that name, whose inode it returns if that lost its last name.
 func (m *Manager) linkOrphan(parent Ino, name string, ino Ino) (Ino, error) {
 	var replaced Ino
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		replaced = 0
 		dir, err := parentDir(txn, parent)
 		if err != nil {

@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"slices"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -51,7 +50,7 @@ func parsePendingKey(k []byte) (uint32, nodes.ChunkID, bool) {
 
 // queueDelete records inside txn that drive num's copy of id, if any, is
 // to be deleted.
-func queueDelete(txn *badger.Txn, num uint32, id nodes.ChunkID) error {
+func queueDelete(txn kv.Txn, num uint32, id nodes.ChunkID) error {
 	return set(txn, pendingKey(num, id), nil)
 }
 
@@ -63,7 +62,7 @@ func (m *Manager) queueDeletes(id nodes.ChunkID, nums []uint32) {
 	if len(nums) == 0 {
 		return
 	}
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		for _, num := range nums {
 			if err := queueDelete(txn, num, id); err != nil {
 				return err
@@ -83,7 +82,7 @@ func (m *Manager) queueDeletes(id nodes.ChunkID, nums []uint32) {
 // delete fails (it is marked failed and the error returned).
 func (m *Manager) finishDelete(d *drive, id nodes.ChunkID) (bool, error) {
 	var pending, held bool
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		_, ok, err := get(txn, pendingKey(d.num, id))
 		if err != nil || !ok {
 			return err
@@ -114,7 +113,7 @@ func (m *Manager) finishDelete(d *drive, id nodes.ChunkID) (bool, error) {
 			return false, fmt.Errorf("delete chunk %s from %s: %w", id.Short(), d.record().Name, err)
 		}
 	}
-	if err := m.meta.update(func(txn *badger.Txn) error { return del(txn, pendingKey(d.num, id)) }); err != nil {
+	if err := m.meta.update(func(txn kv.Txn) error { return del(txn, pendingKey(d.num, id)) }); err != nil {
 		return deleted, fmt.Errorf("drop pending delete of chunk %s: %w", id.Short(), err)
 	}
 	return deleted, nil
@@ -124,7 +123,7 @@ func (m *Manager) finishDelete(d *drive, id nodes.ChunkID) (bool, error) {
 // usable, and returns how many copies it deleted.
 func (m *Manager) finishDeletes(ctx context.Context, d *drive) (int, error) {
 	var ids []nodes.ChunkID
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, pendingPrefix(d.num), true, func(k, _ []byte) error {
 			if _, id, ok := parsePendingKey(k); ok {
 				ids = append(ids, id)
@@ -201,7 +200,7 @@ func (m *Manager) dropPendingOf(num uint32) error {
 	prefix := pendingPrefix(num)
 	for {
 		var keys [][]byte
-		err := m.meta.view(func(txn *badger.Txn) error {
+		err := m.meta.view(func(txn kv.Reader) error {
 			return scan(txn, prefix, true, func(k, _ []byte) error {
 				keys = append(keys, slices.Clone(k))
 				if len(keys) == txnBatch {
@@ -211,7 +210,7 @@ func (m *Manager) dropPendingOf(num uint32) error {
 			})
 		})
 		if err == nil && len(keys) > 0 {
-			err = m.meta.update(func(txn *badger.Txn) error {
+			err = m.meta.update(func(txn kv.Txn) error {
 				for _, k := range keys {
 					if err := del(txn, k); err != nil {
 						return err
@@ -232,7 +231,7 @@ func (m *Manager) dropPendingOf(num uint32) error {
 // pendingDeletes counts the pending deletes by drive number.
 func (m *Manager) pendingDeletes() (map[uint32]int64, error) {
 	counts := map[uint32]int64{}
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kPending}, true, func(k, _ []byte) error {
 			if num, _, ok := parsePendingKey(k); ok {
 				counts[num]++

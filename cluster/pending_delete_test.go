@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -59,7 +58,7 @@ func countPendingKeys(t testing.TB, home string) int {
 	}
 	defer meta.close()
 	n := 0
-	err = meta.view(func(txn *badger.Txn) error {
+	err = meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kPending}, true, func([]byte, []byte) error { n++; return nil })
 	})
 	if err != nil {
@@ -264,7 +263,7 @@ func TestPendingDeleteOfChunkHeldAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, id := range ids {
-			if err := tp.meta.update(func(txn *badger.Txn) error { return queueDelete(txn, d.num, id) }); err != nil {
+			if err := tp.meta.update(func(txn kv.Txn) error { return queueDelete(txn, d.num, id) }); err != nil {
 				t.Fatal(err)
 			}
 			queued++
@@ -342,7 +341,7 @@ func TestGCAndScrubFinishPendingDeletes(t *testing.T) {
 			if err := d.usable().Put(id, stray); err != nil {
 				t.Fatal(err)
 			}
-			if err := tp.meta.update(func(txn *badger.Txn) error { return queueDelete(txn, d.num, id) }); err != nil {
+			if err := tp.meta.update(func(txn kv.Txn) error { return queueDelete(txn, d.num, id) }); err != nil {
 				t.Fatal(err)
 			}
 			var orphans int64

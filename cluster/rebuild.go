@@ -10,8 +10,7 @@ import (
 	"slices"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -199,7 +198,7 @@ func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath s
 		}
 		loaded++
 	}
-	err = meta.update(func(txn *badger.Txn) error {
+	err = meta.update(func(txn kv.Txn) error {
 		// Opened as after a crash: references recounted, orphans swept.
 		if err := del(txn, cleanKey); err != nil {
 			return err

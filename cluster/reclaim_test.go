@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -468,7 +467,7 @@ func TestReclaimYieldsToSyncs(t *testing.T) {
 func markerKeys(t *testing.T, tp *testPool) map[slotAddr]uint64 {
 	t.Helper()
 	out := map[slotAddr]uint64{}
-	err := tp.meta.view(func(txn *badger.Txn) error {
+	err := tp.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kUnsettled}, false, func(k, v []byte) error {
 			out[slotAddr{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))}] = binary.BigEndian.Uint64(v)
 			return nil

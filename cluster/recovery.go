@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -16,7 +15,7 @@ import (
 func (m *Manager) recover() error {
 	var orphans, truncating []Ino
 	var crashed bool
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		_, clean, err := get(txn, cleanKey)
 		crashed = !clean
 		if err != nil {
@@ -87,13 +86,13 @@ func (m *Manager) recover() error {
 			"orphan_copies", swept, "lost_unsynced_layers", reverted)
 	}
 	// Until a clean Close, the pool counts as crashed.
-	return m.meta.update(func(txn *badger.Txn) error { return del(txn, cleanKey) })
+	return m.meta.update(func(txn kv.Txn) error { return del(txn, cleanKey) })
 }
 
 // ensureInodeCount counts the inodes into inodeCountKey if the count is
 // missing (a pool from before it was kept).
 func (m *Manager) ensureInodeCount() error {
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.update(func(txn kv.Txn) error {
 		if _, ok, err := get(txn, inodeCountKey); err != nil || ok {
 			return err
 		}
@@ -102,7 +101,7 @@ func (m *Manager) ensureInodeCount() error {
 }
 
 // recountInodes sets the inode count to the inodes there are.
-func recountInodes(txn *badger.Txn) error {
+func recountInodes(txn kv.Txn) error {
 	n := uint64(0)
 	err := scan(txn, []byte{kInode}, true, func(_, _ []byte) error {
 		n++
@@ -118,7 +117,7 @@ func recountInodes(txn *badger.Txn) error {
 // other nodes, the root and unlinked files still open included).
 func (m *Manager) InodeCount() (uint64, error) {
 	var n uint64
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		v, ok, err := get(txn, inodeCountKey)
 		if ok && len(v) == 8 {
 			n = binary.BigEndian.Uint64(v)
@@ -133,7 +132,7 @@ var cleanKey = []byte{kCounter, 'c'}
 
 // markClean records a clean close.
 func (m *Manager) markClean() error {
-	if err := m.meta.update(func(txn *badger.Txn) error { return set(txn, cleanKey, nil) }); err != nil {
+	if err := m.meta.update(func(txn kv.Txn) error { return set(txn, cleanKey, nil) }); err != nil {
 		return err
 	}
 	return m.meta.sync()
@@ -142,7 +141,7 @@ func (m *Manager) markClean() error {
 // zeroChunks lists chunks whose reference count fell to zero.
 func (m *Manager) zeroChunks() ([]nodes.ChunkID, error) {
 	var zero []nodes.ChunkID
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kZero}, true, func(k, _ []byte) error {
 			var id nodes.ChunkID
 			if len(k) == 1+len(id) {
@@ -160,7 +159,7 @@ func (m *Manager) zeroChunks() ([]nodes.ChunkID, error) {
 func (m *Manager) recountRefs() (int, error) {
 	counts := map[nodes.ChunkID]uint64{}
 	var fixes []nodes.ChunkID
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		err := scanSlots(txn, nil, func(_ Ino, _ int64, ls layers) error {
 			for _, ref := range ls.refs() {
 				counts[ref.ID]++
@@ -188,7 +187,7 @@ func (m *Manager) recountRefs() (int, error) {
 	}
 	for start := 0; start < len(fixes); start += txnBatch {
 		batch := fixes[start:min(start+txnBatch, len(fixes))]
-		err := m.meta.update(func(txn *badger.Txn) error {
+		err := m.meta.update(func(txn kv.Txn) error {
 			for _, id := range batch {
 				rec, ok, err := getChunkRecord(txn, id)
 				if err != nil || !ok {
@@ -226,7 +225,7 @@ func (m *Manager) revertUnsettled() (int, error) {
 		idx int64
 	}
 	var keys []key
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kUnsettled}, true, func(k, _ []byte) error {
 			if len(k) == 17 {
 				keys = append(keys, key{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))})
@@ -285,7 +284,7 @@ func (m *Manager) revertUnsettled() (int, error) {
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return dropped, err
 		}
-		if err := m.meta.update(func(txn *badger.Txn) error { return del(txn, unsettledKey(k.ino, k.idx)) }); err != nil {
+		if err := m.meta.update(func(txn kv.Txn) error { return del(txn, unsettledKey(k.ino, k.idx)) }); err != nil {
 			return dropped, err
 		}
 	}

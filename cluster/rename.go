@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"syscall"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // RenameFlags are the flags of renameat2(2).
@@ -35,7 +35,7 @@ func (m *Manager) RenameAs(oldParent Ino, oldName string, newParent Ino, newName
 		return fmt.Errorf("rename flags %#x: %w", flags, ErrInvalid)
 	}
 	var orphan Ino
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		orphan = 0
 		src, ok, err := getDentry(txn, oldParent, oldName)
 		if err != nil {
@@ -143,7 +143,7 @@ func (m *Manager) RenameAs(oldParent Ino, oldName string, newParent Ino, newName
 
 // whiteout names a new whiteout name in parent: a character device with
 // device number 0 and no permissions, as ext4 and tmpfs make them.
-func whiteout(txn *badger.Txn, parent Ino, name string, c Caller, t int64) error {
+func whiteout(txn kv.Txn, parent Ino, name string, c Caller, t int64) error {
 	dir, err := parentDir(txn, parent)
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func whiteout(txn *badger.Txn, parent Ino, name string, c Caller, t int64) error
 
 // notAncestor fails with ErrInvalid if dir is dest or one of its ancestors:
 // a directory cannot move into its own subtree.
-func notAncestor(txn *badger.Txn, dir, dest Ino) error {
+func notAncestor(txn kv.Reader, dir, dest Ino) error {
 	for cur := dest; ; {
 		if cur == dir {
 			return fmt.Errorf("move a directory into itself: %w", ErrInvalid)
@@ -181,7 +181,7 @@ func notAncestor(txn *badger.Txn, dir, dest Ino) error {
 
 // moveDir updates a renamed inode: its ctime, and for a directory its
 // parent pointer and both parents' link counts ("..").
-func moveDir(txn *badger.Txn, n *Inode, from, to Ino, t int64) error {
+func moveDir(txn kv.Txn, n *Inode, from, to Ino, t int64) error {
 	n.Ctime = t
 	if n.IsDir() && from != to {
 		n.Parent = to
@@ -195,7 +195,7 @@ func moveDir(txn *badger.Txn, n *Inode, from, to Ino, t int64) error {
 	return putInode(txn, n)
 }
 
-func adjustNlink(txn *badger.Txn, ino Ino, delta int) error {
+func adjustNlink(txn kv.Txn, ino Ino, delta int) error {
 	n, err := getInode(txn, ino)
 	if err != nil {
 		return err
@@ -204,7 +204,7 @@ func adjustNlink(txn *badger.Txn, ino Ino, delta int) error {
 	return putInode(txn, &n)
 }
 
-func touchDirs(txn *badger.Txn, t int64, dirs ...Ino) error {
+func touchDirs(txn kv.Txn, t int64, dirs ...Ino) error {
 	for i, ino := range dirs {
 		if i > 0 && ino == dirs[0] {
 			continue

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // SetAttrIn holds the attributes to change; nil fields stay as they are.
@@ -42,7 +42,7 @@ func (m *Manager) SetAttr(ctx context.Context, ino Ino, in SetAttrIn) (Inode, er
 			return Inode{}, err
 		}
 	}
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		n, err := getInode(txn, ino)
 		if err != nil {
 			return err
@@ -121,7 +121,7 @@ func (m *Manager) TouchAtime(ino Ino, mode AtimeMode) (bool, error) {
 		return false, err
 	}
 	changed := false
-	err = m.meta.update(func(txn *badger.Txn) error {
+	err = m.meta.update(func(txn kv.Txn) error {
 		n, err := getInode(txn, ino)
 		if err != nil {
 			return err

@@ -7,8 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -37,7 +36,7 @@ func unsettledKey(ino Ino, idx int64) []byte {
 }
 
 // getSlot reads the layers of slot idx of ino; ok is false for a hole.
-func getSlot(txn *badger.Txn, ino Ino, idx int64) (layers, bool, error) {
+func getSlot(txn kv.Reader, ino Ino, idx int64) (layers, bool, error) {
 	v, ok, err := get(txn, fileChunkKey(ino, idx))
 	if err != nil || !ok {
 		return nil, false, err
@@ -52,7 +51,7 @@ func getSlot(txn *badger.Txn, ino Ino, idx int64) (layers, bool, error) {
 // slotAt returns the layers of slot idx of ino, nil for a hole.
 func (m *Manager) slotAt(ino Ino, idx int64) (layers, error) {
 	var ls layers
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		var err error
 		ls, _, err = getSlot(txn, ino, idx)
 		return err
@@ -63,7 +62,7 @@ func (m *Manager) slotAt(ino Ino, idx int64) (layers, error) {
 // fileSlots returns the slots of a file in index order.
 func (m *Manager) fileSlots(ino Ino) ([]slot, error) {
 	var out []slot
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		prefix := inoKey(kFile, ino)
 		return scan(txn, prefix, false, func(k, v []byte) error {
 			ls, err := decodeLayers(v)
@@ -81,7 +80,7 @@ func (m *Manager) fileSlots(ino Ino) ([]slot, error) {
 // whole-keyspace scan: heal, status, fsck, reference counts). A slot that
 // does not decode stops the scan with its error, unless bad is set: then
 // bad gets its key and the scan goes on.
-func scanSlots(txn *badger.Txn, bad func(key []byte, ino Ino, idx int64), fn func(ino Ino, idx int64, ls layers) error) error {
+func scanSlots(txn kv.Reader, bad func(key []byte, ino Ino, idx int64), fn func(ino Ino, idx int64, ls layers) error) error {
 	return scan(txn, []byte{kFile}, false, func(k, v []byte) error {
 		if len(k) != 17 {
 			return nil
@@ -101,7 +100,7 @@ func scanSlots(txn *badger.Txn, bad func(key []byte, ino Ino, idx int64), fn fun
 
 // putSlot writes slot idx of ino inside txn, deleting it when no layer is
 // left, and keeps n.Stored up to date (old is what was there).
-func putSlot(txn *badger.Txn, n *Inode, idx int64, old, ls layers) error {
+func putSlot(txn kv.Txn, n *Inode, idx int64, old, ls layers) error {
 	n.Stored += ls.storedBytes() - old.storedBytes()
 	if len(ls) == 0 {
 		return del(txn, fileChunkKey(n.Ino, idx))
@@ -111,7 +110,7 @@ func putSlot(txn *badger.Txn, n *Inode, idx int64, old, ls layers) error {
 
 // release drops one reference for each stored piece inside txn and
 // returns the chunks whose last reference went.
-func release(txn *badger.Txn, pieces []piece) ([]nodes.ChunkID, error) {
+func release(txn kv.Txn, pieces []piece) ([]nodes.ChunkID, error) {
 	var zero []nodes.ChunkID
 	for _, p := range pieces {
 		if p.zero() {
@@ -142,7 +141,7 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 		var marked []slotAddr
 		err := m.committing(func(epoch uint64) error {
 			m.markUnsynced(unsynced)
-			err := m.meta.update(func(txn *badger.Txn) error {
+			err := m.meta.update(func(txn kv.Txn) error {
 				zero, marked = zero[:0:0], marked[:0]
 				n, err := getInode(txn, ino)
 				if err != nil {
@@ -203,7 +202,7 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 
 // countStored sets n.Stored from the file's slots if it is unknown (an
 // inode written before it was kept), inside txn before any change.
-func countStored(txn *badger.Txn, n *Inode) error {
+func countStored(txn kv.Reader, n *Inode) error {
 	if n.Stored >= 0 {
 		return nil
 	}
@@ -234,7 +233,7 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 	for {
 		var zero []nodes.ChunkID
 		done := false
-		err := m.meta.update(func(txn *badger.Txn) error {
+		err := m.meta.update(func(txn kv.Txn) error {
 			zero = zero[:0:0]
 			n, err := getInode(txn, ino)
 			gone := errors.Is(err, ErrNotFound) // freeing an orphan whose inode went first
@@ -248,26 +247,21 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 			}
 			var keys [][]byte
 			var slots []layers
-			opts := badger.DefaultIteratorOptions
-			opts.Prefix = prefix
-			it := txn.NewIterator(opts)
-			for it.Seek(fileChunkKey(ino, from)); it.Valid() && len(keys) < txnBatch; it.Next() {
-				if stop != nil && bytes.Compare(it.Item().Key(), stop) >= 0 {
-					break
-				}
-				v, err := it.Item().ValueCopy(nil)
-				if err != nil {
-					it.Close()
-					return fmt.Errorf("read metadata: %w", err)
-				}
+			end := stop
+			if end == nil {
+				end = kv.PrefixEnd(prefix)
+			}
+			err = txn.Scan(fileChunkKey(ino, from), end, kv.ScanOptions{Limit: txnBatch}, func(k, v []byte) error {
 				ls, err := decodeLayers(v)
 				if err != nil {
-					it.Close()
 					return err
 				}
-				keys, slots = append(keys, it.Item().KeyCopy(nil)), append(slots, ls)
+				keys, slots = append(keys, bytes.Clone(k)), append(slots, ls)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			it.Close()
 			for i, k := range keys {
 				if err := del(txn, k); err != nil {
 					return err
@@ -308,7 +302,7 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 // is settled on the way.
 func (m *Manager) editSlot(ino Ino, idx int64, edit func(layers) (layers, []piece)) error {
 	var zero []nodes.ChunkID
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		zero = zero[:0:0]
 		n, err := getInode(txn, ino)
 		if err != nil {
@@ -359,7 +353,7 @@ func (m *Manager) truncate(ctx context.Context, ino Ino, size int64) error {
 	idx, keep := size/cs, int(size%cs)
 	var zero []nodes.ChunkID
 	beyond := false
-	err := m.meta.update(func(txn *badger.Txn) error {
+	err := m.meta.update(func(txn kv.Txn) error {
 		zero = zero[:0:0]
 		n, err := getInode(txn, ino)
 		if err != nil {
@@ -421,13 +415,13 @@ func holeIfEmpty(ls layers, dropped []piece) (layers, []piece) {
 }
 
 // hasChunkFrom reports whether ino has a slot at index from or after.
-func hasChunkFrom(txn *badger.Txn, ino Ino, from int64) (bool, error) {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix, opts.PrefetchValues = inoKey(kFile, ino), false
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	it.Seek(fileChunkKey(ino, from))
-	return it.Valid(), nil
+func hasChunkFrom(txn kv.Reader, ino Ino, from int64) (bool, error) {
+	found := false
+	err := scanFrom(txn, inoKey(kFile, ino), fileChunkKey(ino, from), kv.ScanOptions{KeysOnly: true, Limit: 1}, func(_, _ []byte) error {
+		found = true
+		return nil
+	})
+	return found, err
 }
 
 // finishTruncate drops the slots of ino past its size and its truncation
@@ -436,7 +430,7 @@ func hasChunkFrom(txn *badger.Txn, ino Ino, from int64) (bool, error) {
 func (m *Manager) finishTruncate(ino Ino) error {
 	n, err := m.inode(ino)
 	if errors.Is(err, ErrNotFound) {
-		return m.meta.update(func(txn *badger.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
+		return m.meta.update(func(txn kv.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
 	}
 	if err != nil {
 		return err
@@ -445,7 +439,7 @@ func (m *Manager) finishTruncate(ino Ino) error {
 	if err := m.dropChunks(ino, (n.Size+cs-1)/cs, -1, -1); err != nil {
 		return err
 	}
-	return m.meta.update(func(txn *badger.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
+	return m.meta.update(func(txn kv.Txn) error { return del(txn, inoKey(kTruncate, ino)) })
 }
 
 // wantFor returns the replication factor for an inode's new chunks.

@@ -4,8 +4,7 @@ import (
 	"cmp"
 	"fmt"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -94,7 +93,7 @@ func (m *Manager) Status() (Status, error) {
 	st.UsableFree = st.RawFree / int64(m.cfg.Replicas)
 	var copyBytes int64                    // of the copies on the drives measured
 	soleCopy := map[nodes.ChunkID]uint32{} // chunk → the one online drive holding it
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
 			n, err := decodeInode(0, v)
 			if err != nil {
@@ -227,7 +226,7 @@ func (m *Manager) ChunkLocations(ino Ino) ([]ChunkLocation, error) {
 		return nil, err
 	}
 	out := make([]ChunkLocation, 0, len(slots))
-	err = m.meta.view(func(txn *badger.Txn) error {
+	err = m.meta.view(func(txn kv.Reader) error {
 		for _, s := range slots {
 			// One line per chunk a slot uses, however many pieces of it.
 			seen := map[nodes.ChunkID]bool{}
@@ -249,7 +248,7 @@ func (m *Manager) ChunkLocations(ino Ino) ([]ChunkLocation, error) {
 }
 
 // chunkLocation describes chunk ref, used at slot idx, and its copies.
-func (m *Manager) chunkLocation(txn *badger.Txn, idx int64, ref ChunkRef) (ChunkLocation, error) {
+func (m *Manager) chunkLocation(txn kv.Reader, idx int64, ref ChunkRef) (ChunkLocation, error) {
 	rec, _, err := getChunkRecord(txn, ref.ID)
 	if err != nil {
 		return ChunkLocation{}, err

@@ -8,8 +8,7 @@ import (
 	"sync"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -248,7 +247,7 @@ func (m *Manager) startSettler() {
 func (m *Manager) settle(epoch uint64, force bool) error {
 	due := m.unsettled.take(epoch)
 	var work []settleItem
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		for _, a := range due {
 			drop, err := slotToSettle(txn, a, epoch)
 			switch {
@@ -272,7 +271,7 @@ func (m *Manager) settle(epoch uint64, force bool) error {
 	for len(work) > 0 {
 		n := min(len(work), settleBatch)
 		err := m.settleSlots(work[:n])
-		for errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
+		for errors.Is(err, kv.ErrTooBig) && n > 1 {
 			n /= 2 // slots with many pieces to release: fewer per transaction
 			err = m.settleSlots(work[:n])
 		}
@@ -294,7 +293,7 @@ func (m *Manager) settleStored() error {
 	m.settleMu.Lock()
 	defer m.settleMu.Unlock()
 	var due []slotAddr
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		return scan(txn, []byte{kUnsettled}, true, func(k, _ []byte) error {
 			if len(k) == 17 {
 				due = append(due, slotAddr{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))})
@@ -402,7 +401,7 @@ func (q *markerQueue) take() []settleItem {
 
 // slotToSettle reports whether settling slot a (if its latest commit is
 // from epoch or before) drops layers, rather than only its marker.
-func slotToSettle(txn *badger.Txn, a slotAddr, epoch uint64) (bool, error) {
+func slotToSettle(txn kv.Reader, a slotAddr, epoch uint64) (bool, error) {
 	v, ok, err := get(txn, unsettledKey(a.ino, a.idx))
 	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
 		return false, err
@@ -425,7 +424,7 @@ func (m *Manager) settleSlot(ino Ino, idx int64, epoch uint64) error {
 // commit is from its epoch or before.
 func (m *Manager) settleSlots(items []settleItem) error {
 	var zero []nodes.ChunkID
-	err := m.meta.tidy(func(txn *badger.Txn) error {
+	err := m.meta.tidy(func(txn kv.Txn) error {
 		zero = zero[:0:0]
 		for _, it := range items {
 			z, err := settleInTxn(txn, it.slot.ino, it.slot.idx, it.epoch)
@@ -445,7 +444,7 @@ func (m *Manager) settleSlots(items []settleItem) error {
 
 // settleInTxn settles slot idx of ino in txn if its latest commit is from
 // epoch or before, and returns the chunks that lost their last reference.
-func settleInTxn(txn *badger.Txn, ino Ino, idx int64, epoch uint64) ([]nodes.ChunkID, error) {
+func settleInTxn(txn kv.Txn, ino Ino, idx int64, epoch uint64) ([]nodes.ChunkID, error) {
 	key := unsettledKey(ino, idx)
 	v, ok, err := get(txn, key)
 	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {

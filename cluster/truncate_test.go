@@ -6,8 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	badger "github.com/dgraph-io/badger/v4"
-
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -59,7 +58,7 @@ func TestTruncateFinishedAfterCrash(t *testing.T) {
 	n, _ := tp.Resolve("/f")
 	// What a crash right after truncate's transaction leaves: the new
 	// size, the marker, and the chunks past the end still there.
-	err := tp.meta.update(func(txn *badger.Txn) error {
+	err := tp.meta.update(func(txn kv.Txn) error {
 		i, err := getInode(txn, n.Ino)
 		if err != nil {
 			return err

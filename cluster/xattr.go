@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // Extended attributes are stored per inode under 'x' ino name. Two names
@@ -126,7 +126,7 @@ func (m *Manager) GetXattr(ino Ino, name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", name, ErrNoAttr)
 	}
 	var v []byte
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		val, ok, err := get(txn, xattrKey(ino, name))
 		if err != nil {
 			return err
@@ -164,7 +164,7 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 		if err != nil || r < 1 || r > MaxReplicas {
 			return fmt.Errorf("%s must be a number from 1 to %d: %w", name, MaxReplicas, ErrInvalid)
 		}
-		err = m.meta.update(func(txn *badger.Txn) error {
+		err = m.meta.update(func(txn kv.Txn) error {
 			n, err := getInode(txn, ino)
 			if err != nil {
 				return err
@@ -181,7 +181,7 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 		return err
 	}
 	defer m.absent.set(ino, name)
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.update(func(txn kv.Txn) error {
 		_, exists, err := get(txn, xattrKey(ino, name))
 		if err != nil {
 			return err
@@ -201,7 +201,7 @@ func (m *Manager) SetXattr(ino Ino, name string, value []byte, flags XattrFlags)
 
 // touchCtime records a change of ino's attributes: setting or removing an
 // extended attribute changes ctime, as chmod does.
-func touchCtime(txn *badger.Txn, ino Ino) error {
+func touchCtime(txn kv.Txn, ino Ino) error {
 	n, err := getInode(txn, ino)
 	if err != nil {
 		return err
@@ -217,7 +217,7 @@ func (m *Manager) RemoveXattr(ino Ino, name string) error {
 	}
 	if name == XattrReplicas {
 		// Back to inheriting the pool default.
-		return m.meta.update(func(txn *badger.Txn) error {
+		return m.meta.update(func(txn kv.Txn) error {
 			n, err := getInode(txn, ino)
 			if err != nil {
 				return err
@@ -229,7 +229,7 @@ func (m *Manager) RemoveXattr(ino Ino, name string) error {
 			return putInode(txn, &n)
 		})
 	}
-	return m.meta.update(func(txn *badger.Txn) error {
+	return m.meta.update(func(txn kv.Txn) error {
 		_, ok, err := get(txn, xattrKey(ino, name))
 		if err != nil {
 			return err
@@ -248,7 +248,7 @@ func (m *Manager) RemoveXattr(ino Ino, name string) error {
 // XattrPrefix).
 func (m *Manager) ListXattr(ino Ino) ([]string, error) {
 	var names []string
-	err := m.meta.view(func(txn *badger.Txn) error {
+	err := m.meta.view(func(txn kv.Reader) error {
 		if _, err := getInode(txn, ino); err != nil {
 			return err
 		}
@@ -261,7 +261,7 @@ func (m *Manager) ListXattr(ino Ino) ([]string, error) {
 	return names, err
 }
 
-func dropXattrs(txn *badger.Txn, ino Ino) error {
+func dropXattrs(txn kv.Txn, ino Ino) error {
 	var keys [][]byte
 	err := scan(txn, inoKey(kXattr, ino), true, func(k, _ []byte) error {
 		keys = append(keys, append([]byte{}, k...))

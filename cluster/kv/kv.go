@@ -161,6 +161,20 @@ func (l Limits) CheckWrite(key, value []byte) error {
 	return nil
 }
 
+// PrefixEnd returns the smallest key after every key that starts with
+// prefix, the end of a Scan of the prefix; nil (no bound) when there is
+// none (an empty prefix, or one of 0xff bytes only).
+func PrefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			end := append([]byte(nil), prefix[:i+1]...)
+			end[i]++
+			return end
+		}
+	}
+	return nil
+}
+
 // WriteBudget counts a transaction's writes against Limits, for engines
 // that check them as the writes arrive. The first limit broken sticks in
 // Err: that transaction must not commit.

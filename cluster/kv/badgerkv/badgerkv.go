@@ -39,6 +39,10 @@ func DefaultOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).WithLogger(nil).WithDetectConflicts(false)
 }
 
+// entryOverhead is what Badger adds to each entry's key and value when it
+// sizes a batch (txn.checkSize).
+const entryOverhead = 12
+
 // keyLimit is Badger's own bound on a key.
 const keyLimit = 65000
 
@@ -64,12 +68,14 @@ func Open(opts badger.Options) (*Engine, error) {
 
 // New serves an open database, which stays the caller's to close.
 func New(db *badger.DB) *Engine {
-	// Half of what Badger takes in one batch: its size estimate adds
-	// overhead per entry that callers cannot see, and the engine's own
-	// check then always fires first, with a clear message.
+	// Badger counts each entry as its key, value and 12 bytes (metas and
+	// version) against a batch, and refuses a batch that reaches its count
+	// or size: the limits leave room for that, so the engine's own check,
+	// with a clear message, always fires first.
+	count, size := int(db.MaxBatchCount()), int(db.MaxBatchSize())
 	return &Engine{db: db, limits: kv.Limits{
-		MaxTxnKeys:    int(db.MaxBatchCount() / 2),
-		MaxTxnBytes:   int(db.MaxBatchSize() / 2),
+		MaxTxnKeys:    count - 1,
+		MaxTxnBytes:   size - entryOverhead*count,
 		MaxKeyBytes:   keyLimit,
 		MaxValueBytes: int(min(db.Opts().ValueLogFileSize/2, 1<<30)),
 	}}
