@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -29,24 +28,6 @@ import (
 // re-reads the record under that lock and, if the chunk was meanwhile
 // written to that drive and recorded again (content addressing brings the
 // same chunk back), drops the key and keeps the copy.
-
-func pendingPrefix(num uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{kPending}, num)
-}
-
-func pendingKey(num uint32, id nodes.ChunkID) []byte {
-	return append(pendingPrefix(num), id[:]...)
-}
-
-// parsePendingKey splits a pending key into drive number and chunk.
-func parsePendingKey(k []byte) (uint32, nodes.ChunkID, bool) {
-	var id nodes.ChunkID
-	if len(k) != 5+len(id) || k[0] != kPending {
-		return 0, id, false
-	}
-	copy(id[:], k[5:])
-	return binary.BigEndian.Uint32(k[1:5]), id, true
-}
 
 // queueDelete records inside txn that drive num's copy of id, if any, is
 // to be deleted.

@@ -127,9 +127,6 @@ func (m *Manager) InodeCount() (uint64, error) {
 	return n, err
 }
 
-// cleanKey is present while the pool is closed cleanly.
-var cleanKey = []byte{kCounter, 'c'}
-
 // markClean records a clean close.
 func (m *Manager) markClean() error {
 	if err := m.meta.update(func(txn kv.Txn) error { return set(txn, cleanKey, nil) }); err != nil {

@@ -31,10 +31,6 @@ type slot struct {
 	Layers layers
 }
 
-func unsettledKey(ino Ino, idx int64) []byte {
-	return binary.BigEndian.AppendUint64(inoKey(kUnsettled, ino), uint64(idx))
-}
-
 // getSlot reads the layers of slot idx of ino; ok is false for a hole.
 func getSlot(txn kv.Reader, ino Ino, idx int64) (layers, bool, error) {
 	v, ok, err := get(txn, fileChunkKey(ino, idx))

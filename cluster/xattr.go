@@ -24,8 +24,17 @@ const (
 	XattrPrefix = "user.dhdfs."
 	// MaxXattrValue is Linux's limit on one attribute value.
 	MaxXattrValue = 64 << 10
-	kXattr        = 'x'
 )
+
+func checkXattrName(name string) error {
+	switch {
+	case name == "" || len(name) > MaxNameLen:
+		return fmt.Errorf("attribute name %q: %w", name, ErrInvalid)
+	case strings.HasPrefix(name, "system."):
+		return fmt.Errorf("attribute %s: %w", name, ErrNotSupported)
+	}
+	return nil
+}
 
 // XattrFlags are setxattr(2)'s flags.
 type XattrFlags uint32
@@ -42,18 +51,6 @@ var (
 	// store, such as POSIX ACLs (ENOTSUP).
 	ErrNotSupported = errors.New("operation not supported")
 )
-
-func xattrKey(ino Ino, name string) []byte { return append(inoKey(kXattr, ino), name...) }
-
-func checkXattrName(name string) error {
-	switch {
-	case name == "" || len(name) > MaxNameLen:
-		return fmt.Errorf("attribute name %q: %w", name, ErrInvalid)
-	case strings.HasPrefix(name, "system."):
-		return fmt.Errorf("attribute %s: %w", name, ErrNotSupported)
-	}
-	return nil
-}
 
 // absentXattrs remembers attributes found absent. The kernel asks for
 // security.capability before every write(2) to a FUSE file (to clear it),
