@@ -91,6 +91,56 @@ type Options struct {
 	PoisonBuffers bool
 }
 
+// DefaultOptions are the options of a pool served by a mount: every
+// background task on, at the pace the mount's flags document. The zero
+// Options, for one-shot commands, run none of them.
+func DefaultOptions() Options {
+	return Options{
+		WritesInFlight:   4,
+		CacheBytes:       DefaultCacheBytes,
+		WriteBufferBytes: DefaultWriteBufferBytes,
+		ProbeInterval:    10 * time.Second,
+		HealInterval:     time.Minute,
+		HealAfter:        10 * time.Minute,
+		RepairRate:       64 << 20,
+		ScrubInterval:    7 * 24 * time.Hour,
+		SyncInterval:     5 * time.Second,
+		MirrorInterval:   5 * time.Second,
+		DriveTimeout:     30 * time.Second,
+		ReclaimInterval:  10 * time.Second,
+		ReclaimThreshold: defaultReclaimThreshold,
+	}
+}
+
+// MinWriteBufferBytes is the least write-back memory a pool works with:
+// a few chunks in flight for each writer.
+const MinWriteBufferBytes = 4 << 20
+
+// Validate reports the first option out of range, wrapping ErrInvalid.
+func (o Options) Validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"probe interval", o.ProbeInterval}, {"heal interval", o.HealInterval}, {"heal delay", o.HealAfter},
+		{"scrub interval", o.ScrubInterval}, {"sync interval", o.SyncInterval}, {"mirror interval", o.MirrorInterval},
+		{"reclaim interval", o.ReclaimInterval}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v is negative: %w", d.name, d.v, ErrInvalid)
+		}
+	}
+	switch {
+	case o.WritesInFlight < 0:
+		return fmt.Errorf("writes in flight %d is negative: %w", o.WritesInFlight, ErrInvalid)
+	case o.WriteBufferBytes != 0 && o.WriteBufferBytes < MinWriteBufferBytes:
+		return fmt.Errorf("write buffer of %d bytes is less than %d MiB: %w", o.WriteBufferBytes, MinWriteBufferBytes>>20, ErrInvalid)
+	case o.RepairRate < 0:
+		return fmt.Errorf("repair rate %d is negative: %w", o.RepairRate, ErrInvalid)
+	case o.ReclaimThreshold < 0:
+		return fmt.Errorf("reclaim threshold %d is negative: %w", o.ReclaimThreshold, ErrInvalid)
+	}
+	return nil
+}
+
 // Manager is an open pool. It is safe for concurrent use.
 type Manager struct {
 	home string
@@ -243,6 +293,9 @@ func Open(home string, opts Options) (*Manager, error) {
 }
 
 func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	cfg, err := readConfig(home)
 	if err != nil {
 		return nil, err

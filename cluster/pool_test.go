@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestOpenErrors(t *testing.T) {
@@ -161,5 +162,37 @@ func TestRestartKeepsEverything(t *testing.T) {
 	after, _ := tp.Status()
 	if before.Files != after.Files || before.Chunks != after.Chunks || before.Copies != after.Copies {
 		t.Fatalf("status changed across restart: %+v vs %+v", before, after)
+	}
+}
+
+// DefaultOptions are valid, the zero Options too, and each option out of
+// range is refused with ErrInvalid before the pool opens.
+func TestOptionsValidate(t *testing.T) {
+	if err := DefaultOptions().Validate(); err != nil {
+		t.Fatalf("DefaultOptions: %v", err)
+	}
+	if err := (Options{}).Validate(); err != nil {
+		t.Fatalf("zero Options: %v", err)
+	}
+	for name, change := range map[string]func(*Options){
+		"negative sync interval": func(o *Options) { o.SyncInterval = -time.Second },
+		"negative heal delay":    func(o *Options) { o.HealAfter = -time.Second },
+		"tiny write buffer":      func(o *Options) { o.WriteBufferBytes = 1 << 20 },
+		"negative repair rate":   func(o *Options) { o.RepairRate = -1 },
+		"negative writers":       func(o *Options) { o.WritesInFlight = -1 },
+	} {
+		o := DefaultOptions()
+		change(&o)
+		if err := o.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	tp := newTestPool(t, 1, 1)
+	tp.Close()
+	if m, err := Open(tp.home, Options{MirrorInterval: -time.Second}); !errors.Is(err, ErrInvalid) {
+		if m != nil {
+			m.Close()
+		}
+		t.Fatalf("Open with a negative mirror interval: %v", err)
 	}
 }

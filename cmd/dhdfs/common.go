@@ -166,6 +166,20 @@ func newTable(w io.Writer) *tabwriter.Writer {
 }
 
 // humanBytes formats n in binary units: "1.5 GiB".
+// sizeValue writes n as parseSize reads it, in the largest binary unit
+// that divides it ("48MiB").
+func sizeValue(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 func humanBytes(n int64) string {
 	if n < 0 {
 		return "-"

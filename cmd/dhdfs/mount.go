@@ -33,6 +33,7 @@ import (
 const readyFDEnv = "DHDFS_READY_FD"
 
 func cmdMount() *cli.Command {
+	def := cluster.DefaultOptions() // the flags' defaults
 	return &cli.Command{
 		Name:      "mount",
 		Usage:     "mount the pool as a directory (FUSE)",
@@ -66,20 +67,20 @@ Examples:
 			&cli.StringFlag{Name: "log-file", Usage: "append logs here (default with --daemon: HOME/mount.log)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 (off by default)"},
-			&cli.DurationFlag{Name: "probe-every", Value: 10 * time.Second, Usage: "how often to check drives: failed ones come back when they work again"},
-			&cli.StringFlag{Name: "cache-size", Value: "48MiB", Usage: "memory for recently read chunks"},
-			&cli.StringFlag{Name: "write-buffer", Value: "96MiB", Usage: "memory for written data not yet stored on the drives, for all files together"},
+			&cli.DurationFlag{Name: "probe-every", Value: def.ProbeInterval, Usage: "how often to check drives: failed ones come back when they work again"},
+			&cli.StringFlag{Name: "cache-size", Value: sizeValue(def.CacheBytes), Usage: "memory for recently read chunks"},
+			&cli.StringFlag{Name: "write-buffer", Value: sizeValue(def.WriteBufferBytes), Usage: "memory for written data not yet stored on the drives, for all files together"},
 			&cli.StringFlag{Name: "read-ahead", Value: "1MiB", Usage: "how far the kernel reads ahead of sequential readers, also its read request size (as root; 0: the kernel's 128KiB)"},
-			&cli.DurationFlag{Name: "heal-every", Value: time.Minute, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
-			&cli.DurationFlag{Name: "heal-after", Value: 10 * time.Minute, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
-			&cli.DurationFlag{Name: "scrub-every", Value: 7 * 24 * time.Hour, Usage: "how often to read and verify every copy (0: never)"},
-			&cli.DurationFlag{Name: "sync-every", Value: 5 * time.Second, Usage: "how often committed writes are synced to disk; close commits, fsync syncs at once (0: every close syncs)"},
-			&cli.DurationFlag{Name: "mirror-every", Value: 5 * time.Second, Usage: "how often metadata changes are mirrored to every drive (dhdfs recover rebuilds home from one); 0: only at unmount"},
+			&cli.DurationFlag{Name: "heal-every", Value: def.HealInterval, Usage: "how often the background healer checks every chunk (also at once after a failure)"},
+			&cli.DurationFlag{Name: "heal-after", Value: def.HealAfter, Usage: "how long a drive may be offline or failed before its chunks are copied elsewhere"},
+			&cli.DurationFlag{Name: "scrub-every", Value: def.ScrubInterval, Usage: "how often to read and verify every copy (0: never)"},
+			&cli.DurationFlag{Name: "sync-every", Value: def.SyncInterval, Usage: "how often committed writes are synced to disk; close commits, fsync syncs at once (0: every close syncs)"},
+			&cli.DurationFlag{Name: "mirror-every", Value: def.MirrorInterval, Usage: "how often metadata changes are mirrored to every drive (dhdfs recover rebuilds home from one); 0: only at unmount"},
 			&cli.StringFlag{Name: "debug-faults", Hidden: true, Usage: "inject drive faults for testing: DRIVE:FAULT[,FAULT...][;...]"},
-			&cli.DurationFlag{Name: "drive-timeout", Value: 30 * time.Second, Usage: "how long a drive may take to answer before it counts as failed"},
-			&cli.DurationFlag{Name: "reclaim-every", Value: 10 * time.Second, Usage: "how often the background reclaimer checks each drive's dead space (drives short of space: every second); 0: off"},
+			&cli.DurationFlag{Name: "drive-timeout", Value: def.DriveTimeout, Usage: "how long a drive may take to answer before it counts as failed"},
+			&cli.DurationFlag{Name: "reclaim-every", Value: def.ReclaimInterval, Usage: "how often the background reclaimer checks each drive's dead space (drives short of space: every second); 0: off"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060"},
-			&cli.StringFlag{Name: "repair-rate", Value: "64MiB", Usage: "bytes per second background healing and scrubbing may use"},
+			&cli.StringFlag{Name: "repair-rate", Value: sizeValue(def.RepairRate), Usage: "bytes per second background healing and scrubbing may use"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 1, 1, "one mount point DIR"); err != nil {
@@ -97,7 +98,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if err := checkMountFlags(c); err != nil {
+			if _, err := mountOptions(c, cfg.ReadOnly); err != nil {
 				return err
 			}
 			// Before anything opens HOME/mount.log: a mistyped home is
@@ -170,22 +171,38 @@ func setReadAhead(cfg *fs.Config, size string) error {
 	return nil
 }
 
-// checkMountFlags refuses bad flag values as usage errors, before a
-// daemon starts: serve parses them again and cannot fail on them then.
-func checkMountFlags(c *cli.Context) error {
-	for _, name := range []string{"cache-size", "repair-rate", "write-buffer"} {
-		if _, err := parseSize(c.String(name)); err != nil {
-			return usageError(c, "--%s %s: %v", name, c.String(name), err)
+// mountOptions reads the pool's options from the flags. Bad values are
+// usage errors, found before a daemon starts.
+func mountOptions(c *cli.Context, readOnly bool) (cluster.Options, error) {
+	opts := cluster.DefaultOptions()
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"cache-size", &opts.CacheBytes}, {"repair-rate", &opts.RepairRate}, {"write-buffer", &opts.WriteBufferBytes}} {
+		n, err := parseSize(c.String(f.name))
+		if err != nil {
+			return opts, usageError(c, "--%s %s: %v", f.name, c.String(f.name), err)
 		}
+		*f.dst = n
 	}
-	if n, _ := parseSize(c.String("write-buffer")); n < 4<<20 {
-		return usageError(c, "--write-buffer %s: at least 4MiB", c.String("write-buffer"))
+	if opts.WriteBufferBytes < cluster.MinWriteBufferBytes {
+		return opts, usageError(c, "--write-buffer %s: at least %dMiB", c.String("write-buffer"), cluster.MinWriteBufferBytes>>20)
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = -1 // no cache
+	}
+	opts.ProbeInterval, opts.HealInterval, opts.HealAfter = c.Duration("probe-every"), c.Duration("heal-every"), c.Duration("heal-after")
+	opts.ScrubInterval, opts.SyncInterval, opts.MirrorInterval = c.Duration("scrub-every"), c.Duration("sync-every"), c.Duration("mirror-every")
+	opts.DriveTimeout, opts.ReclaimInterval = c.Duration("drive-timeout"), c.Duration("reclaim-every")
+	opts.ReadOnly = readOnly
+	if err := opts.Validate(); err != nil {
+		return opts, usageError(c, "%s", strings.TrimSuffix(err.Error(), ": "+cluster.ErrInvalid.Error()))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return usageError(c, "--log-level %q: want debug, info, warn or error", c.String("log-level"))
+		return opts, usageError(c, "--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
-	return nil
+	return opts, nil
 }
 
 // serve mounts the pool at dir and serves it until it is unmounted.
@@ -195,29 +212,11 @@ func serve(c *cli.Context, dir string, cfg fs.Config) error {
 		return err
 	}
 	defer closeLog()
-	cacheBytes, err := parseSize(c.String("cache-size"))
+	opts, err := mountOptions(c, cfg.ReadOnly)
 	if err != nil {
 		return err
 	}
-	rate, err := parseSize(c.String("repair-rate"))
-	if err != nil {
-		return err
-	}
-	writeBuf, err := parseSize(c.String("write-buffer"))
-	if err != nil {
-		return err
-	}
-	if writeBuf < 4<<20 {
-		return fmt.Errorf("--write-buffer %s: at least 4MiB", c.String("write-buffer"))
-	}
-	opts := cluster.Options{Logger: log, ProbeInterval: c.Duration("probe-every"), CacheBytes: cacheBytes,
-		HealInterval: c.Duration("heal-every"), HealAfter: c.Duration("heal-after"),
-		ScrubInterval: c.Duration("scrub-every"), RepairRate: rate, SyncInterval: c.Duration("sync-every"),
-		MirrorInterval: c.Duration("mirror-every"), DriveTimeout: c.Duration("drive-timeout"),
-		ReclaimInterval: c.Duration("reclaim-every"), WriteBufferBytes: writeBuf, ReadOnly: cfg.ReadOnly}
-	if cacheBytes == 0 {
-		opts.CacheBytes = -1 // no cache
-	}
+	opts.Logger = log
 	var met *metrics.Metrics
 	if addr := c.String("metrics"); addr != "" {
 		met = metrics.New()
