@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -359,4 +360,133 @@ func (m *Manager) DriveStates() map[string]DriveState {
 		out[d.record().Name] = st
 	}
 	return out
+}
+
+// updateDriveRecord changes a drive's persistent record.
+func (m *Manager) updateDriveRecord(d *drive, change func(*DriveRecord)) error {
+	d.mu.Lock()
+	rec := d.rec
+	change(&rec)
+	d.mu.Unlock()
+	err := m.meta.update(func(txn kv.Txn) error { return set(txn, driveKey(rec.Num), rec.encode()) })
+	if err == nil {
+		err = m.meta.sync()
+	}
+	if err != nil {
+		return fmt.Errorf("update drive %s: %w", rec.Name, err)
+	}
+	d.mu.Lock()
+	d.rec = rec
+	d.mu.Unlock()
+	return nil
+}
+
+// RemoveReport says what removing a drive left under-replicated.
+type RemoveReport struct {
+	Name string `json:"name"`
+	// Chunks the drive still held; of those, UnderReplicated now have fewer
+	// copies than wanted and Lost have no copy at all; Files is the number
+	// of files with such chunks.
+	Chunks          int64 `json:"chunks"`
+	UnderReplicated int64 `json:"under_replicated"`
+	Lost            int64 `json:"lost"`
+	Files           int64 `json:"files"`
+}
+
+// RemoveDrive takes a drive out of the pool. A drive that still holds
+// chunks is refused unless force is set; then its copies are forgotten
+// (they stay on the disk, untouched) and the report says what became
+// under-replicated, for the healer to fix. An emptied drive's store and
+// identity are deleted so the directory can be reused.
+func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
+	m.healMu.Lock()
+	defer m.healMu.Unlock()
+	d, err := m.driveByName(name)
+	if err != nil {
+		return RemoveReport{}, err
+	}
+	rec := d.record()
+	rep := RemoveReport{Name: rec.Name}
+	ids, err := m.holdingsOf(d.num)
+	if err != nil {
+		return rep, err
+	}
+	rep.Chunks = int64(len(ids))
+	if len(ids) > 0 && !force {
+		return rep, fmt.Errorf("drive %s still holds %d chunks: drain it first (dhdfs node drain %s), or remove it with --force and let the healer re-create its copies",
+			rec.Name, len(ids), rec.Name)
+	}
+	affected := map[nodes.ChunkID]bool{}
+	now := time.Now()
+	for start := 0; start < len(ids); start += txnBatch {
+		batch := ids[start:min(start+txnBatch, len(ids))]
+		for _, id := range batch {
+			mu := &m.stripes[id[0]]
+			mu.Lock()
+			r, ok, err := m.chunkRecordOf(id)
+			if err == nil && ok {
+				rest := slices.DeleteFunc(slices.Clone(r.Holders), func(h uint32) bool { return h == d.num })
+				cs := m.classify(id, rest, now)
+				if r.Refs > 0 && len(cs.healthy)+len(cs.grace) < int(max(r.Want, 1)) {
+					rep.UnderReplicated++
+					affected[id] = true
+					if len(rest) == 0 {
+						rep.Lost++
+					}
+				}
+				err = m.setHolders(id, nil, []uint32{d.num}, 0)
+			}
+			mu.Unlock()
+			if err != nil {
+				return rep, err
+			}
+		}
+	}
+	if len(affected) > 0 {
+		files := map[uint64]bool{}
+		_ = m.meta.view(func(txn kv.Reader) error {
+			return scanSlots(txn, func([]byte, Ino, int64) {}, func(ino Ino, _ int64, ls layers) error {
+				for _, ref := range ls.refs() {
+					if affected[ref.ID] {
+						files[uint64(ino)] = true
+					}
+				}
+				return nil
+			})
+		})
+		rep.Files = int64(len(files))
+	}
+	if err := m.meta.update(func(txn kv.Txn) error { return del(txn, driveKey(d.num)) }); err != nil {
+		return rep, err
+	}
+	if err := m.meta.sync(); err != nil {
+		return rep, err
+	}
+	m.drivesMu.Lock()
+	delete(m.drives, d.num)
+	m.drivesMu.Unlock()
+	d.mu.Lock()
+	s := d.store
+	d.store = nil
+	d.mu.Unlock()
+	if s != nil && len(ids) > 0 {
+		// Likely a dead drive, whose store may take CloseTimeout to give
+		// up: do not make the caller wait for it.
+		go s.Close()
+	} else if s != nil {
+		s.Close()
+	}
+	if len(ids) == 0 {
+		// Nothing of the pool is left on it: free the directory for reuse.
+		for _, dir := range nodes.StoreDirs(rec.Path) {
+			os.RemoveAll(dir)
+		}
+		os.Remove(filepath.Join(rec.Path, nodes.IdentityFile))
+	} else if id, err := nodes.ReadIdentity(rec.Path); err == nil && id.DriveID == rec.ID {
+		// Keep the data, but mark it as no longer a drive of this pool.
+		os.Rename(filepath.Join(rec.Path, nodes.IdentityFile), filepath.Join(rec.Path, nodes.IdentityFile+".removed"))
+	}
+	m.log.Info("drive removed", "drive", rec.Name, "under_replicated", rep.UnderReplicated)
+	m.kickHealer()
+	return rep, nil
 }

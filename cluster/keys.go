@@ -25,7 +25,7 @@ import (
 //	s name                → counters and flags: the last inode number (i),
 //	                        inodes in use (n), the last drive number (d),
 //	                        the last write transaction (q, metalog.go),
-//	                        present while closed cleanly (c, recovery.go)
+//	                        present while closed cleanly (c, crash_recovery.go)
 const (
 	kInode     = 'i'
 	kDentry    = 'e'
