@@ -112,10 +112,6 @@ func DefaultOptions() Options {
 	}
 }
 
-// MinWriteBufferBytes is the least write-back memory a pool works with:
-// a few chunks in flight for each writer.
-const MinWriteBufferBytes = 4 << 20
-
 // Validate reports the first option out of range, wrapping ErrInvalid.
 func (o Options) Validate() error {
 	for _, d := range []struct {
@@ -131,8 +127,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.WritesInFlight < 0:
 		return fmt.Errorf("writes in flight %d is negative: %w", o.WritesInFlight, ErrInvalid)
-	case o.WriteBufferBytes != 0 && o.WriteBufferBytes < MinWriteBufferBytes:
-		return fmt.Errorf("write buffer of %d bytes is less than %d MiB: %w", o.WriteBufferBytes, MinWriteBufferBytes>>20, ErrInvalid)
+	case o.WriteBufferBytes < 0:
+		return fmt.Errorf("write buffer of %d bytes is negative: %w", o.WriteBufferBytes, ErrInvalid)
 	case o.RepairRate < 0:
 		return fmt.Errorf("repair rate %d is negative: %w", o.RepairRate, ErrInvalid)
 	case o.ReclaimThreshold < 0:

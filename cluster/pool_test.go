@@ -177,7 +177,7 @@ func TestOptionsValidate(t *testing.T) {
 	for name, change := range map[string]func(*Options){
 		"negative sync interval": func(o *Options) { o.SyncInterval = -time.Second },
 		"negative heal delay":    func(o *Options) { o.HealAfter = -time.Second },
-		"tiny write buffer":      func(o *Options) { o.WriteBufferBytes = 1 << 20 },
+		"negative write buffer":  func(o *Options) { o.WriteBufferBytes = -1 },
 		"negative repair rate":   func(o *Options) { o.RepairRate = -1 },
 		"negative writers":       func(o *Options) { o.WritesInFlight = -1 },
 	} {

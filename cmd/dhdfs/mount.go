@@ -171,6 +171,10 @@ func setReadAhead(cfg *fs.Config, size string) error {
 	return nil
 }
 
+// minWriteBuffer is the least --write-buffer: a few chunks in flight for
+// each writer.
+const minWriteBuffer = 4 << 20
+
 // mountOptions reads the pool's options from the flags. Bad values are
 // usage errors, found before a daemon starts.
 func mountOptions(c *cli.Context, readOnly bool) (cluster.Options, error) {
@@ -185,8 +189,8 @@ func mountOptions(c *cli.Context, readOnly bool) (cluster.Options, error) {
 		}
 		*f.dst = n
 	}
-	if opts.WriteBufferBytes < cluster.MinWriteBufferBytes {
-		return opts, usageError(c, "--write-buffer %s: at least %dMiB", c.String("write-buffer"), cluster.MinWriteBufferBytes>>20)
+	if opts.WriteBufferBytes < minWriteBuffer {
+		return opts, usageError(c, "--write-buffer %s: at least %dMiB", c.String("write-buffer"), minWriteBuffer>>20)
 	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = -1 // no cache
