@@ -373,8 +373,8 @@ func (m *Manager) fromHolders(ctx context.Context, ref ChunkRef, rec chunkRecord
 // reference goes is deleted from its drives.
 func (m *Manager) releaseChunks(ids []nodes.ChunkID) error {
 	var zero []nodes.ChunkID
-	for start := 0; start < len(ids); start += txnBatch {
-		batch := ids[start:min(start+txnBatch, len(ids))]
+	for start := 0; start < len(ids); start += m.meta.batch {
+		batch := ids[start:min(start+m.meta.batch, len(ids))]
 		err := m.meta.update(func(txn kv.Txn) error {
 			zero = zero[:0:0]
 			for _, id := range batch {
@@ -471,6 +471,3 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 	})
 }
 
-// txnBatch bounds the keys one transaction touches when work spans a whole
-// file, keeping each Badger transaction well under its size limit.
-const txnBatch = 512

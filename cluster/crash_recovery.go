@@ -182,8 +182,8 @@ func (m *Manager) recountRefs() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for start := 0; start < len(fixes); start += txnBatch {
-		batch := fixes[start:min(start+txnBatch, len(fixes))]
+	for start := 0; start < len(fixes); start += m.meta.batch {
+		batch := fixes[start:min(start+m.meta.batch, len(fixes))]
 		err := m.meta.update(func(txn kv.Txn) error {
 			for _, id := range batch {
 				rec, ok, err := getChunkRecord(txn, id)

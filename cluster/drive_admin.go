@@ -418,8 +418,8 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 	}
 	affected := map[nodes.ChunkID]bool{}
 	now := time.Now()
-	for start := 0; start < len(ids); start += txnBatch {
-		batch := ids[start:min(start+txnBatch, len(ids))]
+	for start := 0; start < len(ids); start += m.meta.batch {
+		batch := ids[start:min(start+m.meta.batch, len(ids))]
 		for _, id := range batch {
 			mu := &m.stripes[id[0]]
 			mu.Lock()

@@ -128,8 +128,8 @@ func (m *Manager) Fsck(ctx context.Context, repair bool, progress ProgressFunc) 
 		return f.rep, err
 	}
 	if repair && len(f.fixes) > 0 {
-		for start := 0; start < len(f.fixes); start += txnBatch {
-			batch := f.fixes[start:min(start+txnBatch, len(f.fixes))]
+		for start := 0; start < len(f.fixes); start += m.meta.batch {
+			batch := f.fixes[start:min(start+m.meta.batch, len(f.fixes))]
 			err := m.meta.update(func(txn kv.Txn) error {
 				for _, fix := range batch {
 					if err := fix(txn); err != nil {

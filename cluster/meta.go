@@ -31,6 +31,10 @@ type metaDB struct {
 	// what only Badger offers (backups, loading them, checks).
 	eng kv.Engine
 	dir string
+	// batch is how many items (slots, chunks, fixes) one transaction takes
+	// when work spans a whole file or the keyspace: each may write up to
+	// keysPerItem keys, and an engine's limit is never reached.
+	batch int
 	// changes counts committed transactions; synced is its value at the
 	// start of the last successful sync. They differ while some committed
 	// change may not be on disk.
@@ -73,6 +77,7 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 		return nil, err
 	}
 	m := &metaDB{db: db, eng: badgerkv.New(db), dir: dir}
+	m.batch = batchFor(m.eng.Limits())
 	if err := m.view(func(txn kv.Reader) error {
 		v, ok, err := get(txn, metaSeqKey)
 		if ok && len(v) == 8 {
@@ -94,6 +99,15 @@ func openExistingMeta(dir string, log *slog.Logger) (*metaDB, error) {
 		return nil, metaDamaged(dir, "%s is missing or empty", dir)
 	}
 	return openMeta(dir, log)
+}
+
+// keysPerItem is what batchFor assumes one item of a batch writes.
+const keysPerItem = 8
+
+// batchFor sizes batches for an engine's limits: at most 512 items, so
+// that a transaction stays short even where an engine takes more.
+func batchFor(l kv.Limits) int {
+	return min(max(l.MaxTxnKeys/keysPerItem, 1), 512)
 }
 
 // openingLogger is Badger's logger for the meta store. While the store

@@ -184,7 +184,7 @@ func (m *Manager) dropPendingOf(num uint32) error {
 		err := m.meta.view(func(txn kv.Reader) error {
 			return scan(txn, prefix, true, func(k, _ []byte) error {
 				keys = append(keys, slices.Clone(k))
-				if len(keys) == txnBatch {
+				if len(keys) == m.meta.batch {
 					return errStop
 				}
 				return nil
@@ -203,7 +203,7 @@ func (m *Manager) dropPendingOf(num uint32) error {
 		if err != nil {
 			return fmt.Errorf("drop pending deletes of drive #%d: %w", num, err)
 		}
-		if len(keys) < txnBatch {
+		if len(keys) < m.meta.batch {
 			return nil
 		}
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -194,5 +195,35 @@ func TestOptionsValidate(t *testing.T) {
 			m.Close()
 		}
 		t.Fatalf("Open with a negative mirror interval: %v", err)
+	}
+}
+
+// Work spanning a whole file in transactions of a few items, as an engine
+// with small transaction limits (etcd: 128 keys) has it, leaves the same
+// state as in one: a big file written, truncated, removed and collected
+// leaves fsck clean and nothing behind.
+func TestSmallTransactionBatches(t *testing.T) {
+	tp := newTestPool(t, 3, 2)
+	tp.meta.batch = 2
+	ctx := context.Background()
+	data := randBytes(7, 21*MinChunkSize+100)
+	n := tp.put("/big", data)
+	tp.mustEqual("/big", data)
+	size := int64(5 * MinChunkSize)
+	if _, err := tp.SetAttr(ctx, n.Ino, SetAttrIn{Size: &size}); err != nil {
+		t.Fatal(err)
+	}
+	tp.mustEqual("/big", data[:5*MinChunkSize])
+	if err := tp.RemovePath("/big", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.GC(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("fsck: %v %s", err, problemKinds(rep))
+	}
+	if st := tp.mustStatus(); st.Chunks != 0 {
+		t.Fatalf("%d chunks left after removing the only file", st.Chunks)
 	}
 }

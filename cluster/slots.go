@@ -131,8 +131,8 @@ func release(txn kv.Txn, pieces []piece) ([]nodes.ChunkID, error) {
 // that makes the drives written (unsynced) durable, or reverted by the
 // next open after a crash.
 func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durable bool, unsynced []uint32) error {
-	for start := 0; start < len(adds) || start == 0; start += txnBatch {
-		batch := adds[start:min(start+txnBatch, len(adds))]
+	for start := 0; start < len(adds) || start == 0; start += m.meta.batch {
+		batch := adds[start:min(start+m.meta.batch, len(adds))]
 		var zero []nodes.ChunkID
 		var marked []slotAddr
 		err := m.committing(func(epoch uint64) error {
@@ -247,7 +247,7 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 			if end == nil {
 				end = kv.PrefixEnd(prefix)
 			}
-			err = txn.Scan(fileChunkKey(ino, from), end, kv.ScanOptions{Limit: txnBatch}, func(k, v []byte) error {
+			err = txn.Scan(fileChunkKey(ino, from), end, kv.ScanOptions{Limit: m.meta.batch}, func(k, v []byte) error {
 				ls, err := decodeLayers(v)
 				if err != nil {
 					return err
@@ -272,7 +272,7 @@ func (m *Manager) dropChunks(ino Ino, from, to int64, shrinkTo int64) error {
 				zero = append(zero, z...)
 				n.Stored -= slots[i].storedBytes()
 			}
-			done = len(keys) < txnBatch
+			done = len(keys) < m.meta.batch
 			if gone {
 				return nil
 			}
