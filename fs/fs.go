@@ -85,7 +85,7 @@ func (c Config) Validate() error {
 
 // FS is a mounted pool.
 type FS struct {
-	m   *cluster.Manager
+	m   Pool
 	log *slog.Logger
 	cfg Config
 
@@ -118,13 +118,13 @@ func (n *Node) errno(op string, err error) syscall.Errno { return errnoOf(n.fs.l
 
 // Mount mounts the pool at dir and returns the running server; the caller
 // waits on it and unmounts it.
-func Mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, error) {
+func Mount(dir string, m Pool, cfg Config) (*fuse.Server, error) {
 	srv, _, err := mount(dir, m, cfg)
 	return srv, err
 }
 
 // mount is Mount, also returning the FS for tests.
-func mount(dir string, m *cluster.Manager, cfg Config) (*fuse.Server, *FS, error) {
+func mount(dir string, m Pool, cfg Config) (*fuse.Server, *FS, error) {
 	if err := checkMountPoint(dir); err != nil {
 		return nil, nil, err
 	}
