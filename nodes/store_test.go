@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dhdfs/dhdfs/nodes"
 	"github.com/dhdfs/dhdfs/nodes/storetest"
@@ -13,6 +14,11 @@ import (
 
 func TestMemStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) nodes.Store { return nodes.NewMemStore(1 << 30) })
+}
+
+// The deadline wrapper keeps the contract of the store it wraps.
+func TestTimeoutStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) nodes.Store { return nodes.WithTimeout(nodes.NewMemStore(1<<30), 10*time.Second) })
 }
 
 func TestBadgerStore(t *testing.T) {
