@@ -470,4 +470,3 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 		return del(txn, chunkKey(kZero, id))
 	})
 }
-

@@ -139,7 +139,11 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 			return bad("a drive named %s already exists", o.Name)
 		}
 	}
-	if id, err := nodes.ReadIdentity(real); err == nil {
+	at, err := nodes.OpenDrive(real)
+	if err != nil {
+		return DriveInfo{}, nil, err
+	}
+	if id, err := at.Identity(); err == nil {
 		if id.PoolID != m.cfg.PoolID {
 			return bad("belongs to another pool (%s)", id.PoolID)
 		}
@@ -150,25 +154,25 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	if err := unixAccessRW(real); err != nil {
 		return bad("not writable: %v", err)
 	}
-	dev, err := nodes.DeviceOf(real)
+	domain, err := at.FailureDomain()
 	if err != nil {
 		return DriveInfo{}, nil, err
 	}
 
-	rec := DriveRecord{ID: nodes.NewID(), Path: real, Labels: o.Labels, Device: dev,
+	rec := DriveRecord{ID: nodes.NewID(), Path: real, Labels: o.Labels, Domain: domain,
 		Added: time.Now().UTC().Truncate(time.Second), Name: o.Name, Reserve: o.Reserve}
 	var warnings, sharing []string
 	for _, d := range m.driveList() {
-		if other := d.record(); other.Device == dev {
+		if other := d.record(); other.domain() == domain {
 			sharing = append(sharing, other.Name)
 		}
 	}
 	if len(sharing) > 0 {
 		warnings = append(warnings, fmt.Sprintf("%s is on device %s like drive %s: copies on drives that share a device fail together",
-			real, deviceString(dev), strings.Join(sharing, ", ")))
+			real, domain, strings.Join(sharing, ", ")))
 	}
 	reserve := cmp.Or(o.Reserve, DefaultReserve)
-	if free, _, err := nodes.FilesystemSpace(real); err == nil && free < reserve+smallDrive {
+	if free, _, err := at.Space(); err == nil && free < reserve+smallDrive {
 		warnings = append(warnings, fmt.Sprintf("%s has %d MiB free and dhdfs leaves %d MiB free on it (--reserve): it will hold little or nothing until its filesystem has more room",
 			real, free>>20, reserve>>20))
 	}
@@ -184,13 +188,12 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	if rec.Name == "" {
 		rec.Name = fmt.Sprintf("d%d", rec.Num)
 	}
-	if err := nodes.WriteIdentity(real, nodes.Identity{PoolID: m.cfg.PoolID, DriveID: rec.ID, Created: rec.Added, HomeID: m.cfg.HomeID}); err != nil {
+	if err := at.SetIdentity(nodes.Identity{PoolID: m.cfg.PoolID, DriveID: rec.ID, Created: rec.Added, HomeID: m.cfg.HomeID}); err != nil {
 		return DriveInfo{}, nil, fmt.Errorf("add drive: %w", err)
 	}
 	undo := func() {
-		os.Remove(filepath.Join(real, nodes.IdentityFile))
-		for _, dir := range nodes.StoreDirs(real) {
-			os.RemoveAll(dir)
+		if err := at.Destroy(); err != nil {
+			m.log.Warn("undo adding a drive", "path", real, "err", err)
 		}
 	}
 	s, err := m.openDriveStore(rec)
@@ -248,7 +251,7 @@ func (m *Manager) driveInfo(d *drive) DriveInfo {
 	rec := d.record()
 	state, reason := d.state()
 	info := DriveInfo{Name: rec.Name, ID: rec.ID, Path: rec.Path, State: state, Labels: rec.Labels,
-		Used: -1, Free: -1, Total: -1, Device: deviceString(rec.Device), Reserve: d.reserve()}
+		Used: -1, Free: -1, Total: -1, Device: rec.domain(), Reserve: d.reserve()}
 	if reason != nil {
 		info.Reason = reason.Error()
 	}
@@ -260,7 +263,7 @@ func (m *Manager) driveInfo(d *drive) DriveInfo {
 		if u, err := s.Usage(); err == nil {
 			info.Used, info.Free, info.Total = u.Used, u.Free, u.Total
 		}
-	} else if free, total, err := nodes.FilesystemSpace(rec.Path); err == nil {
+	} else if free, total, err := rec.at().Space(); err == nil {
 		info.Free, info.Total = free, total
 	}
 	return info
@@ -343,13 +346,6 @@ func (m *Manager) SetDriveReserve(name string, reserve int64) (DriveInfo, error)
 	m.log.Info("drive reserve changed", "drive", name, "bytes", cmp.Or(reserve, DefaultReserve))
 	m.kickReclaim(d.num)
 	return m.driveInfo(d), nil
-}
-
-func deviceString(dev uint64) string {
-	// Linux's encoding of major and minor numbers in st_dev.
-	major := (dev >> 8 & 0xfff) | (dev >> 32 & ^uint64(0xfff))
-	minor := (dev & 0xff) | (dev >> 12 & ^uint64(0xff))
-	return fmt.Sprintf("%d:%d", major, minor)
 }
 
 // DriveStates returns each drive's state by name, cheaply (for metrics).
@@ -477,14 +473,15 @@ func (m *Manager) RemoveDrive(name string, force bool) (RemoveReport, error) {
 		s.Close()
 	}
 	if len(ids) == 0 {
-		// Nothing of the pool is left on it: free the directory for reuse.
-		for _, dir := range nodes.StoreDirs(rec.Path) {
-			os.RemoveAll(dir)
+		// Nothing of the pool is left on it: free it for reuse.
+		if err := rec.at().Destroy(); err != nil {
+			m.log.Warn("empty removed drive", "drive", rec.Name, "err", err)
 		}
-		os.Remove(filepath.Join(rec.Path, nodes.IdentityFile))
-	} else if id, err := nodes.ReadIdentity(rec.Path); err == nil && id.DriveID == rec.ID {
+	} else if id, err := rec.at().Identity(); err == nil && id.DriveID == rec.ID {
 		// Keep the data, but mark it as no longer a drive of this pool.
-		os.Rename(filepath.Join(rec.Path, nodes.IdentityFile), filepath.Join(rec.Path, nodes.IdentityFile+".removed"))
+		if err := rec.at().Retire(); err != nil {
+			m.log.Warn("retire removed drive", "drive", rec.Name, "err", err)
+		}
 	}
 	m.log.Info("drive removed", "drive", rec.Name, "under_replicated", rep.UnderReplicated)
 	m.kickHealer()

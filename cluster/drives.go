@@ -54,6 +54,26 @@ type DriveRecord struct {
 	// Reserve is the bytes left free on the drive's filesystem; 0 means
 	// DefaultReserve.
 	Reserve int64 `json:"reserve,omitempty"`
+	// Domain is the drive's failure domain (nodes.Drive.FailureDomain);
+	// empty in records from before, whose Device says it.
+	Domain string `json:"domain,omitempty"`
+}
+
+// domain returns what fails together with the drive.
+func (r DriveRecord) domain() string {
+	if r.Domain != "" {
+		return r.Domain
+	}
+	return nodes.DeviceDomain(r.Device)
+}
+
+// at returns the drive the record names.
+func (r DriveRecord) at() nodes.Drive {
+	d, err := nodes.OpenDrive(r.Path)
+	if err != nil {
+		return nodes.UnusableDrive(r.Path, err)
+	}
+	return d
 }
 
 func (r *DriveRecord) encode() []byte {
@@ -210,10 +230,7 @@ func (d *drive) reserve() int64 {
 func (d *drive) freeBytes() int64 {
 	now := time.Now().UnixNano()
 	if now-d.freeStamp.Load() > int64(freeRefresh) {
-		d.mu.Lock()
-		path := d.rec.Path
-		d.mu.Unlock()
-		if free, _, err := nodes.FilesystemSpace(path); err == nil {
+		if free, _, err := d.record().at().Space(); err == nil {
 			d.free.Store(free)
 		}
 		d.freeStamp.Store(now)
@@ -225,25 +242,26 @@ func (d *drive) freeBytes() int64 {
 // from a home recover replaced (or from none: drives from before homes
 // were named). A drive another home took over is refused: this home is
 // stale, and a gc here would delete that home's new chunks as orphans.
-func (m *Manager) claim(path string, id nodes.Identity) error {
+func (m *Manager) claim(at nodes.Drive, id nodes.Identity) error {
 	switch {
 	case id.HomeID == m.cfg.HomeID:
 		return nil
 	case id.HomeID == "" || slices.Contains(m.cfg.FormerHomes, id.HomeID) || m.opts.takeOver:
 		id.HomeID = m.cfg.HomeID
-		if err := nodes.WriteIdentity(path, id); err != nil {
-			return fmt.Errorf("claim drive %s for this home: %w", path, err)
+		if err := at.SetIdentity(id); err != nil {
+			return fmt.Errorf("claim drive %s for this home: %w", at.Location(), err)
 		}
 		return nil
 	}
 	return fmt.Errorf("%s is used by another home of this pool, made by 'dhdfs recover': this home (%s) is out of date and leaves the drive alone; use the recovered home: %w",
-		path, m.home, ErrBadDrive)
+		at.Location(), m.home, ErrBadDrive)
 }
 
 // openDriveStore checks the identity of the drive directory and opens its
 // chunk store.
 func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
-	id, err := nodes.ReadIdentity(rec.Path)
+	at := rec.at()
+	id, err := at.Identity()
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +269,13 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 		return nil, fmt.Errorf("%s holds drive %s of pool %s, expected drive %s of this pool: %w",
 			rec.Path, id.DriveID, id.PoolID, rec.ID, ErrBadDrive)
 	}
-	if err := m.claim(rec.Path, id); err != nil {
+	if err := m.claim(at, id); err != nil {
 		return nil, err
 	}
-	s, err := nodes.OpenBadger(rec.Path, nodes.Options{Logger: m.log.With("drive", rec.Name)})
+	st, err := at.OpenStore(nodes.Options{Logger: m.log.With("drive", rec.Name)})
 	if err != nil {
 		return nil, err
 	}
-	var st nodes.Store = s
 	if m.opts.WrapStore != nil {
 		st = m.opts.WrapStore(rec, st)
 	}

@@ -258,10 +258,10 @@ func (m *Manager) trimChoice(holders []uint32, n int) []uint32 {
 		shared bool
 		used   int64
 	}
-	devs := map[uint64]int{}
+	devs := map[string]int{}
 	for _, h := range holders {
 		if d := m.driveByNum(h); d != nil {
-			devs[d.record().Device]++
+			devs[d.record().domain()]++
 		}
 	}
 	var cands []cand
@@ -270,7 +270,7 @@ func (m *Manager) trimChoice(holders []uint32, n int) []uint32 {
 		if d == nil {
 			continue
 		}
-		cands = append(cands, cand{num: h, shared: devs[d.record().Device] > 1, used: d.written.Load()})
+		cands = append(cands, cand{num: h, shared: devs[d.record().domain()] > 1, used: d.written.Load()})
 	}
 	slices.SortFunc(cands, func(a, b cand) int {
 		if a.shared != b.shared {

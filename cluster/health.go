@@ -35,7 +35,8 @@ func (m *Manager) ProbeDrives() {
 }
 
 func (m *Manager) checkIdentity(rec DriveRecord) error {
-	id, err := nodes.ReadIdentity(rec.Path)
+	at := rec.at()
+	id, err := at.Identity()
 	if err != nil {
 		return fmt.Errorf("drive check: %w", err)
 	}
@@ -43,7 +44,7 @@ func (m *Manager) checkIdentity(rec DriveRecord) error {
 		return fmt.Errorf("drive check: %s now holds drive %s of pool %s: %w", rec.Path, id.DriveID, id.PoolID, ErrBadDrive)
 	}
 	if id.HomeID != m.cfg.HomeID {
-		return fmt.Errorf("drive check: %w", m.claim(rec.Path, id))
+		return fmt.Errorf("drive check: %w", m.claim(at, id))
 	}
 	return nil
 }

@@ -135,7 +135,7 @@ func (d *drive) journalOf() *nodes.Journal {
 	}
 	if d.jnl == nil && !d.jnlTried {
 		d.jnlTried = true
-		d.jnl, _ = nodes.OpenJournal(d.rec.Path)
+		d.jnl, _ = d.rec.at().OpenJournal()
 	}
 	return d.jnl
 }

@@ -2,13 +2,13 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,17 +20,16 @@ import (
 )
 
 // The metadata mirror keeps home from being a single point of failure:
-// every drive holds, in DRIVE/meta-mirror, a full Badger backup of the
+// every drive holds, in its mirror area (nodes.Drive.Mirror), a full Badger backup of the
 // metadata followed by incremental backups (each holding the changes
 // since the one before), plus a copy of the pool config. Any one drive
 // then suffices to rebuild home (Recover). Segments are written whole and
 // renamed into place, so a crash leaves a chain that ends one segment
 // early, never a torn one.
 const (
-	mirrorDirName = "meta-mirror"
-	mirrorState   = "mirror.json" // in home: how far each drive's chain reaches
-	fullSuffix    = ".full"
-	incSuffix     = ".inc"
+	mirrorState = "mirror.json" // in home: how far each drive's chain reaches
+	fullSuffix  = ".full"
+	incSuffix   = ".inc"
 	// maxIncrements bounds a chain: then a new full backup starts one, so
 	// recovery loads a bounded number of segments and drops deletes that
 	// Badger's compaction may have hidden from later increments.
@@ -66,7 +65,7 @@ func (m *Manager) loadMirrorState() {
 		// A new or rebuilt home: number segments after any on the drives,
 		// so that the new full backup is the latest.
 		for _, d := range m.driveList() {
-			segs, _ := listSegments(filepath.Join(d.record().Path, mirrorDirName))
+			segs, _ := listSegments(d.record().at().Mirror())
 			if len(segs) > 0 {
 				m.mir.Seq = max(m.mir.Seq, segs[len(segs)-1].seq)
 			}
@@ -80,10 +79,8 @@ func (m *Manager) loadMirrorState() {
 		if d == nil {
 			continue
 		}
-		dir := filepath.Join(d.record().Path, mirrorDirName)
-		_, errInc := os.Stat(filepath.Join(dir, segmentName(seq, incSuffix)))
-		_, errFull := os.Stat(filepath.Join(dir, segmentName(seq, fullSuffix)))
-		if errInc == nil || errFull == nil {
+		segs, _ := listSegments(d.record().at().Mirror())
+		if slices.ContainsFunc(segs, func(s segment) bool { return s.seq == seq }) {
 			m.mir.UpTo[num] = seq
 		}
 	}
@@ -146,18 +143,18 @@ func (m *Manager) MirrorMeta() (int, error) {
 	var errs []error
 	complete := 0
 	for _, t := range targets {
-		dir := filepath.Join(t.d.record().Path, mirrorDirName)
-		err := os.MkdirAll(dir, 0o700)
-		if err == nil && t.full {
-			err = nodes.WriteFileAtomic(filepath.Join(dir, configFile), append(cfg, '\n'), 0o600)
+		area := t.d.record().at().Mirror()
+		var err error
+		if t.full {
+			err = area.Write(configFile, append(cfg, '\n'))
 			if err == nil {
-				err = nodes.WriteFileAtomic(filepath.Join(dir, segmentName(seq, fullSuffix)), encodeSegment(full), 0o600)
+				err = area.Write(segmentName(seq, fullSuffix), encodeSegment(full))
 			}
 			if err == nil {
-				pruneSegments(dir, seq)
+				pruneSegments(area, seq)
 			}
-		} else if err == nil {
-			err = nodes.WriteFileAtomic(filepath.Join(dir, segmentName(seq, incSuffix)), encodeSegment(inc), 0o600)
+		} else {
+			err = area.Write(segmentName(seq, incSuffix), encodeSegment(inc))
 		}
 		if err != nil {
 			delete(m.mir.UpTo, t.d.num)
@@ -222,11 +219,11 @@ func decodeSegment(b []byte) ([]byte, error) {
 }
 
 // pruneSegments deletes the segments before seq, a new full backup.
-func pruneSegments(dir string, seq uint64) {
-	segs, _ := listSegments(dir)
+func pruneSegments(area nodes.FileArea, seq uint64) {
+	segs, _ := listSegments(area)
 	for _, s := range segs {
 		if s.seq < seq {
-			os.Remove(filepath.Join(dir, s.name))
+			area.Remove(s.name)
 		}
 	}
 }
@@ -237,15 +234,14 @@ type segment struct {
 	name string
 }
 
-// listSegments returns a mirror directory's segments in order.
-func listSegments(dir string) ([]segment, error) {
-	entries, err := os.ReadDir(dir)
+// listSegments returns a mirror area's segments in order.
+func listSegments(area nodes.FileArea) ([]segment, error) {
+	names, err := area.List()
 	if err != nil {
 		return nil, err
 	}
 	var segs []segment
-	for _, e := range entries {
-		name := e.Name()
+	for _, name := range names {
 		suffix := filepath.Ext(name)
 		if suffix != fullSuffix && suffix != incSuffix {
 			continue
@@ -256,11 +252,10 @@ func listSegments(dir string) ([]segment, error) {
 		}
 		segs = append(segs, segment{seq: seq, full: suffix == fullSuffix, name: name})
 	}
-	slices.SortFunc(segs, func(a, b segment) int { return int(a.seq - b.seq) })
+	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.seq, b.seq) })
 	return segs, nil
 }
 
-// chainFrom returns the segments to load to rebuild the metadata: the
 // last full backup and the increments that follow it without a gap.
 func chainFrom(segs []segment) ([]segment, error) {
 	start := -1

@@ -215,3 +215,7 @@ func TestRecoverFencesOldHome(t *testing.T) {
 		t.Fatalf("fsck of the recovered home: %v %s", err, problemKinds(rep))
 	}
 }
+
+// mirrorDirName is where a directory drive keeps its mirror area; the tests
+// copy it to stage crashes.
+const mirrorDirName = "meta-mirror"

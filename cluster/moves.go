@@ -272,9 +272,9 @@ func (m *Manager) moveChunk(ctx context.Context, id nodes.ChunkID, src, dst *dri
 	if err != nil || !ok || rec.Refs == 0 || !rec.holds(src.num) || rec.holds(dst.num) {
 		return 0, false, err
 	}
-	dstDev := dst.record().Device
+	dstDev := dst.record().domain()
 	for _, h := range rec.Holders {
-		if d := m.driveByNum(h); d != nil && h != src.num && d.record().Device == dstDev && src.record().Device != dstDev {
+		if d := m.driveByNum(h); d != nil && h != src.num && d.record().domain() == dstDev && src.record().domain() != dstDev {
 			return 0, false, nil
 		}
 	}

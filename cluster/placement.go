@@ -26,7 +26,7 @@ type candidate struct {
 	d       *drive
 	free    int64
 	used    int64
-	device  uint64
+	device  string
 	shuffle uint64
 }
 
@@ -68,13 +68,13 @@ func (m *Manager) pickDrivesOnce(n int, size int, skip map[uint32]bool, used []u
 			full = true
 			continue
 		}
-		cands = append(cands, candidate{d: d, free: free, used: d.written.Load(), device: d.record().Device, shuffle: rand.Uint64()})
+		cands = append(cands, candidate{d: d, free: free, used: d.written.Load(), device: d.record().domain(), shuffle: rand.Uint64()})
 	}
 	// Drives on one device share its free space: one figure for all of
 	// them, so that when they were measured at different moments (a
 	// drive just added, others writing to the disk) the difference does
 	// not decide.
-	devFree := map[uint64]int64{}
+	devFree := map[string]int64{}
 	for _, c := range cands {
 		devFree[c.device] = max(devFree[c.device], c.free)
 	}
@@ -100,10 +100,10 @@ func (m *Manager) pickDrivesOnce(n int, size int, skip map[uint32]bool, used []u
 		}
 		return cmp.Compare(a.shuffle, b.shuffle)
 	})
-	devices := map[uint64]bool{}
+	devices := map[string]bool{}
 	for _, num := range used {
 		if d := m.driveByNum(num); d != nil {
-			devices[d.record().Device] = true
+			devices[d.record().domain()] = true
 		}
 	}
 	var out []*drive

@@ -312,7 +312,7 @@ func (r *reclaimer) check(ctx context.Context) {
 			r.drives[d.num] = st
 		}
 		if st.total == 0 || now.Sub(st.checked) >= r.interval {
-			if _, total, err := nodes.FilesystemSpace(d.record().Path); err == nil {
+			if _, total, err := d.record().at().Space(); err == nil {
 				st.total = total
 			}
 		}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -55,25 +56,33 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", drivePath, err)
 	}
-	id, err := nodes.ReadIdentity(real)
+	at, err := nodes.OpenDrive(real)
 	if err != nil {
 		return rep, err
 	}
-	dir := filepath.Join(real, mirrorDirName)
+	id, err := at.Identity()
+	if err != nil {
+		return rep, err
+	}
+	area := at.Mirror()
 	var cfg PoolConfig
-	if err := nodes.ReadJSONFile(filepath.Join(dir, configFile), &cfg); err != nil {
+	b, err := area.Read(configFile)
+	if err == nil {
+		err = json.Unmarshal(b, &cfg)
+	}
+	if err != nil {
 		return rep, fmt.Errorf("%s has no metadata mirror: %w", real, err)
 	}
 	if cfg.PoolID != id.PoolID {
 		return rep, fmt.Errorf("%s: mirror of pool %s on a drive of pool %s: %w", real, cfg.PoolID, id.PoolID, ErrBadDrive)
 	}
-	segs, err := listSegments(dir)
+	segs, err := listSegments(area)
 	if err != nil {
 		return rep, fmt.Errorf("read metadata mirror: %w", err)
 	}
 	chain, err := chainFrom(segs)
 	if err != nil {
-		return rep, fmt.Errorf("%s: %w", dir, err)
+		return rep, fmt.Errorf("metadata mirror on %s: %w", real, err)
 	}
 	// Home is touched only once the mirror is known to be usable.
 	if replace {
@@ -91,7 +100,7 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 		cfg.FormerHomes = append(cfg.FormerHomes, cfg.HomeID)
 	}
 	cfg.HomeID = nodes.NewID()
-	loaded, err := loadChain(home, dir, chain, id, real)
+	loaded, err := loadChain(home, area, chain, id, real)
 	if err == nil {
 		err = writeConfig(home, cfg)
 	}
@@ -100,8 +109,8 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 		return rep, err
 	}
 	rep.Pool, rep.Segments = cfg.PoolID, loaded
-	if st, err := os.Stat(filepath.Join(dir, chain[loaded-1].name)); err == nil {
-		rep.Through = st.ModTime()
+	if t, err := area.ModTime(chain[loaded-1].name); err == nil {
+		rep.Through = t
 	}
 	opts.takeOver = true
 	m, err := Open(home, opts)
@@ -174,14 +183,14 @@ func moveHomeAside(home, poolID, drive string) (string, error) {
 // loadChain loads the mirror's segments into a new meta store in home,
 // up to the first damaged one, and points the drive record of the drive
 // it came from at its current path. It returns how many it loaded.
-func loadChain(home, dir string, chain []segment, id nodes.Identity, drivePath string) (int, error) {
+func loadChain(home string, area nodes.FileArea, chain []segment, id nodes.Identity, drivePath string) (int, error) {
 	meta, err := openMeta(filepath.Join(home, metaDir), nil)
 	if err != nil {
 		return 0, err
 	}
 	loaded := 0
 	for i, s := range chain {
-		b, err := os.ReadFile(filepath.Join(dir, s.name))
+		b, err := area.Read(s.name)
 		var stream []byte
 		if err == nil {
 			stream, err = decodeSegment(b)

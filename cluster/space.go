@@ -1,7 +1,5 @@
 package cluster
 
-import "github.com/dhdfs/dhdfs/nodes"
-
 // PoolSpace is the pool's raw space, each filesystem under its online
 // drives counted once however many drives share it.
 type PoolSpace struct {
@@ -25,20 +23,20 @@ func (m *Manager) Space() PoolSpace {
 		free, avail int64
 		placeable   bool
 	}
-	seen := map[uint64]*fs{}
+	seen := map[string]*fs{}
 	for _, d := range m.driveList() {
 		if d.usable() == nil {
 			continue
 		}
 		rec := d.record()
-		f := seen[rec.Device]
+		f := seen[rec.domain()]
 		if f == nil {
-			_, total, err := nodes.FilesystemSpace(rec.Path)
+			_, total, err := rec.at().Space()
 			if err != nil {
 				continue
 			}
 			f = &fs{free: d.freeBytes()}
-			seen[rec.Device] = f
+			seen[rec.domain()] = f
 			sp.Total += total
 			sp.Free += f.free
 		}

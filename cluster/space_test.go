@@ -17,14 +17,14 @@ func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
 	check := func(t *testing.T, tp *testPool) {
 		sp := tp.Space()
 		var frees []int64
-		devs := map[uint64]bool{}
+		devs := map[string]bool{}
 		var sumFree, sumAvail int64
 		for _, d := range tp.driveList() {
 			rec := d.record()
-			if devs[rec.Device] {
+			if devs[rec.domain()] {
 				continue
 			}
-			devs[rec.Device] = true
+			devs[rec.domain()] = true
 			free, _, err := nodes.FilesystemSpace(rec.Path)
 			if err != nil {
 				t.Fatal(err)

@@ -65,14 +65,14 @@ func (m *Manager) Status() (Status, error) {
 		Hash:   string(cmp.Or(m.cfg.Hash, nodes.SHA256)),
 		Drives: map[DriveState]int{StateOnline: 0, StateOffline: 0, StateFailed: 0, StateDraining: 0}, AtRisk: map[string]int64{}}
 	online := map[uint32]bool{}
-	device := map[uint32]uint64{}
+	device := map[uint32]string{}
 	measured := map[uint32]bool{}
 	names := map[uint32]string{}
 	for _, d := range m.driveList() {
 		state, _ := d.state()
 		st.Drives[state]++
 		rec := d.record()
-		device[d.num] = rec.Device
+		device[d.num] = rec.domain()
 		names[d.num] = rec.Name
 		s := d.usable()
 		if s == nil {
@@ -123,7 +123,7 @@ func (m *Manager) Status() (Status, error) {
 			st.ChunkBytes += int64(c.Size)
 			st.Copies += int64(len(c.Holders))
 			live := 0
-			devs := map[uint64]bool{}
+			devs := map[string]bool{}
 			shared := false
 			var last uint32
 			for _, h := range c.Holders {
