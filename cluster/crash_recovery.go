@@ -15,7 +15,7 @@ import (
 func (m *Manager) recover() error {
 	var orphans, truncating []Ino
 	var crashed bool
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		_, clean, err := get(txn, cleanKey)
 		crashed = !clean
 		if err != nil {
@@ -138,7 +138,7 @@ func (m *Manager) markClean() error {
 // zeroChunks lists chunks whose reference count fell to zero.
 func (m *Manager) zeroChunks() ([]nodes.ChunkID, error) {
 	var zero []nodes.ChunkID
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		return scan(txn, []byte{kZero}, true, func(k, _ []byte) error {
 			var id nodes.ChunkID
 			if len(k) == 1+len(id) {
@@ -156,7 +156,7 @@ func (m *Manager) zeroChunks() ([]nodes.ChunkID, error) {
 func (m *Manager) recountRefs() (int, error) {
 	counts := map[nodes.ChunkID]uint64{}
 	var fixes []nodes.ChunkID
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		err := scanSlots(txn, nil, func(_ Ino, _ int64, ls layers) error {
 			for _, ref := range ls.refs() {
 				counts[ref.ID]++
@@ -222,7 +222,7 @@ func (m *Manager) revertUnsettled() (int, error) {
 		idx int64
 	}
 	var keys []key
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		return scan(txn, []byte{kUnsettled}, true, func(k, _ []byte) error {
 			if len(k) == 17 {
 				keys = append(keys, key{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))})

@@ -115,7 +115,7 @@ func (m *Manager) Heal(ctx context.Context, progress ProgressFunc) (HealReport, 
 	var tasks []healTask
 	wants := map[nodes.ChunkID]uint8{}
 	now := time.Now()
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		var err error
 		if wants, err = m.chunkWants(txn); err != nil {
 			return err

@@ -301,6 +301,55 @@ func (m *metaDB) view(fn func(txn kv.Reader) error) (err error) {
 	return m.eng.View(context.Background(), fn)
 }
 
+// paged runs fn over a reader whose scans go a page at a time, each page
+// in a short view of its own, as do its gets. It is for work over the
+// whole keyspace (status, the healer's sweep, recounts) that must not hold
+// one transaction open for long (a distributed engine bounds a
+// transaction's life and size) and tolerates changes between pages. fsck,
+// which compares records with each other, keeps one view.
+func (m *metaDB) paged(fn func(txn kv.Reader) error) error { return fn(pagedReader{m}) }
+
+// scanPage is how many keys a page of a paged scan reads.
+var scanPage = 1024
+
+type pagedReader struct{ m *metaDB }
+
+func (p pagedReader) Get(key []byte) ([]byte, error) {
+	var v []byte
+	err := p.m.view(func(r kv.Reader) error {
+		var err error
+		v, err = r.Get(key)
+		return err
+	})
+	return v, err
+}
+
+func (p pagedReader) Scan(start, end []byte, opts kv.ScanOptions, fn func(k, v []byte) error) error {
+	seen := 0
+	for {
+		n := scanPage
+		if opts.Limit > 0 {
+			n = min(n, opts.Limit-seen)
+		}
+		got := 0
+		var last []byte
+		err := p.m.view(func(r kv.Reader) error {
+			return r.Scan(start, end, kv.ScanOptions{Limit: n, KeysOnly: opts.KeysOnly}, func(k, v []byte) error {
+				got++
+				last = append(last[:0], k...)
+				return fn(k, v)
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if seen += got; got < n || (opts.Limit > 0 && seen >= opts.Limit) {
+			return nil
+		}
+		start = append(bytes.Clone(last), 0)
+	}
+}
+
 // get returns the value of key, or nil and false when absent.
 func get(txn kv.Reader, key []byte) ([]byte, bool, error) {
 	v, err := txn.Get(key)

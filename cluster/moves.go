@@ -46,7 +46,7 @@ func (m *Manager) drainTo(ctx context.Context, name string, to *drive, progress 
 		return rep, err
 	}
 	wants := map[nodes.ChunkID]uint8{}
-	if err := m.meta.view(func(txn kv.Reader) error { wants, err = m.chunkWants(txn); return err }); err != nil {
+	if err := m.meta.paged(func(txn kv.Reader) error { wants, err = m.chunkWants(txn); return err }); err != nil {
 		return rep, err
 	}
 	t := throttle{rate: m.opts.RepairRate}

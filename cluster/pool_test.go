@@ -227,3 +227,24 @@ func TestSmallTransactionBatches(t *testing.T) {
 		t.Fatalf("%d chunks left after removing the only file", st.Chunks)
 	}
 }
+
+// Whole-keyspace work paged in tiny pages (a page per view) gives the same
+// status, and the healer and a recount still work.
+func TestPagedScans(t *testing.T) {
+	tp := newTestPool(t, 3, 2)
+	tp.putFiles(4)
+	want := tp.mustStatus()
+	defer func(n int) { scanPage = n }(scanPage)
+	scanPage = 2
+	got := tp.mustStatus()
+	if got.Files != want.Files || got.Chunks != want.Chunks || got.Copies != want.Copies || got.FileBytes != want.FileBytes || got.Dirs != want.Dirs {
+		t.Fatalf("status in pages of 2: %+v, in one view: %+v", got, want)
+	}
+	tp.setOffline("d1", true)
+	if rep, err := tp.Heal(context.Background(), nil); err != nil || rep.Checked != want.Chunks {
+		t.Fatalf("heal in pages of 2: %+v %v", rep, err)
+	}
+	if n, err := tp.recountRefs(); err != nil || n != 0 {
+		t.Fatalf("recount in pages of 2 found %d wrong counts: %v", n, err)
+	}
+}

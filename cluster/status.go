@@ -93,7 +93,7 @@ func (m *Manager) Status() (Status, error) {
 	st.UsableFree = st.RawFree / int64(m.cfg.Replicas)
 	var copyBytes int64                    // of the copies on the drives measured
 	soleCopy := map[nodes.ChunkID]uint32{} // chunk → the one online drive holding it
-	err := m.meta.view(func(txn kv.Reader) error {
+	err := m.meta.paged(func(txn kv.Reader) error {
 		err := scan(txn, []byte{kInode}, false, func(k, v []byte) error {
 			n, err := decodeInode(0, v)
 			if err != nil {
