@@ -210,6 +210,9 @@ func checkMountPoint(dir string) error {
 		return fmt.Errorf("/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3")
 	}
 	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("mount point %s: a mount whose process died is still attached there; detach it with 'dhdfs umount %s' (or fusermount3 -u) first", dir, dir)
+	}
 	if err != nil {
 		return fmt.Errorf("mount point %s: %w", dir, err)
 	}

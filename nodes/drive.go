@@ -34,7 +34,7 @@ type Drive interface {
 	Space() (free, total int64, err error)
 	// FailureDomain names what fails together with the drive: copies on
 	// drives of one domain are lost together. A directory's is its
-	// filesystem's device ("dev 8:16"); a network drive would name its host.
+	// filesystem's device ("8:16"); a network drive would name its host.
 	FailureDomain() (string, error)
 	// Mirror is the drive's area for the metadata mirror's files.
 	Mirror() FileArea

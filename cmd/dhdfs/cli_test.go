@@ -40,6 +40,7 @@ func TestUsageErrors(t *testing.T) {
 	e.usage([]string{"moutn"}, `"moutn" is not a command of dhdfs`, "did you mean 'dhdfs mount'?", "dhdfs --help")
 	e.usage([]string{"bogus"}, `"bogus" is not a command of dhdfs`)
 	// Values out of range are usage errors too, before anything runs.
+	e.usage([]string{"mkdir", "docs"}, `pool path "docs" must start with '/'`, "did you mean /docs?")
 	e.usage([]string{"init", "--replicas", "0"}, "replicas 0 out of range")
 	e.usage([]string{"init", "--chunk-size", "3MiB"}, "not a power of two")
 	e.usage([]string{"mount", "--daemon", "--cache-size", "48XB", e.dir}, "--cache-size 48XB")
@@ -333,4 +334,33 @@ func TestNodeReserve(t *testing.T) {
 	e.usage([]string{"node", "set", "d1"}, "nothing to change")
 	e.usage([]string{"node", "set", "d1", "--reserve", "0"}, "at least 16MiB")
 	e.fails("no such drive", "node", "set", "d9", "--reserve", "1GiB")
+}
+
+// Mistakes of the first hour get errors that name them: a mount point
+// inside home, a local directory that does not exist for get.
+func TestMistakesNamed(t *testing.T) {
+	e := newEnv(t)
+	e.poolWithFile(1, 100, "/f")
+	inHome := filepath.Join(e.dir, "home", "mnt")
+	if err := os.Mkdir(inHome, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.fails("inside the pool's home", "mount", "--daemon", inHome)
+	missing := filepath.Join(e.dir, "nodir")
+	e.fails(missing+": no such file or directory", "get", "/f", filepath.Join(missing, "x"))
+
+	// A mount whose process was killed: mounting there again says how to
+	// detach it, and dhdfs umount does.
+	mnt := e.mountDaemon()
+	pid := e.mountPid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && pidAlive(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.fails("dhdfs umount "+mnt, "mount", "--daemon", mnt)
+	e.ok("umount", mnt)
+	e.mountDaemonAt(mnt)
+	e.ok("umount", mnt)
 }

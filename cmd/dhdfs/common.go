@@ -166,6 +166,17 @@ func newTable(w io.Writer) *tabwriter.Writer {
 }
 
 // humanBytes formats n in binary units: "1.5 GiB".
+// poolPaths refuses, as a usage error, a pool path that does not start
+// with '/': the pool has no current directory to resolve it against.
+func poolPaths(c *cli.Context, paths ...string) error {
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/") {
+			return usageError(c, "pool path %q must start with '/' (did you mean /%s?)", p, p)
+		}
+	}
+	return nil
+}
+
 // sizeValue writes n as parseSize reads it, in the largest binary unit
 // that divides it ("48MiB").
 func sizeValue(n int64) string {

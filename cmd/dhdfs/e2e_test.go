@@ -227,7 +227,7 @@ func TestBadInput(t *testing.T) {
 		{"other pool's drive", []string{"node", "add", otherDisk}, "belongs to another pool"},
 		{"unknown drive", []string{"node", "offline", "nosuch"}, "no such drive"},
 		{"get missing file", []string{"get", "/missing", filepath.Join(e.dir, "out")}, "no such file or directory"},
-		{"relative pool path", []string{"ls", "docs"}, "pool paths start with '/'"},
+		{"relative pool path", []string{"ls", "docs"}, "must start with '/' (did you mean /docs?)"},
 		{"bad chunk size", []string{"--home", filepath.Join(e.dir, "h2"), "init", "--chunk-size", "3MiB"}, "power of two"},
 		{"unknown hash", []string{"--home", filepath.Join(e.dir, "h2"), "init", "--hash", "md5"}, "want blake3 or sha256"},
 		{"too few args", []string{"put", "x"}, "expected SRC and DST"},

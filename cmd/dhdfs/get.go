@@ -31,6 +31,9 @@ Examples:
 				return err
 			}
 			src, dst := c.Args().Get(0), c.Args().Get(1)
+			if err := poolPaths(c, src); err != nil {
+				return err
+			}
 			return withPool(c, func(m control.API) error {
 				if dst == "-" {
 					_, err := m.GetFile(c.Context, src, os.Stdout)
@@ -45,6 +48,12 @@ Examples:
 				}
 				if !n.IsRegular() {
 					return fmt.Errorf("%s is not a regular file", src)
+				}
+				// The directory named, not the temporary file, in an error.
+				if st, err := os.Stat(filepath.Dir(dst)); err != nil {
+					return err
+				} else if !st.IsDir() {
+					return fmt.Errorf("%s: not a directory", filepath.Dir(dst))
 				}
 				tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".dhdfs-*")
 				if err != nil {

@@ -32,6 +32,9 @@ Examples:
 			if err := needArgs(c, 0, 1, "at most one PATH"); err != nil {
 				return err
 			}
+			if err := poolPaths(c, c.Args().Slice()...); err != nil {
+				return err
+			}
 			p := c.Args().First()
 			if p == "" {
 				p = "/"

@@ -19,6 +19,9 @@ func cmdMkdir() *cli.Command {
 			if err := needArgs(c, 1, -1, "at least one PATH"); err != nil {
 				return err
 			}
+			if err := poolPaths(c, c.Args().Slice()...); err != nil {
+				return err
+			}
 			return withPool(c, func(m control.API) error {
 				for _, p := range c.Args().Slice() {
 					if _, err := m.MkdirPath(p, c.Bool("parents"), 0o755, callerOf()); err != nil {

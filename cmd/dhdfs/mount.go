@@ -101,6 +101,9 @@ Examples:
 			if _, err := mountOptions(c, cfg.ReadOnly); err != nil {
 				return err
 			}
+			if home, err := filepath.Abs(c.String("home")); err == nil && (dir == home || strings.HasPrefix(dir, home+"/")) {
+				return fmt.Errorf("mount point %s is inside the pool's home %s: mount it elsewhere", dir, home)
+			}
 			// Before anything opens HOME/mount.log: a mistyped home is
 			// "no pool", not "open log file".
 			if err := cluster.CheckPool(c.String("home")); err != nil {

@@ -33,6 +33,9 @@ Examples:
 				return err
 			}
 			src, dst := c.Args().Get(0), c.Args().Get(1)
+			if err := poolPaths(c, dst); err != nil {
+				return err
+			}
 			var r io.Reader = os.Stdin
 			mode := uint32(0o644)
 			if src != "-" {

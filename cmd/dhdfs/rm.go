@@ -26,6 +26,9 @@ Examples:
 			if err := needArgs(c, 1, -1, "at least one PATH"); err != nil {
 				return err
 			}
+			if err := poolPaths(c, c.Args().Slice()...); err != nil {
+				return err
+			}
 			return withPool(c, func(m control.API) error {
 				for _, p := range c.Args().Slice() {
 					err := m.RemovePath(p, c.Bool("recursive"))

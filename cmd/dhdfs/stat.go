@@ -26,6 +26,9 @@ func cmdStat() *cli.Command {
 			if err := needArgs(c, 1, 1, "one PATH"); err != nil {
 				return err
 			}
+			if err := poolPaths(c, c.Args().Slice()...); err != nil {
+				return err
+			}
 			return withPool(c, func(m control.API) error {
 				st, err := m.StatPath(c.Args().First(), c.Bool("chunks"))
 				if err != nil {
