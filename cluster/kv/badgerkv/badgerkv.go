@@ -154,7 +154,7 @@ type reader struct{ t *badger.Txn }
 func (r reader) Get(key []byte) ([]byte, error) {
 	it, err := r.t.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%q: %w", key, kv.ErrNotFound)
+		return nil, kv.ErrNotFound // unwrapped: absent keys are common, and formatting costs
 	}
 	if err != nil {
 		return nil, mapErr(err)

@@ -7,7 +7,6 @@ package memkv
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/url"
 	"sync"
 
@@ -117,7 +116,7 @@ type reader struct{ t *btree.BTreeG[item] }
 func (r reader) Get(key []byte) ([]byte, error) {
 	it, ok := r.t.Get(item{key: key})
 	if !ok {
-		return nil, fmt.Errorf("%q: %w", key, kv.ErrNotFound)
+		return nil, kv.ErrNotFound // unwrapped: absent keys are common, and formatting costs
 	}
 	return bytes.Clone(it.value), nil
 }
