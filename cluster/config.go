@@ -39,6 +39,9 @@ type PoolConfig struct {
 	// offline or away during the recover).
 	HomeID      string   `json:"home_id,omitempty"`
 	FormerHomes []string `json:"former_homes,omitempty"`
+	// Meta is the URL of the metadata engine (kv.Open); empty for the
+	// embedded Badger store in HOME/meta.
+	Meta string `json:"meta,omitempty"`
 }
 
 // configFormat 2 added Hash: a dhdfs that reads only format 1 refuses a

@@ -38,11 +38,24 @@ func newTestPoolTB(t testing.TB, drives, replicas, chunkSize int) *testPool {
 
 func newTestPoolWith(t testing.TB, drives, replicas, chunkSize int, opts Options) *testPool {
 	t.Helper()
+	return newTestPoolConfig(t, drives, opts, func(cfg *PoolConfig) { cfg.Replicas, cfg.ChunkSize = replicas, chunkSize })
+}
+
+// newTestPoolWithConfig is newTestPool with the pool config changed by edit.
+func newTestPoolWithConfig(t testing.TB, drives, replicas int, edit func(*PoolConfig)) *testPool {
+	t.Helper()
+	return newTestPoolConfig(t, drives, Options{}, func(cfg *PoolConfig) {
+		cfg.Replicas, cfg.ChunkSize = replicas, MinChunkSize
+		edit(cfg)
+	})
+}
+
+func newTestPoolConfig(t testing.TB, drives int, opts Options, edit func(*PoolConfig)) *testPool {
+	t.Helper()
 	root := t.TempDir()
 	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, openOpts: opts}
 	cfg := DefaultPoolConfig()
-	cfg.Replicas = replicas
-	cfg.ChunkSize = chunkSize
+	edit(&cfg)
 	if _, err := Init(tp.home, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -241,7 +241,12 @@ func Init(home string, cfg PoolConfig) (PoolConfig, error) {
 	defer lock.release()
 	cfg.PoolID, cfg.HomeID = nodes.NewID(), nodes.NewID()
 	cfg.Created = time.Now().UTC().Truncate(time.Second)
-	meta, err := openMeta(filepath.Join(home, metaDir), nil)
+	var meta *metaDB
+	if cfg.Meta == "" {
+		meta, err = openMeta(filepath.Join(home, metaDir), nil)
+	} else {
+		meta, err = openEngineMeta(cfg.Meta, true)
+	}
 	if err != nil {
 		return cfg, err
 	}
@@ -327,7 +332,7 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	m.syncs.errs = map[uint64]error{}
 	m.jrn.init()
 	m.initReclaimer() // before the drives open
-	m.meta, err = openExistingMeta(filepath.Join(home, metaDir), m.log)
+	m.meta, err = openPoolMeta(home, cfg, m.log)
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,51 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 	return m, nil
 }
 
+// openPoolMeta opens the metadata of a pool whose config is cfg: the
+// Badger store in home, or the engine cfg.Meta names.
+func openPoolMeta(home string, cfg PoolConfig, log *slog.Logger) (*metaDB, error) {
+	if cfg.Meta == "" {
+		return openExistingMeta(filepath.Join(home, metaDir), log)
+	}
+	return openEngineMeta(cfg.Meta, false)
+}
+
+// openEngineMeta opens the metadata engine at url. A new pool's (create)
+// must find it empty, an existing pool's must find the pool there.
+func openEngineMeta(url string, create bool) (*metaDB, error) {
+	eng, err := kv.Open(url)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata engine: %w", err)
+	}
+	m := &metaDB{eng: eng, dir: url, batch: batchFor(eng.Limits())}
+	empty := true
+	err = m.view(func(txn kv.Reader) error {
+		if err := txn.Scan(nil, nil, kv.ScanOptions{KeysOnly: true, Limit: 1}, func(_, _ []byte) error {
+			empty = false
+			return nil
+		}); err != nil {
+			return err
+		}
+		v, ok, err := get(txn, metaSeqKey)
+		if ok && len(v) == 8 {
+			m.seq = binary.BigEndian.Uint64(v)
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+	case create && !empty:
+		err = fmt.Errorf("metadata engine %s already holds data: give a new prefix: %w", url, ErrPoolExists)
+	case !create && empty:
+		err = metaDamaged(url, "the metadata engine %s holds no pool", url)
+	}
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
 // openExistingMeta opens the meta store of a pool, which must exist:
 // Badger would start an empty store in place of a missing one, a pool
 // without even its root directory.
@@ -138,12 +183,17 @@ func openBadger(opts badger.Options) (db *badger.DB, err error) {
 	return db, nil
 }
 
-func (m *metaDB) close() error { return m.db.Close() }
+func (m *metaDB) close() error {
+	if m.db == nil {
+		return m.eng.Close()
+	}
+	return m.db.Close()
+}
 
 // sync makes every committed transaction durable.
 func (m *metaDB) sync() error {
 	c := m.changes.Load()
-	if err := m.db.Sync(); err != nil {
+	if err := m.eng.Sync(); err != nil {
 		return fmt.Errorf("sync metadata: %w", err)
 	}
 	for s := m.synced.Load(); s < c && !m.synced.CompareAndSwap(s, c); s = m.synced.Load() {
@@ -158,6 +208,9 @@ func (m *metaDB) sync() error {
 // through its Stream framework, whose eight workers each take a 32 MiB
 // buffer: every mirror round then cost over 100 MiB of memory.
 func (m *metaDB) backup(w io.Writer, since uint64) (_ uint64, err error) {
+	if m.db == nil {
+		return 0, errNoBackup
+	}
 	defer recoverBadger(m.dir, &err)
 	txn := m.db.NewTransaction(false)
 	defer txn.Discard()
@@ -219,6 +272,9 @@ func (m *metaDB) backup(w io.Writer, since uint64) (_ uint64, err error) {
 	}
 	return last, nil
 }
+
+// errNoBackup: the metadata engine offers no backups for the mirror.
+var errNoBackup = errors.New("the metadata engine keeps no mirror on the drives")
 
 // badgerBitDelete is Badger's entry flag for a deletion (bitDelete, not
 // exported), as its backups carry it.

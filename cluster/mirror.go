@@ -107,6 +107,13 @@ func (m *Manager) MirrorMeta() (int, error) {
 	if len(targets) == 0 {
 		return 0, nil
 	}
+	if m.meta.db == nil {
+		var ds []*drive
+		for _, t := range targets {
+			ds = append(ds, t.d)
+		}
+		return m.mirrorConfig(ds)
+	}
 	var inc, full []byte
 	var incVer, fullVer uint64
 	needInc, needFull := false, false
@@ -180,6 +187,31 @@ func (m *Manager) MirrorMeta() (int, error) {
 	}
 	errs = append(errs, err)
 	return complete, errors.Join(errs...)
+}
+
+// mirrorConfig is the mirror of a pool whose metadata lives in an engine
+// of its own (PoolConfig.Meta), which keeps it safe apart from home: the
+// drives get the pool config only, from which recover rebuilds home.
+func (m *Manager) mirrorConfig(ds []*drive) (int, error) {
+	cfg, err := json.MarshalIndent(m.cfg, "", "  ")
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, d := range ds {
+		area := d.record().at().Mirror()
+		if have, err := area.Read(configFile); err == nil && bytes.Equal(have, append(cfg, '\n')) {
+			n++
+			continue
+		}
+		if err := area.Write(configFile, append(cfg, '\n')); err != nil {
+			errs = append(errs, fmt.Errorf("drive %s: %w", d.record().Name, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // segmentMagic starts every segment file; a CRC-32C of the Badger backup

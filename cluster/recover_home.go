@@ -76,11 +76,16 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 	if cfg.PoolID != id.PoolID {
 		return rep, fmt.Errorf("%s: mirror of pool %s on a drive of pool %s: %w", real, cfg.PoolID, id.PoolID, ErrBadDrive)
 	}
-	segs, err := listSegments(area)
-	if err != nil {
-		return rep, fmt.Errorf("read metadata mirror: %w", err)
+	// A pool whose metadata lives in an engine of its own has lost only
+	// its config with home: the drives' copy says where the metadata is.
+	var chain []segment
+	if cfg.Meta == "" {
+		var segs []segment
+		if segs, err = listSegments(area); err != nil {
+			return rep, fmt.Errorf("read metadata mirror: %w", err)
+		}
+		chain, err = chainFrom(segs)
 	}
-	chain, err := chainFrom(segs)
 	if err != nil {
 		return rep, fmt.Errorf("metadata mirror on %s: %w", real, err)
 	}
@@ -100,7 +105,10 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 		cfg.FormerHomes = append(cfg.FormerHomes, cfg.HomeID)
 	}
 	cfg.HomeID = nodes.NewID()
-	loaded, err := loadChain(home, area, chain, id, real)
+	loaded := 0
+	if cfg.Meta == "" {
+		loaded, err = loadChain(home, area, chain, id, real)
+	}
 	if err == nil {
 		err = writeConfig(home, cfg)
 	}
@@ -109,8 +117,10 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 		return rep, err
 	}
 	rep.Pool, rep.Segments = cfg.PoolID, loaded
-	if t, err := area.ModTime(chain[loaded-1].name); err == nil {
-		rep.Through = t
+	if loaded > 0 {
+		if t, err := area.ModTime(chain[loaded-1].name); err == nil {
+			rep.Through = t
+		}
 	}
 	opts.takeOver = true
 	m, err := Open(home, opts)

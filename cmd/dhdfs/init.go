@@ -24,6 +24,7 @@ Examples:
 			&cli.IntFlag{Name: "replicas", Value: cluster.DefaultReplicas, Usage: "copies of each chunk, on distinct drives"},
 			&cli.StringFlag{Name: "chunk-size", Value: "1MiB", Usage: "largest chunk, a power of two from 64KiB to 64MiB"},
 			&cli.StringFlag{Name: "hash", Value: string(nodes.BLAKE3), Usage: "the hash that names chunks: blake3 (fast) or sha256"},
+			&cli.StringFlag{Name: "meta", Usage: "keep the metadata in this engine instead of HOME/meta: etcd://HOST:PORT[,HOST:PORT...]/PREFIX"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 0, "no arguments"); err != nil {
@@ -35,6 +36,7 @@ Examples:
 			}
 			cfg := cluster.DefaultPoolConfig()
 			cfg.Replicas, cfg.ChunkSize, cfg.Hash = c.Int("replicas"), int(size), nodes.Hash(c.String("hash"))
+			cfg.Meta = c.String("meta")
 			if cfg.Hash == "" || !cfg.Hash.Valid() {
 				return usageError(c, "--hash %q: want blake3 or sha256", c.String("hash"))
 			}
