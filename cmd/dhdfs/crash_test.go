@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dhdfs/dhdfs/cluster/kv/etcdkv/etcdtest"
 )
 
 // crashFile is what a crash may leave of one path: the content its last
@@ -166,6 +168,26 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	e := newEnv(t)
 	e.ok("init", "--chunk-size", "64KiB")
+	crashSeeds(t, e, seeds, nil)
+}
+
+// TestCrashRecoveryOnEtcd is TestCrashRecovery on a pool whose metadata
+// lives in etcd (a real 3-member cluster on 127.0.0.1), whose leader also
+// stops in the second round.
+func TestCrashRecoveryOnEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	e := newEnv(t)
+	e.ok("init", "--chunk-size", "64KiB", "--meta", c.URL("/dhdfs/crash"))
+	crashSeeds(t, e, 3, func(seed uint64) {
+		if seed == 2 {
+			t.Logf("stopped etcd leader m%d", c.StopLeader(t))
+		}
+	})
+}
+
+// crashSeeds runs a round of TestCrashRecovery per seed on e's pool;
+// during calls midway through each round's workload, if set.
+func crashSeeds(t *testing.T, e *env, seeds int, during func(seed uint64)) {
 	e.drives(3)
 	mnt := e.mountDir()
 	var workers []*crashWorker
@@ -198,7 +220,12 @@ func TestCrashRecovery(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(150+rng.IntN(500)) * time.Millisecond)
+		wait := time.Duration(150+rng.IntN(500)) * time.Millisecond
+		time.Sleep(wait / 2)
+		if during != nil {
+			during(seed)
+		}
+		time.Sleep(wait / 2)
 		killMount(t, pid, mnt)
 		wg.Wait()
 		out := e.ok("fsck")
