@@ -1,6 +1,11 @@
 package cluster
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
 
 // Sentinel errors. Callers test them with errors.Is; package fs maps them to
 // errnos at the FUSE boundary and the CLI prints the wrapped message.
@@ -27,3 +32,26 @@ var (
 	// is damaged; dhdfs recover rebuilds it from a drive's mirror.
 	ErrMetaDamaged = errors.New("metadata store is damaged")
 )
+
+// MetaDamagedError reports a metadata store that cannot be used as it is.
+// It wraps ErrMetaDamaged.
+type MetaDamagedError struct {
+	Home   string // the pool's home
+	Detail string // what was found damaged
+}
+
+func (e *MetaDamagedError) Error() string {
+	return fmt.Sprintf("metadata store in %s is damaged (%s): restore it with 'dhdfs recover --from DRIVE --home %s --force'",
+		e.Home, e.Detail, e.Home)
+}
+
+func (e *MetaDamagedError) Unwrap() error { return ErrMetaDamaged }
+
+// metaDamaged returns the error for damage found in the meta store dir.
+func metaDamaged(dir string, format string, a ...any) error {
+	detail := strings.TrimSpace(fmt.Sprintf(format, a...))
+	if i := strings.IndexByte(detail, '\n'); i >= 0 {
+		detail = detail[:i] // one line: some of Badger's messages go on with advice
+	}
+	return &MetaDamagedError{Home: filepath.Dir(dir), Detail: detail}
+}

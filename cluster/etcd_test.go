@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	_ "github.com/dhdfs/dhdfs/cluster/kv/etcdkv"
 	"github.com/dhdfs/dhdfs/cluster/kv/etcdkv/etcdtest"
 )
@@ -41,17 +42,50 @@ func TestPoolOnEtcd(t *testing.T) {
 	if err := tp.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Home lost, the engine intact: only the config comes from a drive.
 	home := t.TempDir() + "/home2"
-	if _, err := RebuildHome(ctx, tp.paths[0], home, Options{}, nil); err != nil {
-		t.Fatal(err)
+	if rep, err := RebuildHome(ctx, tp.paths[0], home, Options{}, nil); err != nil || rep.Segments != 0 {
+		t.Fatalf("rebuild with the engine intact: %+v, %v", rep, err)
 	}
-	m, err := Open(home, Options{})
+	reopenAndCheck := func(home string) {
+		t.Helper()
+		m, err := Open(home, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp := &testPool{Manager: m, t: t}
+		for p, data := range files {
+			rp.mustEqual(p, data)
+		}
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reopenAndCheck(home)
+
+	// Home and the engine's keys lost: the drives' mirror fills the engine.
+	eng, err := kv.Open(c.URL("/dhdfs/pool"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	rp := &testPool{Manager: m, t: t}
-	for p, data := range files {
-		rp.mustEqual(p, data)
+	for more := true; more; {
+		err := kv.Update(ctx, eng, func(txn kv.Txn) error {
+			n := 0
+			err := txn.Scan(nil, nil, kv.ScanOptions{Limit: 100, KeysOnly: true}, func(k, _ []byte) error {
+				n++
+				return txn.Delete(k)
+			})
+			more = n > 0
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
+	eng.Close()
+	home3 := t.TempDir() + "/home3"
+	if rep, err := RebuildHome(ctx, tp.paths[1], home3, Options{}, nil); err != nil || rep.Segments == 0 || rep.Fsck.Unrepaired() != 0 {
+		t.Fatalf("rebuild into an emptied engine: %+v, %v", rep, err)
+	}
+	reopenAndCheck(home3)
 }

@@ -57,9 +57,11 @@ func (j *journalState) init() {
 	j.kick = make(chan struct{}, 1)
 }
 
-// logBatch keeps a committed metadata transaction for the next round.
+// logBatch keeps a committed metadata transaction for the next round and
+// the mirror's next increment.
 // It runs under the metadata store's write lock, so batches are in order.
 func (m *Manager) logBatch(seq uint64, muts []mutation) {
+	m.mirLog.add(metaBatch{Seq: seq, Muts: muts})
 	j := &m.jrn
 	j.mu.Lock()
 	j.batches = append(j.batches, metaBatch{Seq: seq, Muts: muts})

@@ -192,8 +192,9 @@ type Manager struct {
 	roundMu    sync.Mutex      // one sync round or checkpoint at a time
 	jrn        journalState    // what the next round journals (journal.go)
 
-	mir   mirror       // the metadata mirror on the drives
-	reads atomic.Int64 // chunk reads, to pick which explore (readOrder)
+	mir    mirror       // the metadata mirror on the drives
+	mirLog mirrorLog    // transactions for the mirror's next increment
+	reads  atomic.Int64 // chunk reads, to pick which explore (readOrder)
 
 	cache *chunkCache
 	raSem chan struct{} // bounds read-ahead fetches in flight

@@ -6,31 +6,22 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-
-	badger "github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
-	"github.com/dgraph-io/badger/v4/pb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/cluster/kv/badgerkv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
-// metaDB is the pool's metadata store: a Badger database in HOME/meta.
-// Every change that spans keys is one transaction.
+// metaDB is the pool's metadata store: a Badger database in HOME/meta,
+// or the engine PoolConfig.Meta names. Every change that spans keys is
+// one transaction.
 type metaDB struct {
-	db *badger.DB
-	// eng is the engine the pool's metadata logic speaks to; db stays for
-	// what only Badger offers (backups, loading them, checks).
 	eng kv.Engine
-	dir string
+	dir string // where the store is: a directory or a URL
 	// batch is how many items (slots, chunks, fixes) one transaction takes
 	// when work spans a whole file or the keyspace: each may write up to
 	// keysPerItem keys, and an engine's limit is never reached.
@@ -47,36 +38,14 @@ type metaDB struct {
 }
 
 // openMeta opens (or creates) the meta store in dir. A store Badger could
-// not read safely is refused with a *MetaDamagedError (see checkMetaDir).
+// not read safely is refused with a *MetaDamagedError.
 func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
-	if err := checkMetaDir(dir); err != nil {
-		return nil, err
-	}
-	// Badger's checksum verification stays off (NoVerification): checkMetaDir
-	// did what OnTableRead would, and on block reads Badger turns a bad
-	// block into a key that silently reads as absent (levelHandler.get
-	// drops the iterator's error), which fsck --repair would then "repair".
-	logger := &openingLogger{Logger: nodes.BadgerLogger(log)}
-	logger.opening.Store(true)
-	defer logger.opening.Store(false)
-	opts := badger.DefaultOptions(dir).
-		WithLogger(logger).
-		WithMemTableSize(metaMemtable).
-		WithNumMemtables(metaMemtables).
-		WithNumCompactors(2).
-		WithBlockCacheSize(metaBlockCache).
-		WithCompression(options.None).
-		WithValueLogFileSize(128 << 20).
-		WithVerifyValueChecksum(true).
-		WithMetricsEnabled(false).
-		// Write transactions run one at a time (writeMu), so none can
-		// conflict: tracking the keys each one reads would be wasted.
-		WithDetectConflicts(false)
-	db, err := openBadger(opts)
+	eng, err := badgerkv.OpenStore(dir, badgerkv.StoreOptions{
+		MemTableSize: metaMemtable, NumMemtables: metaMemtables, BlockCacheSize: metaBlockCache, Log: log})
 	if err != nil {
-		return nil, err
+		return nil, homeDamage(dir, err)
 	}
-	m := &metaDB{db: db, eng: badgerkv.New(db), dir: dir}
+	m := &metaDB{eng: eng, dir: dir}
 	m.batch = batchFor(m.eng.Limits())
 	if err := m.view(func(txn kv.Reader) error {
 		v, ok, err := get(txn, metaSeqKey)
@@ -85,7 +54,7 @@ func openMeta(dir string, log *slog.Logger) (*metaDB, error) {
 		}
 		return err
 	}); err != nil {
-		db.Close()
+		eng.Close()
 		return nil, err
 	}
 	return m, nil
@@ -140,8 +109,8 @@ func openEngineMeta(url string, create bool) (*metaDB, error) {
 // Badger would start an empty store in place of a missing one, a pool
 // without even its root directory.
 func openExistingMeta(dir string, log *slog.Logger) (*metaDB, error) {
-	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
-		return nil, metaDamaged(dir, "%s is missing or empty", dir)
+	if ok, err := badgerkv.Exists(dir); err != nil || !ok {
+		return nil, errors.Join(err, metaDamaged(dir, "%s is missing or empty", dir))
 	}
 	return openMeta(dir, log)
 }
@@ -155,130 +124,18 @@ func batchFor(l kv.Limits) int {
 	return min(max(l.MaxTxnKeys/keysPerItem, 1), 512)
 }
 
-// openingLogger is Badger's logger for the meta store. While the store
-// opens, Badger's errors are logged at debug level only: Badger logs a
-// failure to open and also returns it, and the returned error is what
-// the command reports, on one line.
-type openingLogger struct {
-	badger.Logger
-	opening atomic.Bool
-}
-
-func (l *openingLogger) Errorf(f string, a ...any) {
-	if l.opening.Load() {
-		l.Logger.Debugf(f, a...)
-		return
-	}
-	l.Logger.Errorf(f, a...)
-}
-
-// openBadger opens the store, turning a panic on this goroutine (replaying
-// a damaged write-ahead log, say) into an error.
-func openBadger(opts badger.Options) (db *badger.DB, err error) {
-	defer recoverBadger(opts.Dir, &err)
-	db, err = badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open metadata store %s: %w", opts.Dir, err)
-	}
-	return db, nil
-}
-
-func (m *metaDB) close() error {
-	if m.db == nil {
-		return m.eng.Close()
-	}
-	return m.db.Close()
-}
+func (m *metaDB) close() error { return m.eng.Close() }
 
 // sync makes every committed transaction durable.
 func (m *metaDB) sync() error {
 	c := m.changes.Load()
 	if err := m.eng.Sync(); err != nil {
-		return fmt.Errorf("sync metadata: %w", err)
+		return fmt.Errorf("sync metadata: %w", homeDamage(m.dir, err))
 	}
 	for s := m.synced.Load(); s < c && !m.synced.CompareAndSwap(s, c); s = m.synced.Load() {
 	}
 	return nil
 }
-
-// backup writes the changes after version since (everything for 0) to w
-// in the format of Badger's backups, which DB.Load reads: the newest
-// version of each key changed, deletions as tombstones. It returns the
-// last version written (0 if none). Badger's own DB.Backup does the same
-// through its Stream framework, whose eight workers each take a 32 MiB
-// buffer: every mirror round then cost over 100 MiB of memory.
-func (m *metaDB) backup(w io.Writer, since uint64) (_ uint64, err error) {
-	if m.db == nil {
-		return 0, errNoBackup
-	}
-	defer recoverBadger(m.dir, &err)
-	txn := m.db.NewTransaction(false)
-	defer txn.Discard()
-	// AllVersions: without it the iterator hides tombstones.
-	it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, SinceTs: since})
-	defer it.Close()
-	var list pb.KVList
-	var last uint64
-	size := 0
-	flush := func() error {
-		if len(list.Kv) == 0 {
-			return nil
-		}
-		b, err := proto.Marshal(&list)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(b)))); err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		list.Kv, size = list.Kv[:0], 0
-		return err
-	}
-	var prev []byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		if prev != nil && bytes.Equal(item.Key(), prev) {
-			continue // an older version of a key already written
-		}
-		if bytes.Equal(item.Key(), cleanKey) {
-			// Every open and close flips it; a rebuilt pool opens as
-			// after a crash anyway. Leaving it out spares read-only
-			// commands a mirror write to every drive.
-			prev = item.KeyCopy(nil)
-			continue
-		}
-		kv := &pb.KV{Key: item.KeyCopy(nil), Version: item.Version(), ExpiresAt: item.ExpiresAt(), UserMeta: []byte{item.UserMeta()}}
-		prev = kv.Key
-		if item.IsDeletedOrExpired() {
-			kv.Meta = []byte{badgerBitDelete}
-		} else {
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return 0, fmt.Errorf("back up metadata: %w", err)
-			}
-			kv.Value, kv.Meta = v, []byte{0}
-		}
-		last = max(last, kv.Version)
-		list.Kv = append(list.Kv, kv)
-		if size += len(kv.Key) + len(kv.Value); size >= 1<<20 {
-			if err := flush(); err != nil {
-				return 0, fmt.Errorf("back up metadata: %w", err)
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return 0, fmt.Errorf("back up metadata: %w", err)
-	}
-	return last, nil
-}
-
-// errNoBackup: the metadata engine offers no backups for the mirror.
-var errNoBackup = errors.New("the metadata engine keeps no mirror on the drives")
-
-// badgerBitDelete is Badger's entry flag for a deletion (bitDelete, not
-// exported), as its backups carry it.
-const badgerBitDelete = 1 << 0
 
 // unsynced reports whether a committed change may not be on disk yet.
 func (m *metaDB) unsynced() bool { return m.changes.Load() != m.synced.Load() }
@@ -299,7 +156,6 @@ func (m *metaDB) tidy(fn func(txn kv.Txn) error) (err error) {
 }
 
 func (m *metaDB) commit(fn func(txn kv.Txn) error, counts bool) (err error) {
-	defer recoverBadger(m.dir, &err)
 	m.writeMu.Lock()
 	defer m.writeMu.Unlock()
 	var rec recordingTxn
@@ -314,7 +170,7 @@ func (m *metaDB) commit(fn func(txn kv.Txn) error, counts bool) (err error) {
 		return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, m.seq+1))
 	})
 	if err != nil {
-		return err
+		return homeDamage(m.dir, err)
 	}
 	if len(rec.muts) > 0 {
 		m.seq++
@@ -352,9 +208,18 @@ func (t *recordingTxn) Delete(key []byte) error {
 }
 
 // view runs fn in a read-only transaction over one committed state.
-func (m *metaDB) view(fn func(txn kv.Reader) error) (err error) {
-	defer recoverBadger(m.dir, &err)
-	return m.eng.View(context.Background(), fn)
+func (m *metaDB) view(fn func(txn kv.Reader) error) error {
+	return homeDamage(m.dir, m.eng.View(context.Background(), fn))
+}
+
+// homeDamage turns damage the engine found in the store at dir into a
+// *MetaDamagedError, which says how to rebuild it.
+func homeDamage(dir string, err error) error {
+	var de *kv.DamagedError
+	if errors.As(err, &de) {
+		return metaDamaged(dir, "%s", de.Detail)
+	}
+	return err
 }
 
 // paged runs fn over a reader whose scans go a page at a time, each page

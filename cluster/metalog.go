@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/dhdfs/dhdfs/cluster/kv"
@@ -116,4 +117,67 @@ func readBatch(d *decoder) metaBatch {
 		b.Muts = append(b.Muts, mu)
 	}
 	return b
+}
+
+// errLoad wraps a failure to write what a mirror segment holds (as
+// opposed to a segment found damaged).
+var errLoad = errors.New("load metadata")
+
+// load writes muts into the store as they are, in transactions as large
+// as the engine takes, neither numbered nor logged: it fills a new store
+// from the mirror, which nothing else uses meanwhile.
+func (m *metaDB) load(muts []mutation) error {
+	l := m.eng.Limits()
+	for len(muts) > 0 {
+		n, size := 0, 0
+		for n < len(muts) && n < l.MaxTxnKeys-1 {
+			size += len(muts[n].Key) + len(muts[n].Val)
+			if n > 0 && size > l.MaxTxnBytes-64 {
+				break
+			}
+			n++
+		}
+		part := muts[:n]
+		err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
+			for _, mu := range part {
+				var err error
+				if mu.Del {
+					err = txn.Delete(mu.Key)
+				} else {
+					err = txn.Set(mu.Key, mu.Val)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %w", errLoad, homeDamage(m.dir, err))
+		}
+		muts = muts[n:]
+	}
+	return nil
+}
+
+// loaded numbers the store that load filled: after transaction seq, or
+// (0) as the loaded metadata says.
+func (m *metaDB) loaded(seq uint64) error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
+		if seq == 0 {
+			v, ok, err := get(txn, metaSeqKey)
+			if ok && len(v) == 8 {
+				seq = binary.BigEndian.Uint64(v)
+			}
+			return err
+		}
+		return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, seq))
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errLoad, err)
+	}
+	m.seq = seq
+	return nil
 }

@@ -3,12 +3,14 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 func TestChainFrom(t *testing.T) {
@@ -133,33 +135,104 @@ func TestRebuildHome(t *testing.T) {
 }
 
 func TestDecodeSegment(t *testing.T) {
-	entry := append(binary.LittleEndian.AppendUint64(nil, 3), 1, 2, 3)
-	good := encodeSegment(entry)
+	batches := []metaBatch{
+		{Seq: 3, Muts: []mutation{{Key: []byte("k"), Val: []byte("v")}, {Key: []byte("gone"), Del: true}}},
+		{Seq: 4, Muts: []mutation{{Key: []byte("k")}}}, // an empty value
+	}
+	var body []byte
+	for _, b := range batches {
+		body = appendBatch(body, b)
+	}
+	good := encodeSegment(body)
 	flipped := bytes.Clone(good)
 	flipped[len(flipped)-1] ^= 1
+	legacy, err := os.ReadFile("testdata/mirror-v1/meta-mirror/0000000000000001.full")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		b    []byte
-		ok   bool
+		want []metaBatch // nil: an error
 	}{
-		{"valid", good, true},
-		{"empty stream", encodeSegment(nil), true},
-		{"no magic", entry, false},
-		{"flipped bit", flipped, false},
-		{"truncated", good[:len(good)-1], false},
-		{"length past the end", encodeSegment(binary.LittleEndian.AppendUint64(nil, 1<<62)), false},
-		{"partial length", encodeSegment([]byte{1, 2, 3}), false},
+		{"valid", good, batches},
+		{"empty stream", encodeSegment(nil), []metaBatch{}},
+		{"no magic", body, nil},
+		{"flipped bit", flipped, nil},
+		{"truncated", good[:len(good)-1], nil},
+		{"length past the end", encodeSegment(append(appendBatch(nil, metaBatch{Seq: 1})[:1], 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f)), nil},
+		{"partial length", encodeSegment([]byte{0x80}), nil},
+		{"first format", legacy, []metaBatch{}},
+		{"first format, flipped bit", append(bytes.Clone(legacy[:len(legacy)-1]), legacy[len(legacy)-1]^1), nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := decodeSegment(tc.b)
-			if (err == nil) != tc.ok {
-				t.Fatalf("err %v, want ok %v", err, tc.ok)
+			got := []metaBatch{}
+			err := decodeSegment(tc.b, func(b metaBatch) error {
+				got = append(got, b)
+				return nil
+			})
+			if (err == nil) != (tc.want != nil) {
+				t.Fatalf("err %v, want ok %v", err, tc.want != nil)
 			}
-			if tc.ok && !bytes.Equal(got, tc.b[len(segmentMagic)+4:]) {
-				t.Fatal("wrong stream")
+			switch {
+			case tc.want == nil:
+				if len(got) != 0 {
+					t.Fatalf("a damaged segment yielded %d transactions", len(got))
+				}
+			case tc.name == "first format":
+				if len(got) != 1 || len(got[0].Muts) < 10 {
+					t.Fatalf("first format: %+v", got)
+				}
+			case !reflect.DeepEqual(got, tc.want):
+				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A drive mirrored in the first format (Badger backups) still rebuilds
+// home; the rebuilt pool then mirrors in the current format.
+func TestRebuildFromFirstFormat(t *testing.T) {
+	drive := t.TempDir()
+	if err := os.CopyFS(drive, os.DirFS("testdata/mirror-v1")); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(t.TempDir(), "home")
+	rep, err := RebuildHome(context.Background(), drive, home, Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Segments != 3 || rep.Fsck.Unrepaired() != 0 {
+		t.Fatalf("rebuild: %+v", rep)
+	}
+	m, err := Open(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, p := range []string{"/docs", "/docs/sub", "/docs/empty", "/gone", "/later", "/later/at-close"} {
+		if _, err := m.Resolve(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := m.Resolve("/removed"); err == nil {
+		t.Error("/removed, deleted in an increment, is back")
+	}
+	if n, err := m.MirrorMeta(); err != nil || n != 1 {
+		t.Fatalf("mirror: %d, %v", n, err)
+	}
+	at, err := nodes.OpenDrive(drive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err := listSegments(at.Mirror())
+	if err != nil || len(segs) != 1 || !segs[0].full || segs[0].seq != 4 {
+		t.Fatalf("after the rebuilt pool's first mirror: %+v, %v", segs, err)
+	}
+	b, err := os.ReadFile(filepath.Join(drive, mirrorDirName, segs[0].name))
+	if err != nil || !bytes.HasPrefix(b, segmentMagic) {
+		t.Fatalf("the new chain is not in the current format: %v", err)
 	}
 }
 
@@ -219,3 +292,68 @@ func TestRecoverFencesOldHome(t *testing.T) {
 // mirrorDirName is where a directory drive keeps its mirror area; the tests
 // copy it to stage crashes.
 const mirrorDirName = "meta-mirror"
+
+// The chain goes on across a clean close and open, with increments of
+// what changed; a pool opened and closed without changes writes nothing;
+// after a crash, whose last transactions no increment holds, the next
+// round writes full dumps.
+func TestMirrorChainAcrossOpens(t *testing.T) {
+	tp := newTestPool(t, 2, 2)
+	at, err := nodes.OpenDrive(tp.paths[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	segments := func() string {
+		t.Helper()
+		segs, err := listSegments(at.Mirror())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, seg := range segs {
+			s = append(s, seg.name)
+		}
+		return strings.Join(s, " ")
+	}
+	mirror := func() {
+		t.Helper()
+		if n, err := tp.MirrorMeta(); err != nil || n != 2 {
+			t.Fatalf("mirror: %d drives, %v", n, err)
+		}
+	}
+	files := map[string][]byte{"/a": randBytes(1, 100), "/b": randBytes(2, 100), "/c": randBytes(3, 100), "/d": randBytes(4, 100)}
+	tp.put("/a", files["/a"])
+	mirror()
+	tp.put("/b", files["/b"])
+	tp.reopen()
+	tp.put("/c", files["/c"])
+	mirror()
+	if got, want := segments(), "0000000000000001.full 0000000000000002.inc 0000000000000003.inc"; got != want {
+		t.Fatalf("segments %s, want %s", got, want)
+	}
+	tp.reopen()
+	if got, want := segments(), "0000000000000001.full 0000000000000002.inc 0000000000000003.inc"; got != want {
+		t.Fatalf("after an open and close without changes: segments %s, want %s", got, want)
+	}
+	tp.put("/d", files["/d"])
+	tp.crash()
+	tp.open()
+	mirror()
+	if got, want := segments(), "0000000000000004.full"; got != want {
+		t.Fatalf("after a crash: segments %s, want %s", got, want)
+	}
+	tp.Close()
+	home := filepath.Join(t.TempDir(), "home")
+	if _, err := RebuildHome(context.Background(), tp.paths[0], home, Options{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rp := &testPool{Manager: m, t: t}
+	for p, data := range files {
+		rp.mustEqual(p, data)
+	}
+}

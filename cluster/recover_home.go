@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,27 +75,42 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 	if cfg.PoolID != id.PoolID {
 		return rep, fmt.Errorf("%s: mirror of pool %s on a drive of pool %s: %w", real, cfg.PoolID, id.PoolID, ErrBadDrive)
 	}
-	// A pool whose metadata lives in an engine of its own has lost only
-	// its config with home: the drives' copy says where the metadata is.
-	var chain []segment
-	if cfg.Meta == "" {
-		var segs []segment
-		if segs, err = listSegments(area); err != nil {
-			return rep, fmt.Errorf("read metadata mirror: %w", err)
-		}
-		chain, err = chainFrom(segs)
-	}
+	segs, err := listSegments(area)
 	if err != nil {
-		return rep, fmt.Errorf("metadata mirror on %s: %w", real, err)
+		return rep, fmt.Errorf("read metadata mirror: %w", err)
+	}
+	chain, chainErr := chainFrom(segs)
+	if cfg.Meta == "" && chainErr != nil {
+		return rep, fmt.Errorf("metadata mirror on %s: %w", real, chainErr)
+	}
+	// A pool whose metadata lives in an engine of its own has lost only
+	// its config with home, unless the engine lost the pool too: then the
+	// mirror fills the engine.
+	var meta *metaDB
+	if cfg.Meta != "" {
+		meta, err = openEngineMeta(cfg.Meta, true)
+		switch {
+		case errors.Is(err, ErrPoolExists):
+			meta, err = nil, nil
+		case err != nil:
+			return rep, err
+		case chainErr != nil:
+			meta.close()
+			return rep, fmt.Errorf("the metadata engine %s holds no pool, and the mirror on %s: %w", cfg.Meta, real, chainErr)
+		}
 	}
 	// Home is touched only once the mirror is known to be usable.
 	if replace {
-		if rep.MovedAside, err = moveHomeAside(home, cfg.PoolID, real); err != nil {
-			return rep, err
-		}
+		rep.MovedAside, err = moveHomeAside(home, cfg.PoolID, real)
 	}
-	lock, err := newHome(home)
+	var lock *poolLock
+	if err == nil {
+		lock, err = newHome(home)
+	}
 	if err != nil {
+		if meta != nil {
+			meta.close()
+		}
 		return rep, err
 	}
 	// A new home: it takes the drives over as it opens them, so the old
@@ -105,9 +119,12 @@ func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts
 		cfg.FormerHomes = append(cfg.FormerHomes, cfg.HomeID)
 	}
 	cfg.HomeID = nodes.NewID()
-	loaded := 0
 	if cfg.Meta == "" {
-		loaded, err = loadChain(home, area, chain, id, real)
+		meta, err = openMeta(filepath.Join(home, metaDir), nil)
+	}
+	loaded := 0
+	if err == nil && meta != nil {
+		loaded, err = loadChain(meta, area, chain, id, real)
 	}
 	if err == nil {
 		err = writeConfig(home, cfg)
@@ -190,26 +207,25 @@ func moveHomeAside(home, poolID, drive string) (string, error) {
 	return aside, nil
 }
 
-// loadChain loads the mirror's segments into a new meta store in home,
-// up to the first damaged one, and points the drive record of the drive
-// it came from at its current path. It returns how many it loaded.
-func loadChain(home string, area nodes.FileArea, chain []segment, id nodes.Identity, drivePath string) (int, error) {
-	meta, err := openMeta(filepath.Join(home, metaDir), nil)
-	if err != nil {
-		return 0, err
-	}
+// loadChain loads the mirror's segments into meta, a new store, up to the
+// first damaged one, points the drive record of the drive they came from
+// at its current path, and closes meta. It returns how many it loaded.
+func loadChain(meta *metaDB, area nodes.FileArea, chain []segment, id nodes.Identity, drivePath string) (int, error) {
 	loaded := 0
+	var at uint64 // the last transaction loaded
 	for i, s := range chain {
 		b, err := area.Read(s.name)
-		var stream []byte
 		if err == nil {
-			stream, err = decodeSegment(b)
+			err = decodeSegment(b, func(batch metaBatch) error {
+				if batch.Seq != 0 && batch.Seq <= at {
+					return nil // a full dump that followed held it already
+				}
+				at = max(at, batch.Seq)
+				return meta.load(batch.Muts)
+			})
 		}
-		if err != nil && i > 0 {
+		if err != nil && i > 0 && !errors.Is(err, errLoad) {
 			break // a damaged increment ends the chain: load what precedes it
-		}
-		if err == nil {
-			err = meta.db.Load(bytes.NewReader(stream), 256)
 		}
 		if err != nil {
 			meta.close()
@@ -217,26 +233,29 @@ func loadChain(home string, area nodes.FileArea, chain []segment, id nodes.Ident
 		}
 		loaded++
 	}
-	err = meta.update(func(txn kv.Txn) error {
-		// Opened as after a crash: references recounted, orphans swept.
-		if err := del(txn, cleanKey); err != nil {
-			return err
-		}
-		var key []byte
-		var found DriveRecord
-		err := scan(txn, []byte{kDrive}, false, func(k, v []byte) error {
-			if rec, err := decodeDriveRecord(v); err == nil && rec.ID == id.DriveID {
-				key, found = slices.Clone(k), rec
-				return errStop
+	err := meta.loaded(at)
+	if err == nil {
+		err = meta.update(func(txn kv.Txn) error {
+			// Opened as after a crash: references recounted, orphans swept.
+			if err := del(txn, cleanKey); err != nil {
+				return err
 			}
-			return nil
+			var key []byte
+			var found DriveRecord
+			err := scan(txn, []byte{kDrive}, false, func(k, v []byte) error {
+				if rec, err := decodeDriveRecord(v); err == nil && rec.ID == id.DriveID {
+					key, found = slices.Clone(k), rec
+					return errStop
+				}
+				return nil
+			})
+			if err != nil || key == nil {
+				return err
+			}
+			found.Path = drivePath
+			return set(txn, key, found.encode())
 		})
-		if err != nil || key == nil {
-			return err
-		}
-		found.Path = drivePath
-		return set(txn, key, found.encode())
-	})
+	}
 	if err == nil {
 		err = meta.sync()
 	}

@@ -58,7 +58,22 @@ var (
 	ErrClosed = errors.New("metadata engine closed")
 	// ErrUnknownScheme: no engine registered for a URL's scheme.
 	ErrUnknownScheme = errors.New("unknown metadata engine")
+	// ErrDamaged is wrapped by *DamagedError.
+	ErrDamaged = errors.New("metadata store damaged")
 )
+
+// DamagedError reports stored data an engine found damaged and will not
+// use as it is (rather than guess, or lose what it cannot read).
+type DamagedError struct {
+	Where  string // the store: a directory, a URL
+	Detail string // what was found, on one line
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("metadata store %s is damaged: %s", e.Where, e.Detail)
+}
+
+func (e *DamagedError) Unwrap() error { return ErrDamaged }
 
 // Engine is a transactional, ordered key-value store. See the package
 // documentation for the contract.

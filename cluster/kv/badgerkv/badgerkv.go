@@ -49,6 +49,7 @@ const keyLimit = 65000
 // Engine is the Badger engine.
 type Engine struct {
 	db      *badger.DB
+	dir     string
 	owned   bool // Close closes db
 	limits  kv.Limits
 	writeMu sync.Mutex
@@ -56,7 +57,10 @@ type Engine struct {
 }
 
 // Open opens (or creates) the database opts names.
-func Open(opts badger.Options) (*Engine, error) {
+// A panic of Badger's while it opens the store (replaying a damaged
+// write-ahead log, say) is returned as a *kv.DamagedError.
+func Open(opts badger.Options) (_ *Engine, err error) {
+	defer recoverBadger(opts.Dir, &err)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open metadata store %s: %w", opts.Dir, err)
@@ -73,7 +77,7 @@ func New(db *badger.DB) *Engine {
 	// or size: the limits leave room for that, so the engine's own check,
 	// with a clear message, always fires first.
 	count, size := int(db.MaxBatchCount()), int(db.MaxBatchSize())
-	return &Engine{db: db, limits: kv.Limits{
+	return &Engine{db: db, dir: db.Opts().Dir, limits: kv.Limits{
 		MaxTxnKeys:    count - 1,
 		MaxTxnBytes:   size - entryOverhead*count,
 		MaxKeyBytes:   keyLimit,
@@ -81,11 +85,9 @@ func New(db *badger.DB) *Engine {
 	}}
 }
 
-// DB returns the database, for what only Badger offers (backups).
-func (e *Engine) DB() *badger.DB { return e.db }
-
 // View implements kv.Engine.
-func (e *Engine) View(ctx context.Context, fn func(kv.Reader) error) error {
+func (e *Engine) View(ctx context.Context, fn func(kv.Reader) error) (err error) {
+	defer recoverBadger(e.dir, &err)
 	if e.closed.Load() {
 		return kv.ErrClosed
 	}
@@ -93,7 +95,8 @@ func (e *Engine) View(ctx context.Context, fn func(kv.Reader) error) error {
 }
 
 // Attempt implements kv.Engine.
-func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
+func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) (err error) {
+	defer recoverBadger(e.dir, &err)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -129,7 +132,8 @@ func mapErr(err error) error {
 }
 
 // Sync implements kv.Engine.
-func (e *Engine) Sync() error {
+func (e *Engine) Sync() (err error) {
+	defer recoverBadger(e.dir, &err)
 	if e.closed.Load() {
 		return kv.ErrClosed
 	}

@@ -1,4 +1,4 @@
-package cluster
+package badgerkv
 
 import (
 	"encoding/binary"
@@ -19,6 +19,8 @@ import (
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/dhdfs/dhdfs/cluster/kv"
 )
 
 // Badger trusts the lengths and offsets in its files. A damaged table
@@ -28,41 +30,27 @@ import (
 // does not help: a block's entry count is used before the block's
 // checksum is checked, an unknown checksum algorithm panics, and
 // Table.VerifyChecksum dereferences a nil block when a check fails. So
-// before Badger sees the meta store, checkMetaDir verifies every table
+// before Badger sees the meta store, Check verifies every table
 // the MANIFEST names, index and blocks, with bounds checks, on the
 // caller's goroutine; a store that passes opens without Badger reading
 // unchecked bytes (the WAL and value log entries carry CRCs that Badger
 // checks itself).
 
-// MetaDamagedError reports a metadata store that cannot be used as it is.
-// It wraps ErrMetaDamaged.
-type MetaDamagedError struct {
-	Home   string // the pool's home
-	Detail string // what was found damaged
-}
-
-func (e *MetaDamagedError) Error() string {
-	return fmt.Sprintf("metadata store in %s is damaged (%s): restore it with 'dhdfs recover --from DRIVE --home %s --force'",
-		e.Home, e.Detail, e.Home)
-}
-
-func (e *MetaDamagedError) Unwrap() error { return ErrMetaDamaged }
-
-// metaDamaged returns the error for damage found in the meta store dir.
-func metaDamaged(dir string, format string, a ...any) error {
+// damaged returns the error for damage found in the store in dir.
+func damaged(dir string, format string, a ...any) error {
 	// One line: some of Badger's messages go on with advice on more.
-	return &MetaDamagedError{Home: filepath.Dir(dir), Detail: firstLine(fmt.Sprintf(format, a...))}
+	return &kv.DamagedError{Where: dir, Detail: firstLine(fmt.Sprintf(format, a...))}
 }
 
-// checkMetaDir verifies the Badger files in dir that Badger would open
-// without checking them: the MANIFEST and every table it names. A
-// missing dir or an empty one is a new store and passes.
-func checkMetaDir(dir string) (err error) {
+// Check verifies the Badger files in dir that Badger would open without
+// checking them: the MANIFEST and every table it names. A missing dir or
+// an empty one is a new store and passes. Damage is a *kv.DamagedError.
+func Check(dir string) (err error) {
 	defer func() {
 		// Our checks bound every offset; this is for what they missed
 		// (the flatbuffer index is only read once its checksum passed).
 		if r := recover(); r != nil {
-			err = metaDamaged(dir, "unreadable: %v", r)
+			err = damaged(dir, "unreadable: %v", r)
 		}
 	}()
 	f, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
@@ -71,7 +59,7 @@ func checkMetaDir(dir string) (err error) {
 		// unreferenced: metadata files without a MANIFEST are damage.
 		for _, pat := range []string{"*.sst", "*.vlog", "*.mem"} {
 			if m, _ := filepath.Glob(filepath.Join(dir, pat)); len(m) > 0 {
-				return metaDamaged(dir, "MANIFEST is missing")
+				return damaged(dir, "MANIFEST is missing")
 			}
 		}
 		return nil
@@ -82,23 +70,23 @@ func checkMetaDir(dir string) (err error) {
 	defer f.Close()
 	mf, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir).WithLogger(nil))
 	if err != nil {
-		return metaDamaged(dir, "MANIFEST: %v", err)
+		return damaged(dir, "MANIFEST: %v", err)
 	}
 	// In order, so that the same damage is reported the same way each time.
 	for _, id := range slices.Sorted(maps.Keys(mf.Tables)) {
 		tm, name := mf.Tables[id], "table "+table.IDToFilename(id)
 		if tm.KeyID != 0 {
-			return metaDamaged(dir, "%s: encrypted, and this store never is", name)
+			return damaged(dir, "%s: encrypted, and this store never is", name)
 		}
 		data, err := os.ReadFile(filepath.Join(dir, table.IDToFilename(id)))
 		if errors.Is(err, os.ErrNotExist) {
-			return metaDamaged(dir, "%s is missing", name)
+			return damaged(dir, "%s is missing", name)
 		}
 		if err != nil {
 			return fmt.Errorf("read metadata store: %w", err)
 		}
 		if err := checkTable(data, tm.Compression == options.None); err != nil {
-			return metaDamaged(dir, "%s: %v", name, err)
+			return damaged(dir, "%s: %v", name, err)
 		}
 	}
 	return checkHeaders(dir)
@@ -119,7 +107,7 @@ func checkHeaders(dir string) error {
 		}
 		// A shorter file is a torn one, which Badger's replay truncates.
 		if len(head) == 8 && binary.BigEndian.Uint64(head) != 0 {
-			return metaDamaged(dir, "%s: header damaged", filepath.Base(path))
+			return damaged(dir, "%s: header damaged", filepath.Base(path))
 		}
 	}
 	const ivLen = 16 // then the text, unencrypted in an unencrypted store
@@ -128,7 +116,7 @@ func checkHeaders(dir string) error {
 		return fmt.Errorf("read metadata store: %w", err)
 	}
 	if len(head) > 0 && (len(head) < ivLen+len(keyRegistryText) || string(head[ivLen:]) != keyRegistryText) {
-		return metaDamaged(dir, "%s: header damaged", badger.KeyRegistryFileName)
+		return damaged(dir, "%s: header damaged", badger.KeyRegistryFileName)
 	}
 	return nil
 }
@@ -245,7 +233,7 @@ func recoverBadger(dir string, err *error) {
 	if !panickedInBadger() {
 		panic(r)
 	}
-	*err = metaDamaged(dir, "Badger failed reading it: %v", r)
+	*err = damaged(dir, "Badger failed reading it: %v", r)
 }
 
 // panickedInBadger reports whether the panic being recovered was raised
