@@ -87,31 +87,38 @@ func resolvePath(path string) (string, error) {
 	return filepath.EvalSymlinks(abs)
 }
 
-// AddDrive adds the directory path to the pool as a new drive and returns
-// it, with warnings the user should see (such as sharing a disk with
-// another drive). It changes nothing when it returns an error.
-func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string, error) {
-	m.addMu.Lock()
-	defer m.addMu.Unlock()
-	bad := func(format string, a ...any) (DriveInfo, []string, error) {
-		return DriveInfo{}, nil, fmt.Errorf("%s: %s: %w", path, fmt.Sprintf(format, a...), ErrBadDrive)
+// driveLocation checks that path may become a new drive and returns its
+// location as the pool records it: for a directory, its real path, which
+// must be a writable directory that overlaps neither home, another drive
+// nor a dhdfs mount; a URL (mem://, a later network drive) as given.
+func (m *Manager) driveLocation(path string) (string, error) {
+	bad := func(format string, a ...any) (string, error) {
+		return "", fmt.Errorf("%s: %s: %w", path, fmt.Sprintf(format, a...), ErrBadDrive)
+	}
+	if strings.Contains(path, "://") {
+		for _, d := range m.driveList() {
+			if rec := d.record(); rec.Path == path {
+				return bad("already in the pool as drive %s", rec.Name)
+			}
+		}
+		return path, nil
 	}
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return bad("no such directory")
 	case err != nil:
-		return DriveInfo{}, nil, fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	case !st.IsDir():
 		return bad("not a directory")
 	}
 	real, err := resolvePath(path)
 	if err != nil {
-		return DriveInfo{}, nil, fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	home, err := resolvePath(m.home)
 	if err != nil {
-		return DriveInfo{}, nil, fmt.Errorf("resolve home: %w", err)
+		return "", fmt.Errorf("resolve home: %w", err)
 	}
 	if within(real, home) || within(home, real) {
 		return bad("overlaps the pool's home %s", m.home)
@@ -121,12 +128,6 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 	if mnt, ok := dhdfsMountOf(real); ok {
 		return bad("lies inside the dhdfs mount at %s", mnt)
 	}
-	if err := checkReserve(o.Reserve); err != nil {
-		return DriveInfo{}, nil, err
-	}
-	if o.Name != "" && !driveNameRE.MatchString(o.Name) {
-		return bad("drive name %q must be 1-64 letters, digits, '.', '_' or '-'", o.Name)
-	}
 	for _, d := range m.driveList() {
 		rec := d.record()
 		if rec.Path == real {
@@ -135,7 +136,34 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 		if within(real, rec.Path) || within(rec.Path, real) {
 			return bad("overlaps drive %s at %s", rec.Name, rec.Path)
 		}
-		if o.Name != "" && rec.Name == o.Name {
+	}
+	if err := unixAccessRW(real); err != nil {
+		return bad("not writable: %v", err)
+	}
+	return real, nil
+}
+
+// AddDrive adds the directory path to the pool as a new drive and returns
+// it, with warnings the user should see (such as sharing a disk with
+// another drive). It changes nothing when it returns an error.
+func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string, error) {
+	m.addMu.Lock()
+	defer m.addMu.Unlock()
+	bad := func(format string, a ...any) (DriveInfo, []string, error) {
+		return DriveInfo{}, nil, fmt.Errorf("%s: %s: %w", path, fmt.Sprintf(format, a...), ErrBadDrive)
+	}
+	real, err := m.driveLocation(path)
+	if err != nil {
+		return DriveInfo{}, nil, err
+	}
+	if err := checkReserve(o.Reserve); err != nil {
+		return DriveInfo{}, nil, err
+	}
+	if o.Name != "" && !driveNameRE.MatchString(o.Name) {
+		return bad("drive name %q must be 1-64 letters, digits, '.', '_' or '-'", o.Name)
+	}
+	for _, d := range m.driveList() {
+		if rec := d.record(); o.Name != "" && rec.Name == o.Name {
 			return bad("a drive named %s already exists", o.Name)
 		}
 	}
@@ -150,9 +178,6 @@ func (m *Manager) AddDrive(path string, o AddDriveOptions) (DriveInfo, []string,
 		return bad("was a drive of this pool; empty it before adding it again")
 	} else if !errors.Is(err, nodes.ErrNotDrive) {
 		return DriveInfo{}, nil, err
-	}
-	if err := unixAccessRW(real); err != nil {
-		return bad("not writable: %v", err)
 	}
 	domain, err := at.FailureDomain()
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/dhdfs/dhdfs/nodes"
+	// The default kind of drive: a directory (bare paths, dir://).
+	_ "github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // DriveState is what `node list` shows for a drive.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // testPool is a pool in a temp dir whose drives are wrapped in
@@ -195,7 +196,7 @@ func (tp *testPool) storedChunks() map[string]int {
 
 func init() {
 	// A test that deletes a drive's directory leaves Badger unable to flush.
-	nodes.CloseTimeout = time.Second
+	dirdrive.CloseTimeout = time.Second
 }
 
 // chunkAt returns the chunk of slot idx of ino, which must be one whole

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // copyDir copies dir to to with cp -a (the test owns both).
@@ -38,7 +38,7 @@ func TestJournalReplayAfterPowerLoss(t *testing.T) {
 	snap := t.TempDir()
 	stores := map[string]string{filepath.Join(tp.home, metaDir): filepath.Join(snap, "meta")}
 	for i, p := range tp.paths {
-		for j, dir := range nodes.StoreDirs(p) {
+		for j, dir := range dirdrive.StoreDirs(p) {
 			stores[dir] = filepath.Join(snap, fmt.Sprintf("%c%d", 'a'+i, j))
 		}
 	}

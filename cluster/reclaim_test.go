@@ -17,15 +17,16 @@ import (
 
 	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // smallUnits makes the drives opened during the test write value-log
 // files of size bytes, as on a small drive, instead of the 256 MiB a
 // temp directory's big filesystem gets.
 func smallUnits(t *testing.T, size int64) {
-	old := nodes.DefaultValueLogFileSize
-	nodes.DefaultValueLogFileSize = size
-	t.Cleanup(func() { nodes.DefaultValueLogFileSize = old })
+	old := dirdrive.DefaultValueLogFileSize
+	dirdrive.DefaultValueLogFileSize = size
+	t.Cleanup(func() { dirdrive.DefaultValueLogFileSize = old })
 }
 
 // newTmpfsPool is newTestPoolWith on drives that are each a tmpfs of

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dhdfs/dhdfs/cluster"
 	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // testMount is a pool of real Badger drives mounted in a temp dir. The
@@ -101,5 +102,5 @@ func (tm *testMount) path(name string) string { return filepath.Join(tm.mnt, nam
 
 func init() {
 	// Tests remove drive directories; Badger cannot flush those on close.
-	nodes.CloseTimeout = time.Second
+	dirdrive.CloseTimeout = time.Second
 }

@@ -7,19 +7,23 @@ import (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// crc32c returns the CRC-32C of b.
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+// crcShareMin: the CRC of a smaller chunk is computed again rather than
+// shared, which costs more.
+const crcShareMin = 256 << 10
 
-// dataCRC returns the CRC-32C of data, the bytes of chunk id, computed
+// CRC32C returns the CRC-32C of b.
+func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// ChunkCRC returns the CRC-32C of data, the bytes of chunk id, computed
 // once for Puts of the same chunk that run at the same time: the pool
 // writes a chunk's copies to its drives in parallel, and a CRC pass over
 // each copy was a tenth of the CPU a GiB written cost. The id names the
 // bytes, so callers that share a result hash the same bytes; a caller
 // that put other bytes under the id (none should) would get an entry that
 // fails its check and reads as damaged, never wrong bytes.
-func dataCRC(id ChunkID, data []byte) uint32 {
-	if len(data) < directMin {
-		return crc32c(data) // cheaper than sharing
+func ChunkCRC(id ChunkID, data []byte) uint32 {
+	if len(data) < crcShareMin {
+		return CRC32C(data) // cheaper than sharing
 	}
 	crcs.mu.Lock()
 	if c := crcs.running[id]; c != nil && c.size == len(data) {
@@ -30,7 +34,7 @@ func dataCRC(id ChunkID, data []byte) uint32 {
 	c := &crcCall{size: len(data), done: make(chan struct{})}
 	crcs.running[id] = c
 	crcs.mu.Unlock()
-	c.crc = crc32c(data)
+	c.crc = CRC32C(data)
 	close(c.done)
 	crcs.mu.Lock()
 	if crcs.running[id] == c {
@@ -80,7 +84,7 @@ func ShareCRC(id ChunkID, size int, crc uint32) (done func()) {
 // it writes; this gives the drives the whole chunk's CRC for free.
 func CombineCRC32C(sums []uint32, block, size int) uint32 {
 	if len(sums) == 0 {
-		return crc32c(nil)
+		return CRC32C(nil)
 	}
 	crc := sums[0]
 	for i, s := range sums[1:] {

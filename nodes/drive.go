@@ -1,15 +1,10 @@
 package nodes
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -66,7 +61,7 @@ type DriveOpener func(u *url.URL) (Drive, error)
 
 var (
 	driveSchemesMu sync.Mutex
-	driveSchemes   = map[string]DriveOpener{"dir": func(u *url.URL) (Drive, error) { return dirDriveAt(u.Path) }}
+	driveSchemes   = map[string]DriveOpener{}
 )
 
 // RegisterDrive makes a kind of drive available under a URL scheme.
@@ -82,12 +77,12 @@ func RegisterDrive(scheme string, open DriveOpener) {
 // OpenDrive returns the drive at location: a URL of a registered scheme,
 // or a path (a directory drive, as dir:///path is).
 func OpenDrive(location string) (Drive, error) {
-	if !strings.Contains(location, "://") {
-		return dirDriveAt(location)
-	}
-	u, err := url.Parse(location)
-	if err != nil {
-		return nil, fmt.Errorf("drive %q: %w", location, err)
+	u := &url.URL{Scheme: "dir", Path: location}
+	if strings.Contains(location, "://") {
+		var err error
+		if u, err = url.Parse(location); err != nil {
+			return nil, fmt.Errorf("drive %q: %w", location, err)
+		}
 	}
 	driveSchemesMu.Lock()
 	open := driveSchemes[u.Scheme]
@@ -96,105 +91,6 @@ func OpenDrive(location string) (Drive, error) {
 		return nil, fmt.Errorf("drive %q: no kind of drive has the scheme %q", location, u.Scheme)
 	}
 	return open(u)
-}
-
-// dirDrive is a drive in a directory of a local filesystem.
-type dirDrive struct{ dir string }
-
-func dirDriveAt(dir string) (Drive, error) {
-	if dir == "" || !filepath.IsAbs(dir) {
-		return nil, fmt.Errorf("drive directory %q: not an absolute path", dir)
-	}
-	return dirDrive{dir: filepath.Clean(dir)}, nil
-}
-
-// mirrorDir holds the metadata mirror's segments inside a drive directory.
-const mirrorDir = "meta-mirror"
-
-func (d dirDrive) Location() string                   { return d.dir }
-func (d dirDrive) Identity() (Identity, error)        { return ReadIdentity(d.dir) }
-func (d dirDrive) SetIdentity(id Identity) error      { return WriteIdentity(d.dir, id) }
-func (d dirDrive) OpenStore(o Options) (Store, error) { return OpenBadger(d.dir, o) }
-func (d dirDrive) OpenJournal() (*Journal, error)     { return OpenJournal(d.dir) }
-func (d dirDrive) Space() (int64, int64, error)       { return FilesystemSpace(d.dir) }
-func (d dirDrive) Mirror() FileArea                   { return dirArea(filepath.Join(d.dir, mirrorDir)) }
-
-func (d dirDrive) FailureDomain() (string, error) {
-	dev, err := DeviceOf(d.dir)
-	if err != nil {
-		return "", err
-	}
-	return DeviceDomain(dev), nil
-}
-
-// DeviceDomain names the failure domain of a filesystem device.
-func DeviceDomain(dev uint64) string {
-	// Linux's encoding of major and minor numbers in st_dev.
-	major := (dev >> 8 & 0xfff) | (dev >> 32 & ^uint64(0xfff))
-	minor := (dev & 0xff) | (dev >> 12 & ^uint64(0xff))
-	return fmt.Sprintf("%d:%d", major, minor)
-}
-
-func (d dirDrive) Destroy() error {
-	var errs []error
-	for _, dir := range StoreDirs(d.dir) {
-		errs = append(errs, os.RemoveAll(dir))
-	}
-	if err := os.Remove(filepath.Join(d.dir, IdentityFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-func (d dirDrive) Retire() error {
-	return os.Rename(filepath.Join(d.dir, IdentityFile), filepath.Join(d.dir, IdentityFile+".removed"))
-}
-
-// dirArea is a FileArea in a directory, created on the first write.
-type dirArea string
-
-func (a dirArea) List() ([]string, error) {
-	entries, err := os.ReadDir(string(a))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range entries {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
-func (a dirArea) Read(name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(string(a), name))
-}
-
-func (a dirArea) Write(name string, data []byte) error {
-	if err := os.MkdirAll(string(a), 0o700); err != nil {
-		return err
-	}
-	return WriteFileAtomic(filepath.Join(string(a), name), data, 0o600)
-}
-
-func (a dirArea) ModTime(name string) (time.Time, error) {
-	st, err := os.Stat(filepath.Join(string(a), name))
-	if err != nil {
-		return time.Time{}, err
-	}
-	return st.ModTime(), nil
-}
-
-func (a dirArea) Remove(name string) error {
-	if err := os.Remove(filepath.Join(string(a), name)); err != nil && !errors.Is(err, syscall.ENOENT) {
-		return err
-	}
-	return nil
 }
 
 // UnusableDrive is a drive at location that could not be opened: every

@@ -50,3 +50,11 @@ func dirSize(dir string) (int64, error) {
 	}
 	return total, nil
 }
+
+// DeviceDomain names the failure domain of a filesystem device.
+func DeviceDomain(dev uint64) string {
+	// Linux's encoding of major and minor numbers in st_dev.
+	major := (dev >> 8 & 0xfff) | (dev >> 32 & ^uint64(0xfff))
+	minor := (dev & 0xff) | (dev >> 12 & ^uint64(0xff))
+	return fmt.Sprintf("%d:%d", major, minor)
+}

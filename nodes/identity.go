@@ -16,9 +16,6 @@ import (
 // notice a wrong, swapped or foreign path before touching its chunks.
 const IdentityFile = "dhdfs-drive.json"
 
-// storeDir is the Badger directory inside a drive directory.
-const storeDir = "chunks"
-
 // Identity is the content of IdentityFile.
 type Identity struct {
 	Format  int       `json:"format"`
@@ -31,10 +28,10 @@ type Identity struct {
 	HomeID string `json:"home_id,omitempty"`
 }
 
-// identityFormat is the format WriteIdentity writes: 2 since drives may
+// IdentityFormat is the format WriteIdentity writes: 2 since drives may
 // hold pack files (see upgradeIdentity); 1, drives written before, is
 // still read.
-const identityFormat = 2
+const IdentityFormat = 2
 
 // NewID returns a random 128-bit identifier in hex.
 func NewID() string {
@@ -56,7 +53,7 @@ func ReadIdentity(dir string) (Identity, error) {
 	if err != nil {
 		return id, fmt.Errorf("read drive identity: %w", err)
 	}
-	if id.Format < 1 || id.Format > identityFormat || id.PoolID == "" || id.DriveID == "" {
+	if id.Format < 1 || id.Format > IdentityFormat || id.PoolID == "" || id.DriveID == "" {
 		return id, fmt.Errorf("read drive identity %s: unsupported format %d or empty ids", filepath.Join(dir, IdentityFile), id.Format)
 	}
 	return id, nil
@@ -64,7 +61,7 @@ func ReadIdentity(dir string) (Identity, error) {
 
 // WriteIdentity atomically writes the identity file into dir and syncs it.
 func WriteIdentity(dir string, id Identity) error {
-	id.Format = identityFormat
+	id.Format = IdentityFormat
 	b, err := json.MarshalIndent(id, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode drive identity: %w", err)

@@ -69,7 +69,7 @@ func (m *MemStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) 
 	if !ok {
 		return nil, fmt.Errorf("get chunk %s: %w", id.Short(), ErrNotFound)
 	}
-	return append(buf[:0], clip(d, off, n)...), nil
+	return append(buf[:0], Range(d, off, n)...), nil
 }
 
 // Has implements Store.

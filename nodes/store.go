@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // ChunkID names a chunk by a 256-bit hash of its content: SHA-256 in
@@ -202,3 +203,28 @@ type ReclaimResult struct {
 	// the store more than Reclaim shrank it).
 	Freed int64
 }
+
+// Options tune a drive's chunk store.
+type Options struct {
+	// Logger receives the store's warnings and errors (crash recovery,
+	// damaged entries, its database's own). Nil discards them.
+	Logger *slog.Logger
+	// ValueLogFileSize sets the size of the store's files where it keeps
+	// chunk bytes, the unit in which deleted space comes back. Zero lets
+	// the store choose from the space it has.
+	ValueLogFileSize int64
+}
+
+// Range returns v[off:off+n] cut to v's length: what Store.GetRange
+// returns for a chunk whose bytes are v.
+func Range(v []byte, off, n int) []byte {
+	if off >= len(v) || off < 0 || n <= 0 {
+		return nil
+	}
+	return v[off:min(off+n, len(v))]
+}
+
+// StoreMemory is what one store may hold in memory at once (its indexes'
+// buffers and caches, not the chunks passing through): the pool's memory
+// budget counts it per drive, and every kind of store keeps within it.
+const StoreMemory = 10 << 20

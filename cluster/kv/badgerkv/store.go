@@ -11,7 +11,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
-	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/badgerlog"
 )
 
 // StoreOptions size a pool's metadata store (OpenStore).
@@ -35,7 +35,7 @@ func OpenStore(dir string, o StoreOptions) (*Engine, error) {
 	// what OnTableRead would, and on block reads Badger turns a bad block
 	// into a key that silently reads as absent (levelHandler.get drops the
 	// iterator's error), which fsck --repair would then "repair".
-	logger := &openingLogger{Logger: nodes.BadgerLogger(o.Log)}
+	logger := &openingLogger{Logger: badgerlog.New(o.Log)}
 	logger.opening.Store(true)
 	defer logger.opening.Store(false)
 	opts := DefaultOptions(dir).

@@ -1,5 +1,7 @@
-// Package memkv is an in-memory kv.Engine for tests: mem:// URLs. Nothing
-// survives Close. Read-write transactions run one at a time, each on a
+// Package memkv is an in-memory kv.Engine for tests: mem:// URLs. The
+// data of mem:// goes with Close; the data of mem://NAME lives as long as
+// the process, as a server's would, so that a test can close a pool and
+// open it again (Forget drops it). Read-write transactions run one at a time, each on a
 // copy-on-write clone of the committed tree, so they never conflict;
 // views read a clone of their own and never wait for a writer.
 package memkv
@@ -8,7 +10,9 @@ import (
 	"bytes"
 	"context"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/btree"
 
@@ -16,7 +20,38 @@ import (
 )
 
 func init() {
-	kv.Register("mem", func(*url.URL) (kv.Engine, error) { return New(), nil })
+	kv.Register("mem", func(u *url.URL) (kv.Engine, error) {
+		name := u.Host + u.Path
+		if name == "" {
+			return New(), nil
+		}
+		named.mu.Lock()
+		defer named.mu.Unlock()
+		st := named.m[name]
+		if st == nil {
+			st = &state{tree: btree.NewG(16, less)}
+			named.m[name] = st
+		}
+		return &Engine{limits: DefaultLimits, st: st}, nil
+	})
+}
+
+// named holds the data of the named engines.
+var named = struct {
+	mu sync.Mutex
+	m  map[string]*state
+}{m: map[string]*state{}}
+
+// Forget drops the data of the named engines whose names start with
+// prefix.
+func Forget(prefix string) {
+	named.mu.Lock()
+	defer named.mu.Unlock()
+	for name := range named.m {
+		if strings.HasPrefix(name, prefix) {
+			delete(named.m, name)
+		}
+	}
 }
 
 // DefaultLimits are modest, so that tests on the in-memory engine find
@@ -29,11 +64,16 @@ func less(a, b item) bool { return bytes.Compare(a.key, b.key) < 0 }
 
 // Engine is the in-memory engine.
 type Engine struct {
-	limits  kv.Limits
+	limits kv.Limits
+	st     *state
+	closed atomic.Bool
+}
+
+// state is an engine's data, which engines opened by one name share.
+type state struct {
 	writeMu sync.Mutex // one read-write transaction at a time
-	mu      sync.Mutex // guards tree and closed; Clone writes to the tree it clones
+	mu      sync.Mutex // guards tree; Clone writes to the tree it clones
 	tree    *btree.BTreeG[item]
-	closed  bool
 }
 
 // New returns an empty engine with DefaultLimits.
@@ -41,16 +81,16 @@ func New() *Engine { return NewWithLimits(DefaultLimits) }
 
 // NewWithLimits returns an empty engine enforcing l.
 func NewWithLimits(l kv.Limits) *Engine {
-	return &Engine{limits: l, tree: btree.NewG(16, less)}
+	return &Engine{limits: l, st: &state{tree: btree.NewG(16, less)}}
 }
 
 func (e *Engine) snapshot() (*btree.BTreeG[item], error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	if e.closed.Load() {
 		return nil, kv.ErrClosed
 	}
-	return e.tree.Clone(), nil
+	return e.st.tree.Clone(), nil
 }
 
 // View implements kv.Engine.
@@ -67,8 +107,8 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e.writeMu.Lock()
-	defer e.writeMu.Unlock()
+	e.st.writeMu.Lock()
+	defer e.st.writeMu.Unlock()
 	t, err := e.snapshot()
 	if err != nil {
 		return err
@@ -80,20 +120,18 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) error {
 	if tx.Err != nil {
 		return tx.Err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
+	e.st.mu.Lock()
+	defer e.st.mu.Unlock()
+	if e.closed.Load() {
 		return kv.ErrClosed
 	}
-	e.tree = t
+	e.st.tree = t
 	return nil
 }
 
 // Sync implements kv.Engine: there is nothing to make durable.
 func (e *Engine) Sync() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
+	if e.closed.Load() {
 		return kv.ErrClosed
 	}
 	return nil
@@ -103,11 +141,11 @@ func (e *Engine) Sync() error {
 func (e *Engine) Limits() kv.Limits { return e.limits }
 
 // Close implements kv.Engine.
+// It waits for a running write.
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.closed = true
-	e.tree = nil
+	e.st.writeMu.Lock()
+	defer e.st.writeMu.Unlock()
+	e.closed.Store(true)
 	return nil
 }
 

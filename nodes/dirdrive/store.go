@@ -1,7 +1,6 @@
-package nodes
+package dirdrive
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,19 +13,10 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/badgerlog"
 	"golang.org/x/sys/unix"
 )
-
-// Options tune one drive's Badger store.
-type Options struct {
-	// Logger receives Badger's warnings and errors, and the store's own
-	// (crash recovery, damaged entries). Nil discards them.
-	Logger *slog.Logger
-	// ValueLogFileSize sets the size of the store's pack and value-log
-	// files, the unit in which deleted space comes back. Zero sizes them
-	// from the filesystem (see valueLogFileSize).
-	ValueLogFileSize int64
-}
 
 // The key space of a store's Badger database:
 //
@@ -107,9 +97,9 @@ type BadgerStore struct {
 	recorded storeState
 }
 
-var _ Reclaimer = (*BadgerStore)(nil)
+var _ nodes.Reclaimer = (*BadgerStore)(nil)
 
-var _ Store = (*BadgerStore)(nil)
+var _ nodes.Store = (*BadgerStore)(nil)
 
 // badgerOptions sizes Badger for many stores in one process holding
 // small values: chunk bytes go to packs, Badger holds their locations
@@ -128,9 +118,9 @@ var _ Store = (*BadgerStore)(nil)
 //     common case, so Badger's compression is off;
 //   - value-log files are small (see valueLogFileSize) so that value-log GC
 //     gives old drives' space back sooner.
-func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
+func badgerOptions(dir string, o nodes.Options, vlogSize int64) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithLogger(BadgerLogger(o.Logger)).
+		WithLogger(badgerlog.New(o.Logger)).
 		WithMemTableSize(storeMemtable).
 		WithNumMemtables(storeMemtables).
 		WithNumLevelZeroTables(1).
@@ -151,13 +141,13 @@ func badgerOptions(dir string, o Options, vlogSize int64) badger.Options {
 // directory dir. The caller checks the identity file first. If the store
 // was not closed cleanly, it first checks the chunks written since its
 // last Sync (see recover).
-func OpenBadger(dir string, o Options) (*BadgerStore, error) {
+func OpenBadger(dir string, o nodes.Options) (*BadgerStore, error) {
 	size := o.ValueLogFileSize
 	if size <= 0 {
 		size = DefaultValueLogFileSize
 	}
 	if size <= 0 {
-		_, total, err := FilesystemSpace(dir)
+		_, total, err := nodes.FilesystemSpace(dir)
 		if err != nil {
 			return nil, fmt.Errorf("open chunk store in %s: %w", dir, err)
 		}
@@ -218,7 +208,7 @@ func StoreDirs(dir string) []string {
 	return []string{filepath.Join(dir, storeDir), filepath.Join(dir, packDir)}
 }
 
-func chunkKey(id ChunkID) []byte {
+func chunkKey(id nodes.ChunkID) []byte {
 	k := make([]byte, 1+len(id))
 	k[0] = keyPrefix
 	copy(k[1:], id[:])
@@ -226,7 +216,7 @@ func chunkKey(id ChunkID) []byte {
 }
 
 // stripe returns the lock of id's index entry.
-func (s *BadgerStore) stripe(id ChunkID) *sync.Mutex {
+func (s *BadgerStore) stripe(id nodes.ChunkID) *sync.Mutex {
 	return &s.stripes[(int(id[0])|int(id[1])<<8)%stripeCount]
 }
 
@@ -237,16 +227,16 @@ func (s *BadgerStore) enter() error {
 	// not queue behind a Close that may never finish.
 	for !s.mu.TryRLock() {
 		if s.closed.Load() {
-			return ErrClosed
+			return nodes.ErrClosed
 		}
 		if s.cycling.Load() {
-			return ErrBusy
+			return nodes.ErrBusy
 		}
 		time.Sleep(time.Millisecond)
 	}
 	if s.closed.Load() {
 		s.mu.RUnlock()
-		return ErrClosed
+		return nodes.ErrClosed
 	}
 	return nil
 }
@@ -277,7 +267,7 @@ func lookup(item *badger.Item) (stored, error) {
 }
 
 // getStored returns id's index entry in txn.
-func getStored(txn *badger.Txn, id ChunkID) (stored, error) {
+func getStored(txn *badger.Txn, id nodes.ChunkID) (stored, error) {
 	item, err := txn.Get(chunkKey(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return stored{}, nil
@@ -305,7 +295,7 @@ func (s *BadgerStore) account(st stored, sign int64) {
 // Put implements Store. A Put of a chunk already stored replaces it: heal
 // repairs a damaged copy that way. Chunks of inlineLimit and more are
 // appended to the active pack first, then indexed.
-func (s *BadgerStore) Put(id ChunkID, data []byte) error {
+func (s *BadgerStore) Put(id nodes.ChunkID, data []byte) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -364,21 +354,21 @@ func (s *BadgerStore) update(fn func(txn *badger.Txn) error) error {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("writes blocked for %v: %w", blockedWait, ErrBusy)
+			return fmt.Errorf("writes blocked for %v: %w", blockedWait, nodes.ErrBusy)
 		}
 		time.Sleep(wait)
 	}
 }
 
 // Get implements Store.
-func (s *BadgerStore) Get(id ChunkID, buf []byte) ([]byte, error) {
+func (s *BadgerStore) Get(id nodes.ChunkID, buf []byte) ([]byte, error) {
 	return s.GetRange(id, 0, math.MaxInt, buf)
 }
 
 // GetRange implements Store. A packed chunk is read with one pread of just
 // the range; an inline one (or an old drive's, in Badger's value log)
 // through Badger's mapping, which touches only the pages of the range.
-func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, error) {
+func (s *BadgerStore) GetRange(id nodes.ChunkID, off, n int, buf []byte) ([]byte, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -397,7 +387,7 @@ func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, erro
 				return err
 			}
 			return item.Value(func(v []byte) error {
-				buf = append(buf[:0], clip(v, off, n)...)
+				buf = append(buf[:0], nodes.Range(v, off, n)...)
 				return nil
 			})
 		})
@@ -408,7 +398,7 @@ func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, erro
 			}
 		}
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, ErrNotFound)
+			return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, nodes.ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("get chunk %s on %s: %w", id.Short(), s.dir, err)
@@ -417,16 +407,8 @@ func (s *BadgerStore) GetRange(id ChunkID, off, n int, buf []byte) ([]byte, erro
 	}
 }
 
-// clip returns v[off:off+n], cut to v's length.
-func clip(v []byte, off, n int) []byte {
-	if off >= len(v) || off < 0 || n <= 0 {
-		return nil
-	}
-	return v[off:min(off+n, len(v))]
-}
-
 // Has implements Store.
-func (s *BadgerStore) Has(id ChunkID) (bool, error) {
+func (s *BadgerStore) Has(id nodes.ChunkID) (bool, error) {
 	if err := s.enter(); err != nil {
 		return false, err
 	}
@@ -445,7 +427,7 @@ func (s *BadgerStore) Has(id ChunkID) (bool, error) {
 }
 
 // Delete implements Store.
-func (s *BadgerStore) Delete(id ChunkID) error {
+func (s *BadgerStore) Delete(id nodes.ChunkID) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -459,7 +441,7 @@ func (s *BadgerStore) Delete(id ChunkID) error {
 // deleteIf deletes chunk id from the index if its entry passes cond (an
 // absent chunk has a zero entry), under the id's lock, and counts its
 // bytes as deleted. what names the operation in errors.
-func (s *BadgerStore) deleteIf(id ChunkID, what string, cond func(stored) bool) error {
+func (s *BadgerStore) deleteIf(id nodes.ChunkID, what string, cond func(stored) bool) error {
 	mu := s.stripe(id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -481,18 +463,18 @@ func (s *BadgerStore) deleteIf(id ChunkID, what string, cond func(stored) bool) 
 }
 
 // Iterate implements Store.
-func (s *BadgerStore) Iterate(fn func(id ChunkID, size int64) error) error {
+func (s *BadgerStore) Iterate(fn func(id nodes.ChunkID, size int64) error) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
 	return s.db.View(func(txn *badger.Txn) error {
-		return iterateIndex(txn, func(id ChunkID, st stored) error { return fn(id, st.size) })
+		return iterateIndex(txn, func(id nodes.ChunkID, st stored) error { return fn(id, st.size) })
 	})
 }
 
 // iterateIndex calls fn for every chunk's index entry in txn, in id order.
-func iterateIndex(txn *badger.Txn, fn func(id ChunkID, st stored) error) error {
+func iterateIndex(txn *badger.Txn, fn func(id nodes.ChunkID, st stored) error) error {
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false
 	opts.Prefix = []byte{keyPrefix}
@@ -501,10 +483,10 @@ func iterateIndex(txn *badger.Txn, fn func(id ChunkID, st stored) error) error {
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		k := item.Key()
-		if len(k) != 1+len(ChunkID{}) {
+		if len(k) != 1+len(nodes.ChunkID{}) {
 			continue
 		}
-		var id ChunkID
+		var id nodes.ChunkID
 		copy(id[:], k[1:])
 		st, err := lookup(item)
 		if err != nil {
@@ -551,20 +533,20 @@ func (s *BadgerStore) sync(clean bool) error {
 }
 
 // Usage implements Store.
-func (s *BadgerStore) Usage() (Usage, error) {
+func (s *BadgerStore) Usage() (nodes.Usage, error) {
 	if err := s.enter(); err != nil {
-		return Usage{}, err
+		return nodes.Usage{}, err
 	}
 	defer s.mu.RUnlock()
 	used, err := s.size()
 	if err != nil {
-		return Usage{}, err
+		return nodes.Usage{}, err
 	}
-	free, total, err := FilesystemSpace(s.dir)
+	free, total, err := nodes.FilesystemSpace(s.dir)
 	if err != nil {
-		return Usage{}, err
+		return nodes.Usage{}, err
 	}
-	return Usage{Used: used, Free: free, Total: total}, nil
+	return nodes.Usage{Used: used, Free: free, Total: total}, nil
 }
 
 // size returns the bytes the store's files occupy. The caller has
@@ -646,72 +628,3 @@ func (s *BadgerStore) Close() error {
 		return fmt.Errorf("close chunk store on %s: gave up after %v", s.dir, CloseTimeout)
 	}
 }
-
-// BadgerLogger routes Badger's log lines to l (nil discards them). Badger's
-// info chatter (compactions, value-log replays) is demoted to debug.
-func BadgerLogger(l *slog.Logger) badger.Logger {
-	return badgerLogger{l: l, seen: &repeats{last: map[string]*repeat{}}}
-}
-
-type badgerLogger struct {
-	l    *slog.Logger
-	seen *repeats
-}
-
-// repeats quiets a warning or error Badger repeats: a store whose
-// directory is gone retries its flush every second and logs each failure.
-// The same message (by format) is logged once per repeatQuiet, with how
-// many times it came meanwhile.
-type repeats struct {
-	mu   sync.Mutex
-	last map[string]*repeat // guarded by mu, by format
-}
-
-type repeat struct {
-	at    time.Time
-	count int
-}
-
-const repeatQuiet = 5 * time.Minute
-
-// allow reports whether a message of format may be logged now, and how
-// many were held back since the last one.
-func (r *repeats) allow(format string, now time.Time) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if rp, ok := r.last[format]; ok && now.Sub(rp.at) < repeatQuiet {
-		rp.count++
-		return false, 0
-	}
-	held := 0
-	if rp, ok := r.last[format]; ok {
-		held = rp.count
-	}
-	if len(r.last) > 256 {
-		clear(r.last)
-	}
-	r.last[format] = &repeat{at: now}
-	return true, held
-}
-
-func (b badgerLogger) log(level slog.Level, format string, args ...any) {
-	if b.l == nil || !b.l.Enabled(context.Background(), level) {
-		return // skip the formatting: Badger logs a lot at debug level
-	}
-	msg := "badger: " + fmt.Sprintf(format, args...)
-	if level >= slog.LevelWarn && b.seen != nil {
-		ok, held := b.seen.allow(format, time.Now())
-		if !ok {
-			return
-		}
-		if held > 0 {
-			msg += fmt.Sprintf(" (%d more since it was last logged)", held)
-		}
-	}
-	b.l.Log(context.Background(), level, msg)
-}
-
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }

@@ -1,4 +1,4 @@
-package nodes
+package dirdrive
 
 import (
 	"encoding/binary"
@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/dhdfs/dhdfs/nodes"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,7 +58,7 @@ var errBadEntry = errors.New("no valid pack entry")
 
 // packHeader is the decoded header of a pack entry.
 type packHeader struct {
-	id   ChunkID
+	id   nodes.ChunkID
 	size uint32 // bytes of data
 	crc  uint32 // CRC-32C of the data
 }
@@ -67,13 +68,13 @@ func (h packHeader) encode(b []byte) {
 	binary.LittleEndian.PutUint32(b[4:], h.size)
 	copy(b[8:40], h.id[:])
 	binary.LittleEndian.PutUint32(b[40:], h.crc)
-	binary.LittleEndian.PutUint32(b[44:], crc32c(b[:44]))
+	binary.LittleEndian.PutUint32(b[44:], nodes.CRC32C(b[:44]))
 }
 
 func decodePackHeader(b []byte) (packHeader, error) {
 	var h packHeader
 	if len(b) < packHeaderSize || binary.LittleEndian.Uint32(b) != packMagic ||
-		binary.LittleEndian.Uint32(b[44:]) != crc32c(b[:44]) {
+		binary.LittleEndian.Uint32(b[44:]) != nodes.CRC32C(b[:44]) {
 		return h, errBadEntry
 	}
 	h.size = binary.LittleEndian.Uint32(b[4:])
@@ -343,12 +344,12 @@ func (ps *packSet) waitWrites(p *pack) {
 // from data: one more system call per chunk is cheaper than copying the
 // chunk behind its header. Large chunks bypass the page cache (see
 // writeDirect).
-func (ps *packSet) append(id ChunkID, data []byte) (packLoc, error) {
+func (ps *packSet) append(id nodes.ChunkID, data []byte) (packLoc, error) {
 	if len(data) > maxPackDataSize {
 		return packLoc{}, fmt.Errorf("chunk of %d bytes is too big for a pack", len(data))
 	}
 	hdr := make([]byte, packHeaderSize, packHeaderSize+directAlign)
-	packHeader{id: id, size: uint32(len(data)), crc: dataCRC(id, data)}.encode(hdr)
+	packHeader{id: id, size: uint32(len(data)), crc: nodes.ChunkCRC(id, data)}.encode(hdr)
 	direct := ps.directable(data)
 	p, start, off, err := ps.reserve(int64(len(data)), direct)
 	if err != nil {
@@ -377,7 +378,7 @@ func (ps *packSet) append(id ChunkID, data []byte) (packLoc, error) {
 // header for the zero id, which no chunk has, and zeros.
 func padEntry(n int64) []byte {
 	b := make([]byte, n)
-	packHeader{size: uint32(n - packHeaderSize), crc: crc32c(b[packHeaderSize:])}.encode(b)
+	packHeader{size: uint32(n - packHeaderSize), crc: nodes.CRC32C(b[packHeaderSize:])}.encode(b)
 	return b
 }
 
@@ -492,7 +493,7 @@ func (ps *packSet) flush() (packPos, error) {
 		}
 	}
 	if made {
-		if err = SyncDir(ps.dir); err != nil {
+		if err = nodes.SyncDir(ps.dir); err != nil {
 			ps.redirty(nil, made)
 		}
 	}
@@ -629,7 +630,7 @@ func (p *pack) readEntry(off int64, buf []byte) (packHeader, []byte, error) {
 	} else if err != nil {
 		return h, nil, fmt.Errorf("read pack %d: %w", p.num, err)
 	}
-	if crc32c(buf) != h.crc {
+	if nodes.CRC32C(buf) != h.crc {
 		return h, buf, fmt.Errorf("pack %d at %d: data CRC mismatch: %w", p.num, off, errBadEntry)
 	}
 	return h, buf, nil

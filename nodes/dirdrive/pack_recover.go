@@ -1,4 +1,4 @@
-package nodes
+package dirdrive
 
 import (
 	"encoding/binary"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // stateKey holds the packs' storeState in Badger, outside the chunk keys.
@@ -95,14 +96,14 @@ func (s *BadgerStore) markDirty() error {
 // may (identity format 2), so that a dhdfs from before packs refuses it
 // with "unsupported format" instead of reading locations as chunk bytes.
 func upgradeIdentity(dir string) error {
-	id, err := ReadIdentity(dir)
-	if errors.Is(err, ErrNotDrive) || err == nil && id.Format >= identityFormat {
+	id, err := nodes.ReadIdentity(dir)
+	if errors.Is(err, nodes.ErrNotDrive) || err == nil && id.Format >= nodes.IdentityFormat {
 		return nil // a bare store (tests), or marked already
 	}
 	if err != nil {
 		return err
 	}
-	return WriteIdentity(dir, id)
+	return nodes.WriteIdentity(dir, id)
 }
 
 // readState returns the recorded state, and whether there was one.
@@ -172,7 +173,7 @@ func (s *BadgerStore) recover() error {
 // torn entries.
 func (s *BadgerStore) repair(synced packPos) error {
 	type suspect struct {
-		id ChunkID
+		id nodes.ChunkID
 		st stored
 	}
 	var suspects []suspect
@@ -183,7 +184,7 @@ func (s *BadgerStore) repair(synced packPos) error {
 		packs[p.num] = p
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		return iterateIndex(txn, func(id ChunkID, st stored) error {
+		return iterateIndex(txn, func(id nodes.ChunkID, st stored) error {
 			if st.packed {
 				p := packs[st.loc.pack]
 				if p == nil || !st.loc.pos().less(synced) || st.loc.off+st.loc.entrySize() > p.size {

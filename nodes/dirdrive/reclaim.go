@@ -1,4 +1,4 @@
-package nodes
+package dirdrive
 
 import (
 	"context"
@@ -7,30 +7,31 @@ import (
 	"path/filepath"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dhdfs/dhdfs/nodes"
 	"golang.org/x/sys/unix"
 )
 
 // Space implements Reclaimer. The first call counts the stored chunks
 // (a pass over the index, not the chunks); later calls only measure the
 // store's directories.
-func (s *BadgerStore) Space() (Space, error) {
+func (s *BadgerStore) Space() (nodes.Space, error) {
 	if !s.liveKnown.Load() {
 		if err := s.countLive(); err != nil {
-			return Space{}, err
+			return nodes.Space{}, err
 		}
 	}
 	if err := s.enter(); err != nil {
-		return Space{}, err
+		return nodes.Space{}, err
 	}
 	defer s.mu.RUnlock()
 	used, err := s.size()
 	if err != nil {
-		return Space{}, err
+		return nodes.Space{}, err
 	}
 	s.countMu.RLock()
 	live := s.live.Load()
 	s.countMu.RUnlock()
-	return Space{Used: used, Live: live, Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
+	return nodes.Space{Used: used, Live: live, Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
 }
 
 // Deleted implements Reclaimer.
@@ -65,7 +66,7 @@ func (s *BadgerStore) countLive() error {
 	defer txn.Discard()
 	var live int64
 	perPack := map[uint32]int64{}
-	err := iterateIndex(txn, func(_ ChunkID, st stored) error {
+	err := iterateIndex(txn, func(_ nodes.ChunkID, st stored) error {
 		live += st.size
 		if st.packed {
 			perPack[st.loc.pack] += st.loc.entrySize()
@@ -110,7 +111,7 @@ var flushKey = []byte("~flush")
 // one per round (Rotate has to reopen Badger: it starts a new value-log
 // file only when it opens). Reads go on throughout; writes wait while
 // settle flushes (measured: 20 to 200 ms).
-func (s *BadgerStore) Reclaim(ctx context.Context, o ReclaimOptions) (ReclaimResult, error) {
+func (s *BadgerStore) Reclaim(ctx context.Context, o nodes.ReclaimOptions) (nodes.ReclaimResult, error) {
 	s.maint.Lock()
 	defer s.maint.Unlock()
 	return s.reclaim(ctx, o, false)
@@ -126,14 +127,14 @@ func (s *BadgerStore) Reclaim(ctx context.Context, o ReclaimOptions) (ReclaimRes
 func (s *BadgerStore) CollectGarbage() error {
 	s.maint.Lock()
 	defer s.maint.Unlock()
-	_, err := s.reclaim(context.Background(), ReclaimOptions{MinDead: 0.5, Rotate: true}, true)
+	_, err := s.reclaim(context.Background(), nodes.ReclaimOptions{MinDead: 0.5, Rotate: true}, true)
 	return err
 }
 
 // reclaim runs Reclaim; all rewrites every pack with dead bytes, whatever
 // o.MinDead says.
-func (s *BadgerStore) reclaim(ctx context.Context, o ReclaimOptions, all bool) (ReclaimResult, error) {
-	var res ReclaimResult
+func (s *BadgerStore) reclaim(ctx context.Context, o nodes.ReclaimOptions, all bool) (nodes.ReclaimResult, error) {
+	var res nodes.ReclaimResult
 	ratio := o.MinDead
 	if ratio == 0 {
 		ratio = 0.5
@@ -260,7 +261,7 @@ func (s *BadgerStore) pickPack(ratio float64, all bool, bound uint32) *pack {
 
 // move is a chunk copied by reclaimPack, to be re-pointed.
 type move struct {
-	id       ChunkID
+	id       nodes.ChunkID
 	from, to packLoc
 }
 
@@ -287,7 +288,7 @@ func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack, pace func(contex
 	var buf []byte
 	for off := int64(0); off < end; {
 		if s.closed.Load() {
-			return ErrClosed
+			return nodes.ErrClosed
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -340,7 +341,7 @@ func (s *BadgerStore) reclaimPack(ctx context.Context, p *pack, pace func(contex
 func (s *BadgerStore) liveFrom(p *pack, off int64) ([]move, error) {
 	var out []move
 	err := s.db.View(func(txn *badger.Txn) error {
-		return iterateIndex(txn, func(id ChunkID, st stored) error {
+		return iterateIndex(txn, func(id nodes.ChunkID, st stored) error {
 			if st.packed && st.loc.pack == p.num && st.loc.off >= off {
 				out = append(out, move{id: id, from: st.loc})
 			}
@@ -357,7 +358,7 @@ func (s *BadgerStore) liveFrom(p *pack, off int64) ([]move, error) {
 // still points at loc, and adds the move to moves. It checks under the
 // chunk's stripe, which a Put holds until it has indexed what it wrote:
 // a Put into p that has not committed yet is waited for, not missed.
-func (s *BadgerStore) copyOut(p *pack, id ChunkID, loc packLoc, buf []byte, moves *[]move) ([]byte, error) {
+func (s *BadgerStore) copyOut(p *pack, id nodes.ChunkID, loc packLoc, buf []byte, moves *[]move) ([]byte, error) {
 	mu := s.stripe(id)
 	mu.Lock()
 	var st stored
@@ -424,7 +425,7 @@ func (s *BadgerStore) repoint(m move) error {
 }
 
 // drop deletes chunk id from the index if it still points at loc.
-func (s *BadgerStore) drop(id ChunkID, loc packLoc) error {
+func (s *BadgerStore) drop(id nodes.ChunkID, loc packLoc) error {
 	return s.deleteIf(id, "drop", func(st stored) bool { return st.packed && st.loc == loc })
 }
 
@@ -501,14 +502,14 @@ func (s *BadgerStore) gcRound(ratio float64) (bool, error) {
 // reopen closes and reopens the database (not the packs).
 func (s *BadgerStore) reopen() error {
 	if s.closed.Load() {
-		return ErrClosed
+		return nodes.ErrClosed
 	}
 	s.cycling.Store(true)
 	s.mu.Lock()
 	if s.closed.Load() { // Close ran while this waited for the lock
 		s.mu.Unlock()
 		s.cycling.Store(false)
-		return ErrClosed
+		return nodes.ErrClosed
 	}
 	err := s.db.Close()
 	if err == nil {

@@ -1,6 +1,6 @@
-//go:build !race
+//go:build race
 
-package nodes
+package dirdrive
 
 // raceDetector is set in builds with the race detector (see gcRound).
-const raceDetector = false
+const raceDetector = true

@@ -1,4 +1,4 @@
-package nodes
+package dirdrive
 
 import (
 	"bytes"
@@ -18,11 +18,14 @@ import (
 	"testing"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 	"lukechampine.com/blake3"
+
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // randChunk returns n random bytes that differ for every seed, and their id.
-func randChunk(seed uint64, n int) (ChunkID, []byte) {
+func randChunk(seed uint64, n int) (nodes.ChunkID, []byte) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	b := make([]byte, n)
 	for i := 0; i+8 <= n; i += 8 {
@@ -31,12 +34,12 @@ func randChunk(seed uint64, n int) (ChunkID, []byte) {
 			b[i+j] = byte(v >> (8 * j))
 		}
 	}
-	return SumChunk(b), b
+	return nodes.SumChunk(b), b
 }
 
 func openTest(t *testing.T, dir string, unit int64) *BadgerStore {
 	t.Helper()
-	s, err := OpenBadger(dir, Options{ValueLogFileSize: unit})
+	s, err := OpenBadger(dir, nodes.Options{ValueLogFileSize: unit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func openTest(t *testing.T, dir string, unit int64) *BadgerStore {
 	return s
 }
 
-func mustPut(t *testing.T, s Store, id ChunkID, data []byte) {
+func mustPut(t *testing.T, s nodes.Store, id nodes.ChunkID, data []byte) {
 	t.Helper()
 	if err := s.Put(id, data); err != nil {
 		t.Fatal(err)
@@ -77,16 +80,16 @@ func packFiles(t *testing.T, dir string) map[uint32]int64 {
 // with its size and id, and returns how many there are. Chunks in Badger's
 // value log (drives written before packs) are listed with sizes Badger
 // estimates, a few bytes off.
-func checkChunks(t *testing.T, s Store) int {
+func checkChunks(t *testing.T, s nodes.Store) int {
 	t.Helper()
 	n := 0
-	err := s.Iterate(func(id ChunkID, size int64) error {
+	err := s.Iterate(func(id nodes.ChunkID, size int64) error {
 		n++
 		b, err := s.Get(id, nil)
 		if err != nil {
 			return fmt.Errorf("chunk %s listed but unreadable: %w", id.Short(), err)
 		}
-		if d := int64(len(b)) - size; d < -8 || d > 8 || SumChunk(b) != id {
+		if d := int64(len(b)) - size; d < -8 || d > 8 || nodes.SumChunk(b) != id {
 			return fmt.Errorf("chunk %s: %d bytes (listed %d) that do not match its id", id.Short(), len(b), size)
 		}
 		return nil
@@ -229,9 +232,9 @@ func TestPackGetRangeReadsRange(t *testing.T) {
 
 // writeLegacy writes chunks as stores did before packs: in Badger, under
 // UserMeta 0, large ones going to its value log.
-func writeLegacy(t *testing.T, dir string, unit int64, chunks map[ChunkID][]byte) {
+func writeLegacy(t *testing.T, dir string, unit int64, chunks map[nodes.ChunkID][]byte) {
 	t.Helper()
-	db, err := badger.Open(badgerOptions(filepath.Join(dir, storeDir), Options{}, unit))
+	db, err := badger.Open(badgerOptions(filepath.Join(dir, storeDir), nodes.Options{}, unit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,8 +254,8 @@ func writeLegacy(t *testing.T, dir string, unit int64, chunks map[ChunkID][]byte
 func TestBadgerLegacyChunks(t *testing.T) {
 	dir := t.TempDir()
 	const unit = 1 << 20
-	old := map[ChunkID][]byte{}
-	var ids []ChunkID
+	old := map[nodes.ChunkID][]byte{}
+	var ids []nodes.ChunkID
 	for i := 0; i < 64; i++ { // 4 MiB in the value log
 		id, data := randChunk(uint64(i), 64<<10)
 		old[id] = data
@@ -339,8 +342,8 @@ func TestBadgerCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	const unit = 1 << 20
 	s := openTest(t, dir, unit)
-	chunks := map[ChunkID][]byte{}
-	var synced, unsynced []ChunkID
+	chunks := map[nodes.ChunkID][]byte{}
+	var synced, unsynced []nodes.ChunkID
 	for i := 0; i < 20; i++ { // packs 1 and 2
 		id, data := randChunk(uint64(i), 100<<10)
 		mustPut(t, s, id, data)
@@ -354,7 +357,7 @@ func TestBadgerCrashRecovery(t *testing.T) {
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	locs := map[ChunkID]packLoc{}
+	locs := map[nodes.ChunkID]packLoc{}
 	for i := 20; i < 55; i++ { // the rest of pack 2, packs 3 to 6
 		id, data := randChunk(uint64(i), 100<<10)
 		mustPut(t, s, id, data)
@@ -378,7 +381,7 @@ func TestBadgerCrashRecovery(t *testing.T) {
 	}
 	os.Remove(filepath.Join(dir, packDir, packName(last)))
 	os.Truncate(filepath.Join(dir, packDir, packName(last-1)), files[last-1]-5000)
-	flip := func(id ChunkID, at int64) {
+	flip := func(id nodes.ChunkID, at int64) {
 		l := locs[id]
 		f, err := os.OpenFile(filepath.Join(dir, packDir, packName(l.pack)), os.O_RDWR, 0)
 		if err != nil {
@@ -390,7 +393,7 @@ func TestBadgerCrashRecovery(t *testing.T) {
 		b[0] ^= 0x10
 		f.WriteAt(b, l.off+at)
 	}
-	damaged := map[ChunkID]bool{}
+	damaged := map[nodes.ChunkID]bool{}
 	flip(unsynced[0], packHeaderSize+777) // in pack 2, past the sync point
 	damaged[unsynced[0]] = true
 	flip(unsynced[12], 9) // a header, in pack 3
@@ -414,7 +417,7 @@ func TestBadgerCrashRecovery(t *testing.T) {
 		switch {
 		case herr != nil:
 			t.Fatal(herr)
-		case damaged[id] && (has || !errors.Is(err, ErrNotFound)):
+		case damaged[id] && (has || !errors.Is(err, nodes.ErrNotFound)):
 			t.Fatalf("damaged chunk %s (at %+v): Has %v, Get %v", id.Short(), locs[id], has, err)
 		case !damaged[id] && (err != nil || !bytes.Equal(got, chunks[id])):
 			// The process died, not the machine: the page cache kept these.
@@ -461,7 +464,7 @@ func TestBadgerReclaimPacksConcurrent(t *testing.T) {
 	const unit, size = 1 << 20, 64 << 10
 	s := openTest(t, dir, unit)
 	var mu sync.Mutex
-	keep := map[ChunkID][]byte{}
+	keep := map[nodes.ChunkID][]byte{}
 	for i := 0; i < 256; i++ { // 16 MiB, a quarter kept
 		id, data := randChunk(uint64(i), size)
 		mustPut(t, s, id, data)
@@ -471,7 +474,7 @@ func TestBadgerReclaimPacksConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var kept []ChunkID
+	var kept []nodes.ChunkID
 	for id := range keep {
 		kept = append(kept, id)
 	}
@@ -519,7 +522,7 @@ func TestBadgerReclaimPacksConcurrent(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if SumChunk(got) != id {
+		if nodes.SumChunk(got) != id {
 			return fmt.Errorf("chunk %s read back wrong during Reclaim", id.Short())
 		}
 		return nil
@@ -527,7 +530,7 @@ func TestBadgerReclaimPacksConcurrent(t *testing.T) {
 	rounds := 0
 	for done := false; !done; {
 		done = writing.Load() == 1 // only the reader left: a last pass
-		res, err := s.Reclaim(context.Background(), ReclaimOptions{MinDead: 0.3, Rotate: true})
+		res, err := s.Reclaim(context.Background(), nodes.ReclaimOptions{MinDead: 0.3, Rotate: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -576,7 +579,7 @@ func cpuTime(b *testing.B) int64 {
 func BenchmarkPut1MiB(b *testing.B) {
 	for _, layout := range []string{"packs", "valuelog"} {
 		b.Run(layout, func(b *testing.B) {
-			s, err := OpenBadger(b.TempDir(), Options{ValueLogFileSize: 256 << 20})
+			s, err := OpenBadger(b.TempDir(), nodes.Options{ValueLogFileSize: 256 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -595,7 +598,7 @@ func BenchmarkPut1MiB(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				// A new id each time, not the data's hash: the store does
 				// not check, and hashing would only add the same to both.
-				var id ChunkID
+				var id nodes.ChunkID
 				binary.LittleEndian.PutUint64(id[:], uint64(i))
 				if err := s.Put(id, data[i%n]); err != nil {
 					b.Fatal(err)
@@ -622,8 +625,8 @@ func TestBadgerCopiedWhileOpen(t *testing.T) {
 	dir := t.TempDir()
 	const unit = 1 << 20
 	s := openTest(t, dir, unit)
-	chunks := map[ChunkID][]byte{}
-	var ids []ChunkID
+	chunks := map[nodes.ChunkID][]byte{}
+	var ids []nodes.ChunkID
 	for i := 0; i < 30; i++ {
 		id, data := randChunk(uint64(i), 50<<10)
 		mustPut(t, s, id, data)
@@ -658,7 +661,7 @@ func TestBadgerCopiedWhileOpen(t *testing.T) {
 			t.Fatalf("chunk %d read back wrong", i)
 		case i < 30 && err != nil:
 			t.Fatalf("synced chunk %d: %v", i, err)
-		case i >= 30 && !errors.Is(err, ErrNotFound):
+		case i >= 30 && !errors.Is(err, nodes.ErrNotFound):
 			t.Fatalf("chunk %d written after the sync: %v, want not found", i, err)
 		}
 	}
@@ -682,9 +685,9 @@ func TestPackDirectWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Where O_DIRECT is known to work, it must be used.
-	mustDirect := fs.Type == ext4Magic || fs.Type == xfsMagic
-	chunks := map[ChunkID][]byte{}
-	direct := map[ChunkID]bool{}
+	mustDirect := fs.Type == unix.EXT4_SUPER_MAGIC || fs.Type == unix.XFS_SUPER_MAGIC
+	chunks := map[nodes.ChunkID][]byte{}
+	direct := map[nodes.ChunkID]bool{}
 	put := func(seed uint64, n int, offset bool) {
 		t.Helper()
 		id, data := randChunk(seed, n)
@@ -761,70 +764,13 @@ func TestPackDirectWrites(t *testing.T) {
 	// Without O_DIRECT every write goes through the page cache.
 	s.packs.noDirect.Store(true)
 	put(60, 1<<20, false)
-	direct = map[ChunkID]bool{}
+	direct = map[nodes.ChunkID]bool{}
 	checkLayout()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openTest(t, dir, unit)
 	checkLayout()
-}
-
-// Concurrent Puts of one chunk share its CRC; each gets the right one,
-// and bytes of another length under the same id get their own.
-func TestDataCRCShared(t *testing.T) {
-	id, data := randChunk(1, 1<<20)
-	want := crc32c(data)
-	var wg sync.WaitGroup
-	for i := range 16 {
-		wg.Go(func() {
-			b := data
-			if i%4 == 3 {
-				b = data[:directMin]
-			}
-			if got, w := dataCRC(id, b), crc32c(b); got != w {
-				t.Errorf("caller %d: CRC %08x, want %08x", i, got, w)
-			}
-		})
-	}
-	wg.Wait()
-	if got := dataCRC(id, data); got != want {
-		t.Fatalf("CRC %08x, want %08x", got, want)
-	}
-	crcs.mu.Lock()
-	defer crcs.mu.Unlock()
-	if len(crcs.running) != 0 {
-		t.Fatalf("%d computations left behind", len(crcs.running))
-	}
-}
-
-// CombineCRC32C gives the CRC of the whole from the CRCs of its blocks.
-func TestCombineCRC32C(t *testing.T) {
-	_, data := randChunk(3, 1<<20)
-	for _, size := range []int{0, 1, 4095, 4096, 65536, 65537, 1<<20 - 3, 1 << 20} {
-		for _, block := range []int{1, 4096, 65536} {
-			if size > 200000 && block == 1 {
-				continue
-			}
-			var sums []uint32
-			for off := 0; off < size; off += block {
-				sums = append(sums, crc32c(data[off:min(off+block, size)]))
-			}
-			if got, want := CombineCRC32C(sums, block, size), crc32c(data[:size]); got != want {
-				t.Fatalf("%d bytes in blocks of %d: %08x, want %08x", size, block, got, want)
-			}
-		}
-	}
-	// A CRC shared for a chunk is the one its Puts use.
-	id, d := randChunk(4, 1<<20)
-	done := ShareCRC(id, len(d), 0x12345678)
-	if got := dataCRC(id, d); got != 0x12345678 {
-		t.Fatalf("shared CRC not used: %08x", got)
-	}
-	done()
-	if got := dataCRC(id, d); got != crc32c(d) {
-		t.Fatalf("CRC after sharing ended: %08x", got)
-	}
 }
 
 // The serial BLAKE3 gives the library's hash for every length: within a
@@ -838,7 +784,7 @@ func TestBlake3Serial(t *testing.T) {
 		sizes = append(sizes, r.IntN(len(data)))
 	}
 	for _, n := range sizes {
-		if got, want := blake3Sum256(data[:n]), ChunkID(blake3.Sum256(data[:n])); got != want {
+		if got, want := nodes.BLAKE3.Sum(data[:n]), nodes.ChunkID(blake3.Sum256(data[:n])); got != want {
 			t.Fatalf("%d bytes: %s, want %s", n, got.Short(), want.Short())
 		}
 	}

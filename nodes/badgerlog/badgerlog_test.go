@@ -1,4 +1,4 @@
-package nodes
+package badgerlog
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // with how many were held back.
 func TestBadgerLogQuietsRepeats(t *testing.T) {
 	var out bytes.Buffer
-	l := BadgerLogger(slog.New(slog.NewTextHandler(&out, nil)))
+	l := New(slog.New(slog.NewTextHandler(&out, nil)))
 	for range 10 {
 		l.Errorf("error flushing memtable to disk: %v, retrying", "no such file or directory")
 	}

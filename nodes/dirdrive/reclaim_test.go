@@ -1,4 +1,4 @@
-package nodes_test
+package dirdrive_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dhdfs/dhdfs/nodes"
+	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
 
 // testChunk returns a chunk of n bytes that differs for every seed.
@@ -24,7 +25,7 @@ func testChunk(seed, n int) (nodes.ChunkID, []byte) {
 // calls fails.
 func TestBadgerReclaim(t *testing.T) {
 	const unit = 4 << 20
-	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: unit})
+	s, err := dirdrive.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: unit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestBadgerReclaim(t *testing.T) {
 
 // Between paces the rounds and can stop them; so can the context.
 func TestBadgerReclaimStops(t *testing.T) {
-	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 1 << 20})
+	s, err := dirdrive.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestBadgerReclaimStops(t *testing.T) {
 // Pace is called before each chunk a round copies, and an error from it
 // stops Reclaim with the live chunks intact.
 func TestBadgerReclaimPace(t *testing.T) {
-	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 1 << 20})
+	s, err := dirdrive.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestBadgerReclaimPace(t *testing.T) {
 // Reclaim never rewrites the file being written; Rotate closes it first,
 // so that what was deleted there comes back too.
 func TestBadgerReclaimRotate(t *testing.T) {
-	s, err := nodes.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 64 << 20})
+	s, err := dirdrive.OpenBadger(t.TempDir(), nodes.Options{ValueLogFileSize: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
