@@ -20,6 +20,7 @@ func benchPool(b *testing.B) *testPool {
 const benchSize = 64 << 20
 
 func BenchmarkPutFile(b *testing.B) {
+	onDisk(b) // what a real pool costs
 	tp := benchPool(b)
 	data := randBytes(1, benchSize)
 	b.SetBytes(benchSize)
@@ -37,6 +38,7 @@ func BenchmarkPutFile(b *testing.B) {
 }
 
 func BenchmarkGetFile(b *testing.B) {
+	onDisk(b) // what a real pool costs
 	tp := benchPool(b)
 	tp.put("/f", randBytes(2, benchSize))
 	b.SetBytes(benchSize)
@@ -49,6 +51,7 @@ func BenchmarkGetFile(b *testing.B) {
 }
 
 func BenchmarkReadAtRandom4K(b *testing.B) {
+	onDisk(b) // what a real pool costs
 	tp := benchPool(b)
 	n := tp.put("/f", randBytes(3, benchSize))
 	r := rand.New(rand.NewPCG(1, 2))
@@ -68,6 +71,7 @@ func BenchmarkReadAtRandom4K(b *testing.B) {
 // The cache holds a quarter of the file, so every pass fetches chunks
 // from the drives (through the page cache) in the background read-ahead.
 func BenchmarkOpenFileSequential(b *testing.B) {
+	onDisk(b) // what a real pool costs
 	tp := newTestPoolWith(b, 3, 2, DefaultChunkSize, Options{CacheBytes: benchSize / 4})
 	n := tp.put("/f", randBytes(4, benchSize))
 	f, err := tp.OpenFile(n.Ino)

@@ -245,6 +245,7 @@ func TestDedupAndRefcount(t *testing.T) {
 }
 
 func TestInterruptedPutIsCollected(t *testing.T) {
+	onDisk(t) // a crash
 	tp := newTestPool(t, 2, 2)
 	dir, _ := tp.GetAttr(RootIno)
 	n, err := tp.newOrphan(dir, 0o644, Caller{})
@@ -411,6 +412,7 @@ func TestStatusFilesAtRisk(t *testing.T) {
 }
 
 func TestProbeDetectsAndRevives(t *testing.T) {
+	onDisk(t) // moves a drive's directory away
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(43, 2*MinChunkSize)
 	tp.put("/f", data)

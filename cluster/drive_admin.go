@@ -143,6 +143,15 @@ func (m *Manager) driveLocation(path string) (string, error) {
 	return real, nil
 }
 
+// resolveDrive returns how the pool names the drive at path: a
+// directory's real path, a URL as given.
+func resolveDrive(path string) (string, error) {
+	if strings.Contains(path, "://") {
+		return path, nil
+	}
+	return resolvePath(path)
+}
+
 // AddDrive adds the directory path to the pool as a new drive and returns
 // it, with warnings the user should see (such as sharing a disk with
 // another drive). It changes nothing when it returns an error.

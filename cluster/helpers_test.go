@@ -7,10 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dhdfs/dhdfs/cluster/kv/memkv"
 	"github.com/dhdfs/dhdfs/nodes"
 	"github.com/dhdfs/dhdfs/nodes/dirdrive"
 )
@@ -51,19 +54,54 @@ func newTestPoolWithConfig(t testing.TB, drives, replicas int, edit func(*PoolCo
 	})
 }
 
+// The pools of most tests live in memory: mem:// metadata and mem://
+// drives, nothing on disk but home's config and lock. A test whose pool
+// needs real drives and a Badger home (restarts that replay journals,
+// crashes, space on a filesystem, drives' directories) calls onDisk first.
+var (
+	diskTests sync.Map // test names
+	memPools  atomic.Int64
+)
+
+// onDisk makes the pools of t (and of its subtests) real: drives in
+// directories and the metadata in a Badger store in home.
+func onDisk(t testing.TB) { diskTests.Store(t.Name(), true) }
+
+func isOnDisk(t testing.TB) bool {
+	for name := t.Name(); ; name = name[:strings.LastIndexByte(name, '/')] {
+		if _, ok := diskTests.Load(name); ok {
+			return true
+		}
+		if !strings.Contains(name, "/") {
+			return false
+		}
+	}
+}
+
 func newTestPoolConfig(t testing.TB, drives int, opts Options, edit func(*PoolConfig)) *testPool {
 	t.Helper()
 	root := t.TempDir()
 	tp := &testPool{t: t, home: filepath.Join(root, "home"), faulty: map[string]*nodes.Faulty{}, openOpts: opts}
 	cfg := DefaultPoolConfig()
 	edit(&cfg)
+	mem := ""
+	if !isOnDisk(t) && cfg.Meta == "" {
+		mem = fmt.Sprintf("pool-%d", memPools.Add(1))
+		cfg.Meta = "mem://" + mem + "/meta"
+		t.Cleanup(func() {
+			memkv.Forget(mem + "/")
+			nodes.ForgetMemDrives(mem + "/")
+		})
+	}
 	if _, err := Init(tp.home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	tp.open()
 	for i := 0; i < drives; i++ {
 		p := filepath.Join(root, fmt.Sprintf("disk%d", i+1))
-		if err := os.Mkdir(p, 0o755); err != nil {
+		if mem != "" {
+			p = fmt.Sprintf("mem://%s/disk%d", mem, i+1)
+		} else if err := os.Mkdir(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := tp.AddDrive(p, AddDriveOptions{}); err != nil {

@@ -86,6 +86,7 @@ func TestFreeOrphanTwice(t *testing.T) {
 // free (a file unlinked while open when it last closed), must end up with
 // the right count.
 func TestInodeCountUpgradeWithOrphan(t *testing.T) {
+	onDisk(t) // edits the Badger store
 	tp := newTestPool(t, 1, 1)
 	for i := range 5 {
 		tp.put(fmt.Sprintf("/f%d", i), []byte("x"))

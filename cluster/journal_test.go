@@ -27,6 +27,7 @@ func copyDir(t *testing.T, dir, to string) {
 // checkpoint synced, and the next open brings back every fsynced write
 // from the journals: a new file and its name, overwrites, appends.
 func TestJournalReplayAfterPowerLoss(t *testing.T) {
+	onDisk(t) // copies the stores' files
 	tp := newTestPoolWith(t, 3, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
 	old := randBytes(1, 3*MinChunkSize)

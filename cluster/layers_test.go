@@ -182,6 +182,7 @@ func TestSmallWritesCostTheirSize(t *testing.T) {
 // next open after a crash when no drive holds their chunk, so the file
 // reads as before the lost writes; layers that did reach a drive stay.
 func TestCrashRevertsLostLayers(t *testing.T) {
+	onDisk(t) // a crash
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
 	old := randBytes(5, 2*MinChunkSize)

@@ -135,6 +135,7 @@ func flipOnDisk(t *testing.T, dir string, data []byte) {
 }
 
 func TestScrubRepairsFlippedBytes(t *testing.T) {
+	onDisk(t) // flips bytes in a drive's files
 	tp := newTestPool(t, 3, 2)
 	data := randBytes(77, MinChunkSize)
 	n := tp.put("/f", data)
@@ -168,6 +169,7 @@ func TestScrubRepairsFlippedBytes(t *testing.T) {
 }
 
 func TestReadTriggersRepairOfCorruptCopy(t *testing.T) {
+	onDisk(t) // damages a drive's files
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(78, MinChunkSize)
 	n := tp.put("/f", data)
@@ -294,6 +296,7 @@ func TestReplace(t *testing.T) {
 }
 
 func TestRebalanceEvensUsage(t *testing.T) {
+	onDisk(t) // balances real filesystems' space
 	tp := newTestPool(t, 2, 2)
 	tp.putFiles(6)
 	for _, name := range []string{"e3", "e4"} {
@@ -375,6 +378,7 @@ func TestGCReclaimsSpace(t *testing.T) {
 }
 
 func TestCrashLeakedRefsRecounted(t *testing.T) {
+	onDisk(t) // a crash
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(82, MinChunkSize)
 	// A write staged before a crash: the reference is taken, no file holds it.

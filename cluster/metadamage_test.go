@@ -229,6 +229,7 @@ func useDamaged(t *testing.T, home string) error {
 // a few bits in a fresh copy of a clean or a crashed store
 // (DHDFS_DAMAGE_SEEDS=N for more).
 func TestOpenDamagedMeta(t *testing.T) {
+	onDisk(t) // damages the Badger metadata store
 	crash, clean := metaImages(t)
 	seeds := 60
 	if testing.Short() {
@@ -272,6 +273,7 @@ func TestOpenDamagedMeta(t *testing.T) {
 
 // Whole files lost or cut short.
 func TestOpenTruncatedMeta(t *testing.T) {
+	onDisk(t) // truncates the Badger metadata store
 	_, clean := metaImages(t)
 	files := metaFiles(t, clean)
 	for _, name := range files {
@@ -315,6 +317,7 @@ func TestOpenTruncatedMeta(t *testing.T) {
 // fsck do must return errors, never panic. flips is read in groups of 6
 // bytes: file, offset (4 bytes), mask.
 func FuzzOpenDamagedMeta(f *testing.F) {
+	onDisk(f) // damages the Badger metadata store
 	crash, clean := metaImages(f)
 	f.Add(false, []byte{0, 0, 0, 0, 0, 1})
 	f.Add(false, []byte{1, 200, 0, 0, 0, 0x80})

@@ -51,6 +51,7 @@ func TestChainFrom(t *testing.T) {
 // Losing home loses nothing after a clean close, and only what followed
 // the last mirror otherwise; any one drive rebuilds it.
 func TestRebuildHome(t *testing.T) {
+	onDisk(t) // copies a drive's mirror directory
 	tp := newTestPool(t, 3, 2)
 	ctx := context.Background()
 	a, b, c := randBytes(1, 3*MinChunkSize), randBytes(2, 100), randBytes(3, MinChunkSize+1)

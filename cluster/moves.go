@@ -163,7 +163,7 @@ func (m *Manager) Replace(ctx context.Context, old, newPath string, o AddDriveOp
 }
 
 func mustResolve(p string) string {
-	r, err := resolvePath(p)
+	r, err := resolveDrive(p)
 	if err != nil {
 		return p
 	}

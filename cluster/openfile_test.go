@@ -87,6 +87,7 @@ func TestWriteBufferLimit(t *testing.T) {
 // When close syncs depends on Options.SyncInterval; fsync always syncs,
 // including data a lazy close committed earlier.
 func TestCloseAndFsyncDurability(t *testing.T) {
+	onDisk(t) // durability across a restart
 	for _, tc := range []struct {
 		name       string
 		interval   time.Duration

@@ -105,6 +105,7 @@ func TestOrphansCollectWhileOffline(t *testing.T) {
 // (a) The same, but the drive comes back only after the pool was closed:
 // the queue outlives the process.
 func TestOrphansCollectWhileOfflineAcrossClose(t *testing.T) {
+	onDisk(t) // a restart
 	tp := newTestPool(t, 4, 2)
 	files := tp.putFiles(6)
 	tp.setOffline("d3", true)

@@ -66,6 +66,7 @@ func TestInitValidates(t *testing.T) {
 }
 
 func TestAddDriveRejects(t *testing.T) {
+	onDisk(t) // directories that cannot be drives
 	tp := newTestPool(t, 2, 2)
 	root := filepath.Dir(tp.home)
 	file := filepath.Join(root, "plain-file")
@@ -125,6 +126,7 @@ func TestAddDriveRejects(t *testing.T) {
 }
 
 func TestAddDriveWarnsOnSharedDevice(t *testing.T) {
+	onDisk(t) // drives on one filesystem
 	tp := newTestPool(t, 1, 2)
 	p := filepath.Join(filepath.Dir(tp.home), "same-disk")
 	os.Mkdir(p, 0o755)
@@ -141,6 +143,7 @@ func TestAddDriveWarnsOnSharedDevice(t *testing.T) {
 }
 
 func TestRestartKeepsEverything(t *testing.T) {
+	onDisk(t) // a restart
 	tp := newTestPool(t, 3, 2)
 	data := randBytes(1, 5*MinChunkSize+77)
 	if _, err := tp.MkdirPath("/a/b", true, 0o755, Caller{}); err != nil {

@@ -138,6 +138,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // of the live data; with the reclaimer on, the drives come back near it
 // without anyone calling gc.
 func TestReclaimAfterOverwrites(t *testing.T) {
+	onDisk(t) // space the store gives back to its filesystem
 	const unit, chunk = 4 << 20, 256 << 10
 	smallUnits(t, unit)
 	// Checkpoints every 100 ms, as a mount's --sync-every does every 5 s:

@@ -51,7 +51,7 @@ func ReplaceHome(ctx context.Context, drivePath, home string, opts Options, prog
 
 func rebuildHome(ctx context.Context, drivePath, home string, replace bool, opts Options, progress ProgressFunc) (RebuildReport, error) {
 	var rep RebuildReport
-	real, err := resolvePath(drivePath)
+	real, err := resolveDrive(drivePath)
 	if err != nil {
 		return rep, fmt.Errorf("%s: %w", drivePath, err)
 	}

@@ -14,6 +14,7 @@ import (
 // statfs (Capacity and Space) counts each filesystem once, and only the
 // space placement would use: free space less the reserve; status agrees.
 func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
+	onDisk(t) // filesystem space
 	check := func(t *testing.T, tp *testPool) {
 		sp := tp.Space()
 		var frees []int64
@@ -86,6 +87,7 @@ func TestSpaceCountsWhatWritesCanUse(t *testing.T) {
 // status counts the space deletes left dead in the stores, and gc (the
 // explicit, do-it-all-now reclaim) gives it back, with the reclaimer off.
 func TestStatusDeadAndGC(t *testing.T) {
+	onDisk(t) // dead space in the drives' files
 	smallUnits(t, 4<<20)
 	tp := newTestPool(t, 3, 2)
 	data := randBytes(1, 24<<20)

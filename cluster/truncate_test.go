@@ -14,6 +14,7 @@ import (
 // writes, and growing the file afterwards reads zeros past the cut (no
 // slot ever shows bytes past the size).
 func TestTruncateNeedsNoDrive(t *testing.T) {
+	onDisk(t) // its fault hits the store, and a directory drive's journal takes the round
 	tp := newTestPool(t, 1, 1)
 	ctx := context.Background()
 	data := bytes.Repeat([]byte{0xAA}, 100_000)
@@ -52,6 +53,7 @@ func TestTruncateNeedsNoDrive(t *testing.T) {
 // chunks past it: the next open drops them, so growing the file reads
 // zeros, and fsck is clean.
 func TestTruncateFinishedAfterCrash(t *testing.T) {
+	onDisk(t) // a crash
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(5, 5*MinChunkSize)
 	tp.put("/f", data)

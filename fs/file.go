@@ -10,14 +10,12 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/dhdfs/dhdfs/cluster"
 )
 
-// handle is an open file. All handles on one inode share its cluster.File,
+// handle is an open file. All handles on one inode share its File,
 // so they see each other's writes.
 type handle struct {
-	f  *cluster.File
+	f  File
 	fs *FS
 }
 

@@ -76,7 +76,7 @@ func mountPoolOpts(t *testing.T, drives int, chunkSize int, pool func(*cluster.O
 	cfgm := DefaultConfig()
 	cfgm.Debug = os.Getenv("DHDFS_FUSE_DEBUG") != ""
 	edit(&cfgm)
-	srv, fsys, err := mount(mnt, m, cfgm)
+	srv, fsys, err := mount(mnt, ManagerPool(m), cfgm)
 	if err != nil {
 		t.Fatal(err)
 	}

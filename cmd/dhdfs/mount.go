@@ -438,11 +438,11 @@ func daemonize(c *cli.Context, dir string) error {
 // error the waiting parent prints, and for the log.
 func mountCapturing(dir string, m *cluster.Manager, cfg fs.Config, log *slog.Logger) (*fuse.Server, error) {
 	if os.Getenv(readyFDEnv) == "" {
-		return fs.Mount(dir, m, cfg)
+		return fs.Mount(dir, fs.ManagerPool(m), cfg)
 	}
 	var srv *fuse.Server
 	said, err := withStderrCaptured(func() (err error) {
-		srv, err = fs.Mount(dir, m, cfg)
+		srv, err = fs.Mount(dir, fs.ManagerPool(m), cfg)
 		return err
 	})
 	if said != "" {
