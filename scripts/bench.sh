@@ -16,7 +16,7 @@
 # spends per GiB written and read, and how many bytes each writes to its
 # disk per byte the application wrote (from /proc/PID/io).
 #
-#   scripts/bench.sh [--quick] [--size 1GiB] [--rounds 3] [--dir SCRATCH] [--scale]
+#   scripts/bench.sh [--quick] [--size 1GiB] [--rounds 3] [--dir SCRATCH] [--scale] [--base REV]
 #
 # --quick   256 MiB, fewer files and commits, part of Go's src, shorter fio
 #           runs, 1 round (a few minutes)
@@ -24,6 +24,9 @@
 #           targets; the table shows medians
 # --scale   also: peak memory copying 4 GiB into 4 and 8 drives, mount
 #           time and ls -l with 100,000 files (several minutes)
+# --base    also: dhdfs built from git revision REV, a pool of its own on
+#           the same disk, as one more target in the same rounds (before
+#           and after a change, side by side), with a dhdfs/base column
 # Run as root: it drops the page cache and mounts without fusermount3.
 set -euo pipefail
 export LC_ALL=C
@@ -32,7 +35,7 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	export PATH="$PATH:/usr/local/go/bin"
 fi
 
-size=1GiB quick=0 scale=0 scratch=${TMPDIR:-/tmp} rounds_arg=
+size=1GiB quick=0 scale=0 scratch=${TMPDIR:-/tmp} rounds_arg= base=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1; size=256MiB ;;
@@ -40,7 +43,8 @@ while [ $# -gt 0 ]; do
 	--dir) scratch=$2; shift ;;
 	--scale) scale=1 ;;
 	--rounds) rounds_arg=$2; shift ;;
-	*) echo "usage: scripts/bench.sh [--quick] [--size 1GiB] [--rounds 3] [--dir SCRATCH] [--scale]" >&2; exit 2 ;;
+	--base) base=$2; shift ;;
+	*) echo "usage: scripts/bench.sh [--quick] [--size 1GiB] [--rounds 3] [--dir SCRATCH] [--scale] [--base REV]" >&2; exit 2 ;;
 	esac
 	shift
 done
@@ -53,6 +57,9 @@ esac
 # seconds waiting for dhdfs to finish writing after the random writes.
 nfiles=5000 ndirs=1000 fiotime=10 rounds=3 nsync=300 settle_max=60
 [ "$quick" = 1 ] && nfiles=1000 ndirs=300 fiotime=4 rounds=1 nsync=100 settle_max=20
+if [ -n "$base" ]; then
+	base_rev=$(git rev-parse --short "$base^{commit}" 2>/dev/null) || { echo "bench.sh: --base $base: not a git revision here" >&2; exit 2; }
+fi
 if [ -n "$rounds_arg" ]; then
 	case "$rounds_arg" in ''|*[!0-9]*|0) echo "bench.sh: --rounds takes a whole number from 1" >&2; exit 2 ;; esac
 	rounds=$rounds_arg
@@ -80,8 +87,10 @@ cleanup() {
 		grep -q " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"; }
 	done
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	# The dhdfs mount writes to home and the drives until it has exited.
-	for _ in $(seq 300); do [ -n "${dpid:-}" ] && kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
+	# The dhdfs mounts write to home and the drives until they have exited.
+	for p in ${dpid:-} ${bpid:-}; do
+		for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	done
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -91,6 +100,12 @@ mkdir -p "$work/bin"
 go build -o "$work/bin/dhdfs" ./cmd/dhdfs
 go build -o "$work/bin/loopback" ./scripts/loopback
 go build -o "$work/bin/benchfiles" ./scripts/benchfiles
+if [ -n "$base" ]; then
+	mkdir "$work/basesrc"
+	git archive "$base_rev" | tar -x -C "$work/basesrc"
+	(cd "$work/basesrc" && go build -o "$work/bin/dhdfs-base" ./cmd/dhdfs)
+	rm -rf "$work/basesrc"
+fi
 dhdfs() { "$work/bin/dhdfs" "$@"; }
 
 drop_caches() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches || true; }
@@ -181,15 +196,31 @@ for i in 1 2 3; do mkdir "$work/d$i"; dhdfs node add "$work/d$i" >/dev/null 2>&1
 dhdfs mount --daemon "$work/mnt"
 mounts+=("$work/mnt")
 targets="$targets mnt"
-# The lock file's first line is the mount's PID; check it is our binary,
-# else look for the process running it.
-dpid=$(head -n 1 "$work/home/lock")
-if [ "$(readlink "/proc/$dpid/exe" 2>/dev/null)" != "$work/bin/dhdfs" ]; then
-	dpid=
-	for p in /proc/[0-9]*; do [ "$(readlink "$p/exe" 2>/dev/null)" = "$work/bin/dhdfs" ] && dpid=${p#/proc/}; done
-	[ -n "$dpid" ] || { echo "bench.sh: cannot find the dhdfs mount's process" >&2; exit 1; }
-fi
+# mount_pid HOME BINARY: the PID of the mount of the pool in HOME. The lock
+# file's first line is the mount's PID; check it runs BINARY, else look for
+# the process that does.
+mount_pid() {
+	local p=$(head -n 1 "$1/lock")
+	if [ "$(readlink "/proc/$p/exe" 2>/dev/null)" != "$2" ]; then
+		p=
+		for q in /proc/[0-9]*; do [ "$(readlink "$q/exe" 2>/dev/null)" = "$2" ] && p=${q#/proc/}; done
+		[ -n "$p" ] || { echo "bench.sh: cannot find the mount's process of $2" >&2; exit 1; }
+	fi
+	echo "$p"
+}
+dpid=$(mount_pid "$work/home" "$work/bin/dhdfs")
 daemon[mnt]=$dpid
+if [ -n "$base" ]; then
+	mkdir -p "$work/base"
+	( export DHDFS_HOME="$work/home-base"
+	  "$work/bin/dhdfs-base" init >/dev/null
+	  for i in 1 2 3; do mkdir "$work/b$i"; "$work/bin/dhdfs-base" node add "$work/b$i" >/dev/null 2>&1; done
+	  "$work/bin/dhdfs-base" mount --daemon "$work/base" )
+	mounts+=("$work/base")
+	targets="$targets base"
+	bpid=$(mount_pid "$work/home-base" "$work/bin/dhdfs-base")
+	daemon[base]=$bpid
+fi
 
 # The loopback at dhdfs's read-ahead is a second loopback of the same
 # directory whose mount has dhdfs's read-ahead. Its replies are then up to
@@ -263,7 +294,7 @@ rm -f "$work/rand.src"
 # through the second loopback, whose read-ahead matches dhdfs's, shows what
 # that alone gives a plain FUSE filesystem.
 add() { S[$1,$2]="${S[$1,$2]:-} $3"; }
-name() { case $1 in raw) echo raw ;; loop) echo loopback ;; merger) echo mergerfs ;; mnt) echo dhdfs ;; esac; }
+name() { case $1 in raw) echo raw ;; loop) echo loopback ;; merger) echo mergerfs ;; mnt) echo dhdfs ;; base) echo "dhdfs@$base_rev" ;; esac; }
 lsl() { ls -l "$1" >/dev/null; }
 copy() { cp "$1" "$2" && sync "$2"; }
 settle_longest=0
@@ -326,17 +357,17 @@ for round in $(seq "$rounds"); do
 		if have fio; then
 			dd if=/dev/urandom of="$d/rw" bs=1M count=64 conv=fsync status=none
 			drop_caches
-			if [ "$t" = mnt ]; then settle "$dpid" 6 "$settle_max"; fi
+			case $t in mnt|base) settle "${daemon[$t]}" 6 "$settle_max" ;; esac
 			measure "$t" 1 fio --name=randwrite --filename="$d/rw" --size=64M --rw=randwrite --bs=4k \
 				--ioengine=psync --invalidate=0 --end_fsync=1 --time_based --runtime="$fiotime" --refill_buffers \
 				--randrepeat=0 --output-format=terse --output="$work/fio.out"
 			app=$(awk -F';' '{ print $47 * 1024 }' "$work/fio.out")
 			add "$t" randw "$(awk -F';' '{ print $49 }' "$work/fio.out")"
 			add "$t" amprand "$(per_byte "$M_WB" "$app")"
-			if [ "$t" = mnt ]; then
-				settle "$dpid" 6 "$settle_max"
+			case $t in mnt|base)
+				settle "${daemon[$t]}" 6 "$settle_max"
 				if [ "$SETTLED" -gt "$settle_longest" ]; then settle_longest=$SETTLED; fi
-			fi
+			esac
 			probe "$t"
 			add "$t" amprands "$(per_byte $(( P_WB - M_WB0 )) "$app")"
 			rm -f "$d/rw"
@@ -380,6 +411,7 @@ for t in $targets; do
 	rm -f "$work/$t/rand"
 done
 R[mnt,readra]=${R[mnt,read]}
+[ -n "$base" ] && R[base,readra]=${R[base,read]}
 # A reply the loopback could not splice was copied instead: say so.
 for l in loopback loopback-ra; do
 	[ -f "$work/$l.log" ] || continue
@@ -408,7 +440,9 @@ echo "random writes: ${fiotime} s of 4 KiB writes to a 64 MiB file; appends and 
 {
 	printf "workload"
 	for t in $targets; do printf "\t%s" "$(name "$t")"; done
-	printf "\tdhdfs/raw\tdhdfs/loopback\n"
+	printf "\tdhdfs/raw\tdhdfs/loopback"
+	[ -n "$base" ] && printf "\tdhdfs/base"
+	printf "\n"
 	for w in "write:seq write MiB/s (fsync)" "cp:cp MiB/s" "read:seq read MiB/s (cold)" \
 		"readra:  same, loopback at dhdfs's read-ahead" "rand:4k random read IOPS" \
 		"create:create files/s" "ls:ls -l files/s" "readsmall:read files/s" "delete:delete files/s" "mkdir:mkdir dirs/s" \
@@ -420,8 +454,9 @@ echo "random writes: ${fiotime} s of 4 KiB writes to a 64 MiB file; appends and 
 		k=${w%%:*}
 		printf "%s" "${w#*:}"
 		for t in $targets; do printf "\t%s" "${R[$t,$k]}"; done
-		awk -v d="${R[mnt,$k]}" -v r="${R[raw,$k]}" -v l="${R[loop,$k]}" 'function ratio(a, b) { return b + 0 > 0 ? sprintf("%.2f", a / b) : "-" }
-			BEGIN { printf "\t%s\t%s\n", ratio(d, r), ratio(d, l) }'
+		awk -v d="${R[mnt,$k]}" -v r="${R[raw,$k]}" -v l="${R[loop,$k]}" -v b="${R[base,$k]:-}" -v hasb="${base:+1}" \
+			'function ratio(a, b) { return b + 0 > 0 ? sprintf("%.2f", a / b) : "-" }
+			BEGIN { printf "\t%s\t%s", ratio(d, r), ratio(d, l); if (hasb) printf "\t%s", ratio(d, b); printf "\n" }'
 	done
 } | column -t -s $'\t'
 echo "* lower is better. CPU: of the filesystem's process (raw: of dd itself). disk bytes: what the"
