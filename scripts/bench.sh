@@ -464,6 +464,13 @@ echo "  filesystem's process (raw: the workload) sent to storage, from /proc/PID
 echo "  rewritten before the kernel wrote it back counts once. settled: until dhdfs wrote nothing for 6 s"
 echo "  (longest wait ${settle_longest} s, at most ${settle_max} s); the others write nothing afterwards."
 echo "dhdfs process: peak RssAnon $peak MiB (during $peak_phase), CPU $cpu s"
+if [ -n "$base" ]; then
+	# Every round's figure, so that a difference can be told from noise.
+	echo "each round, dhdfs | dhdfs@$base_rev:"
+	for k in $rows; do
+		[ -n "${S[mnt,$k]:-}" ] && printf "  %-10s%s |%s\n" "$k" "${S[mnt,$k]}" "${S[base,$k]:-}"
+	done
+fi
 for w in "${warn[@]}"; do echo "$w"; done
 
 if [ "$scale" = 1 ]; then
