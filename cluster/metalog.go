@@ -57,16 +57,8 @@ func (m *metaDB) apply(b metaBatch) (bool, error) {
 		return false, nil
 	}
 	err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
-		for _, mu := range b.Muts {
-			var err error
-			if mu.Del {
-				err = txn.Delete(mu.Key)
-			} else {
-				err = txn.Set(mu.Key, mu.Val)
-			}
-			if err != nil {
-				return fmt.Errorf("replay metadata: %w", err)
-			}
+		if err := writeMuts(txn, b.Muts); err != nil {
+			return fmt.Errorf("replay metadata: %w", err)
 		}
 		return txn.Set(metaSeqKey, binary.BigEndian.AppendUint64(nil, b.Seq))
 	})
@@ -119,6 +111,22 @@ func readBatch(d *decoder) metaBatch {
 	return b
 }
 
+// writeMuts applies muts to txn in order.
+func writeMuts(txn kv.Txn, muts []mutation) error {
+	for _, mu := range muts {
+		var err error
+		if mu.Del {
+			err = txn.Delete(mu.Key)
+		} else {
+			err = txn.Set(mu.Key, mu.Val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // errLoad wraps a failure to write what a mirror segment holds (as
 // opposed to a segment found damaged).
 var errLoad = errors.New("load metadata")
@@ -138,20 +146,7 @@ func (m *metaDB) load(muts []mutation) error {
 			n++
 		}
 		part := muts[:n]
-		err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error {
-			for _, mu := range part {
-				var err error
-				if mu.Del {
-					err = txn.Delete(mu.Key)
-				} else {
-					err = txn.Set(mu.Key, mu.Val)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := kv.Update(context.Background(), m.eng, func(txn kv.Txn) error { return writeMuts(txn, part) })
 		if err != nil {
 			return fmt.Errorf("%w: %w", errLoad, homeDamage(m.dir, err))
 		}
