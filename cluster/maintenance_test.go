@@ -307,7 +307,8 @@ func TestRebalanceEvensUsage(t *testing.T) {
 		}
 	}
 	before := tp.mustStatus()
-	rep, err := tp.Rebalance(context.Background(), 0.1, nil)
+	var last Progress
+	rep, err := tp.Rebalance(context.Background(), 0.1, func(p Progress) { last = p })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +329,10 @@ func TestRebalanceEvensUsage(t *testing.T) {
 	after := tp.mustStatus()
 	if after.Copies != before.Copies || after.UnderReplicated != 0 {
 		t.Fatalf("rebalance changed redundancy: %d copies before, %d after", before.Copies, after.Copies)
+	}
+	// The progress line ends complete, at what moved.
+	if last.Done != last.Total || last.Done != rep.Bytes || last.Done == 0 {
+		t.Fatalf("last progress %+v after moving %d bytes", last, rep.Bytes)
 	}
 }
 

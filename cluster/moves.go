@@ -213,13 +213,21 @@ func (m *Manager) Rebalance(ctx context.Context, threshold float64, progress Pro
 	}
 	target := func(l *load) int64 { return int64(float64(total) * float64(l.capacity) / float64(capacity)) }
 	excess := func(l *load) int64 { return l.held - target(l) }
+	// A drive within slack of its share is balanced: what is to move is
+	// the excess beyond it. When the moves end, the last report says all
+	// of it went, since what is left is within the slack.
+	slack := max(int64(threshold*float64(total)/float64(len(loads))), int64(m.cfg.ChunkSize))
 	p := Progress{Op: "rebalance", Unit: UnitBytes}
 	for _, l := range loads {
-		if e := excess(l); e > 0 {
-			p.Total += e
-		}
+		p.Total += max(excess(l)-slack, 0)
 	}
 	progress.report(p)
+	defer func() {
+		if ctx.Err() == nil { // an interrupted rebalance did not finish
+			p.Total = p.Done
+			progress.report(p)
+		}
+	}()
 	t := throttle{rate: m.opts.RepairRate}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -227,8 +235,7 @@ func (m *Manager) Rebalance(ctx context.Context, threshold float64, progress Pro
 		}
 		slices.SortFunc(loads, func(a, b *load) int { return cmp.Compare(excess(b), excess(a)) })
 		src, dst := loads[0], loads[len(loads)-1]
-		slack := int64(threshold * float64(total) / float64(len(loads)))
-		if excess(src) <= max(slack, int64(m.cfg.ChunkSize)) || excess(dst) >= 0 {
+		if excess(src) <= slack || excess(dst) >= 0 {
 			return rep, nil
 		}
 		moved := false
@@ -246,6 +253,7 @@ func (m *Manager) Rebalance(ctx context.Context, threshold float64, progress Pro
 				rep.Chunks++
 				rep.Bytes += int64(n)
 				p.Done += int64(n)
+				p.Total = max(p.Total, p.Done)
 				p.Bytes = rep.Bytes
 				progress.report(p)
 				if err := t.wait(ctx, n); err != nil {

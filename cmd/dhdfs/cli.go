@@ -112,15 +112,48 @@ func cmdCompletion() *cli.Command {
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		group := name
 		name = strings.TrimLeft(name, "-")
-		msg = "no flag " + dashed(name)
-		if s := suggestFlag(c.Command.Flags, name); s != "" {
-			msg += "; did you mean " + s + "?"
+		if letter := unknownInGroup(c.Command.Flags, group); letter != "" {
+			// -la: the short flags given together, one of them unknown.
+			msg = "no flag -" + letter + " (in " + group + ")"
+		} else {
+			msg = "no flag " + dashed(name)
+			if s := suggestFlag(c.Command.Flags, name); s != "" {
+				msg += "; did you mean " + s + "?"
+			}
 		}
 	} else if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
 		msg = dashed(strings.TrimLeft(name, "-")) + " needs a value"
 	}
 	return usageError(c, "%s", msg)
+}
+
+// unknownInGroup returns the first letter of arg, a group of short flags
+// such as -la, that names no flag, when every other letter does: urfave/cli
+// then reports the group as one unknown flag.
+func unknownInGroup(flags []cli.Flag, arg string) string {
+	letters, ok := strings.CutPrefix(arg, "-")
+	if !ok || strings.HasPrefix(letters, "-") || len(letters) < 2 {
+		return ""
+	}
+	known := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			known[n] = true
+		}
+	}
+	unknown := ""
+	for _, r := range letters {
+		switch l := string(r); {
+		case known[l]:
+		case unknown == "":
+			unknown = l
+		default:
+			return "" // not a group of short flags
+		}
+	}
+	return unknown
 }
 
 // dashed spells a flag's name as it is typed: -x, --name.

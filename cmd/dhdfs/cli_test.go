@@ -50,6 +50,7 @@ func TestUsageErrors(t *testing.T) {
 	e.usage([]string{"mount", "--daemn", "/x"}, "mount: no flag --daemn; did you mean --daemon?", "see 'dhdfs mount --help'")
 	e.usage([]string{"node", "add", "--labl", "x", "/x"}, "node add: no flag --labl; did you mean --label?", "see 'dhdfs node add --help'")
 	e.usage([]string{"ls", "--bogus"}, "ls: no flag --bogus")
+	e.usage([]string{"ls", "-lzh"}, "ls: no flag -z (in -lz)")
 	e.usage([]string{"--home"}, "--home needs a value")
 	e.usage([]string{"mount", "--cache-size"}, "mount: --cache-size needs a value")
 	e.usage([]string{"ls", "/a", "/b"}, "ls: expected at most one PATH")

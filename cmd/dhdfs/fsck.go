@@ -64,15 +64,16 @@ Examples:
 					}
 					fmt.Fprintf(c.App.Writer, "%s: %s%s\n", p.Kind, p.What, state)
 				}
-				fmt.Fprintf(c.App.Writer, "Checked %d inodes, %d names, %d chunks, %d copies: %d problems, %d repaired; %d chunks under-replicated.\n",
-					rep.Inodes, rep.Entries, rep.Chunks, rep.Copies, len(rep.Problems), len(rep.Problems)-rep.Unrepaired(), rep.UnderReplicated)
+				fmt.Fprintf(c.App.Writer, "Checked %s, %s, %s, %s: %s, %d repaired; %s under-replicated.\n",
+					plural(rep.Inodes, "inode"), plural(rep.Entries, "name"), plural(rep.Chunks, "chunk"), plural(rep.Copies, "copy"),
+					plural(len(rep.Problems), "problem"), len(rep.Problems)-rep.Unrepaired(), plural(rep.UnderReplicated, "chunk"))
 			}
 			if n := rep.Unrepaired(); n > 0 {
 				hint := " (dhdfs fsck --repair fixes what it can)"
 				if c.Bool("repair") {
 					hint = ""
 				}
-				return cli.Exit(fmt.Sprintf("%d problems left%s", n, hint), 1)
+				return cli.Exit(fmt.Sprintf("%s left%s", plural(n, "problem"), hint), 1)
 			}
 			return nil
 		},

@@ -27,7 +27,9 @@ Examples:
    dhdfs ls -lh /docs`,
 		Flags: withCommon(&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "show mode, links, owner, group, size and time"},
 			&cli.BoolFlag{Name: "numeric-uid-gid", Aliases: []string{"n"}, Usage: "with -l: owner and group as numbers"},
-			&cli.BoolFlag{Name: "human-readable", Usage: "with -l: sizes in KiB, MiB, GiB (also -h, as ls takes it; --help is help)"}),
+			&cli.BoolFlag{Name: "human-readable", Usage: "with -l: sizes in KiB, MiB, GiB (also -h, as ls takes it; --help is help)"},
+			// Taken for the habit of ls -la: dhdfs ls hides nothing.
+			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "list names starting with '.' too (dhdfs ls always does)"}),
 		Action: func(c *cli.Context) error {
 			if err := needArgs(c, 0, 1, "at most one PATH"); err != nil {
 				return err

@@ -48,8 +48,8 @@ Example:
 			ctx, stop := interruptible(c)
 			defer stop()
 			r, err := m.Heal(ctx, p)
-			return fmt.Sprintf("Checked %d chunks: %d copies made, %d repaired, %d trimmed, %d waiting for drives to return, %d with no readable copy.",
-				r.Checked, r.Copied, r.Repaired, r.Trimmed, r.Waiting, r.Unrecoverable), err
+			return fmt.Sprintf("Checked %s: %s made, %d repaired, %d trimmed, %d waiting for drives to return, %d with no readable copy.",
+				plural(r.Checked, "chunk"), plural(r.Copied, "copy"), r.Repaired, r.Trimmed, r.Waiting, r.Unrecoverable), err
 		})
 }
 
@@ -65,8 +65,8 @@ Example:
 			ctx, stop := interruptible(c)
 			defer stop()
 			r, err := m.Scrub(ctx, p)
-			return fmt.Sprintf("Scrubbed %d drives: %d copies (%s) verified, %d corrupt, %d missing, %d repaired, %d orphans deleted.",
-				r.Drives, r.Verified, humanBytes(r.Bytes), r.Corrupt, r.Missing, r.Repaired, r.Orphans), err
+			return fmt.Sprintf("Scrubbed %s: %s (%s) verified, %d corrupt, %d missing, %d repaired, %s deleted.",
+				plural(r.Drives, "drive"), plural(r.Verified, "copy"), humanBytes(r.Bytes), r.Corrupt, r.Missing, r.Repaired, plural(r.Orphans, "orphan")), err
 		})
 }
 
@@ -83,8 +83,8 @@ Example:
 			ctx, stop := interruptible(c)
 			defer stop()
 			r, err := m.GC(ctx, p)
-			return fmt.Sprintf("Swept %d drives: %d orphan copies deleted, %d chunks collected, stores %s → %s.",
-				r.DrivesSwept, r.Orphans, r.Collected, humanBytes(r.UsedBefore), humanBytes(r.UsedAfter)), err
+			return fmt.Sprintf("Swept %s: %s deleted, %s collected, stores %s → %s.",
+				plural(r.DrivesSwept, "drive"), plural(r.Orphans, "orphan copy"), plural(r.Collected, "chunk"), humanBytes(r.UsedBefore), humanBytes(r.UsedAfter)), err
 		})
 }
 
@@ -101,7 +101,7 @@ Example:
 			ctx, stop := interruptible(c)
 			defer stop()
 			r, err := m.Rebalance(ctx, c.Float64("threshold"), p)
-			return fmt.Sprintf("Moved %d chunks (%s).", r.Chunks, humanBytes(r.Bytes)), err
+			return fmt.Sprintf("Moved %s (%s).", plural(r.Chunks, "chunk"), humanBytes(r.Bytes)), err
 		})
 }
 
@@ -127,7 +127,7 @@ Example:
 				pr := newProgress()
 				r, err := m.Drain(ctx, c.Args().First(), pr.report)
 				pr.finish()
-				fmt.Fprintf(c.App.Writer, "Moved %d chunks (%s) off %s.\n", r.Chunks, humanBytes(r.Bytes), c.Args().First())
+				fmt.Fprintf(c.App.Writer, "Moved %s (%s) off %s.\n", plural(r.Chunks, "chunk"), humanBytes(r.Bytes), c.Args().First())
 				return err
 			})
 		},
@@ -159,7 +159,7 @@ Examples:
 				}
 				fmt.Fprintf(c.App.Writer, "Removed drive %s.\n", r.Name)
 				if r.UnderReplicated > 0 {
-					fmt.Fprintf(c.App.Writer, "%d chunks of %s are now under-replicated", r.UnderReplicated, plural(r.Files, "file"))
+					fmt.Fprintf(c.App.Writer, "%s of %s %s now under-replicated", plural(r.UnderReplicated, "chunk"), plural(r.Files, "file"), isAre(r.UnderReplicated))
 					if r.Lost > 0 {
 						fmt.Fprintf(c.App.Writer, " (%d have no copy left: those files are unreadable)", r.Lost)
 					}
@@ -200,7 +200,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.App.Writer, "Copied %d chunks (%s) from %s and removed it.\n", r.Chunks, humanBytes(r.Bytes), c.Args().Get(0))
+				fmt.Fprintf(c.App.Writer, "Copied %s (%s) from %s and removed it.\n", plural(r.Chunks, "chunk"), humanBytes(r.Bytes), c.Args().Get(0))
 				return nil
 			})
 		},

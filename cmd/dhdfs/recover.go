@@ -70,10 +70,10 @@ Examples:
 			for _, p := range rep.Fsck.Problems {
 				fmt.Fprintf(c.App.Writer, "%s: %s (repaired: %v)\n", p.Kind, p.What, p.Repaired)
 			}
-			fmt.Fprintf(c.App.Writer, "Checked %d inodes and %d chunks: %d problems, %d left; %d chunks under-replicated (dhdfs heal).\n",
-				rep.Fsck.Inodes, rep.Fsck.Chunks, len(rep.Fsck.Problems), rep.Fsck.Unrepaired(), rep.Fsck.UnderReplicated)
+			fmt.Fprintf(c.App.Writer, "Checked %s and %s: %s, %d left; %s under-replicated (dhdfs heal).\n",
+				plural(rep.Fsck.Inodes, "inode"), plural(rep.Fsck.Chunks, "chunk"), plural(len(rep.Fsck.Problems), "problem"), rep.Fsck.Unrepaired(), plural(rep.Fsck.UnderReplicated, "chunk"))
 			if n := rep.Fsck.Unrepaired(); n > 0 {
-				return cli.Exit(fmt.Sprintf("%d problems left after the rebuild", n), 1)
+				return cli.Exit(fmt.Sprintf("%s left after the rebuild", plural(n, "problem")), 1)
 			}
 			return nil
 		},

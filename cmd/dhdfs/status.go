@@ -82,7 +82,16 @@ Examples:
 	}
 }
 
-func plural(n int64, word string) string {
+// isAre is the verb for n things.
+func isAre[N ~int | ~int32 | ~int64 | ~uint32 | ~uint64](n N) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
+}
+
+// plural counts n of word: "1 chunk", "2 chunks", "3 copies".
+func plural[N ~int | ~int32 | ~int64 | ~uint32 | ~uint64](n N, word string) string {
 	if n == 1 {
 		return "1 " + word
 	}
