@@ -37,6 +37,9 @@ Examples:
 			cfg := cluster.DefaultPoolConfig()
 			cfg.Replicas, cfg.ChunkSize, cfg.Hash = c.Int("replicas"), int(size), nodes.Hash(c.String("hash"))
 			cfg.Meta = c.String("meta")
+			if err := lasting(c, "--meta", cfg.Meta); err != nil {
+				return err
+			}
 			if cfg.Hash == "" || !cfg.Hash.Valid() {
 				return usageError(c, "--hash %q: want blake3 or sha256", c.String("hash"))
 			}

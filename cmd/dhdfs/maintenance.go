@@ -187,6 +187,9 @@ Example:
 			if err := needArgs(c, 2, 2, "OLD and NEWPATH"); err != nil {
 				return err
 			}
+			if err := lasting(c, "a drive", c.Args().Get(1)); err != nil {
+				return err
+			}
 			reserve, err := reserveOf(c) // default: OLD's
 			if err != nil {
 				return err

@@ -46,6 +46,9 @@ Examples:
 			if err := needArgs(c, 1, 1, "one PATH"); err != nil {
 				return err
 			}
+			if err := lasting(c, "a drive", c.Args().First()); err != nil {
+				return err
+			}
 			labels := map[string]string{}
 			for _, l := range c.StringSlice("label") {
 				k, v, ok := strings.Cut(l, "=")
@@ -232,4 +235,13 @@ Example:
 			})
 		},
 	}
+}
+
+// lasting refuses a location of what lives only in one process's memory
+// (mem://, for tests): a pool's metadata and drives must outlive it.
+func lasting(c *cli.Context, what, location string) error {
+	if strings.HasPrefix(location, "mem://") {
+		return usageError(c, "%s %s would live only in this process's memory (mem:// is for tests)", what, location)
+	}
+	return nil
 }
