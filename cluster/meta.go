@@ -185,7 +185,10 @@ func (m *metaDB) commit(fn func(txn kv.Txn) error, counts bool) (err error) {
 }
 
 // recordingTxn notes every write of a transaction, for the metadata
-// journal (metalog.go).
+// journal and the mirror's increments (metalog.go). It keeps copies: the
+// kv contract lets a caller reuse its buffers once Set returns (a key
+// taken from a scan is valid only during its callback), and the notes
+// live until the next sync round and mirror round.
 type recordingTxn struct {
 	kv.Txn
 	muts []mutation
@@ -195,7 +198,8 @@ func (t *recordingTxn) Set(key, val []byte) error {
 	if err := t.Txn.Set(key, val); err != nil {
 		return err
 	}
-	t.muts = append(t.muts, mutation{Key: key, Val: val})
+	b := append(append(make([]byte, 0, len(key)+len(val)), key...), val...)
+	t.muts = append(t.muts, mutation{Key: b[:len(key):len(key)], Val: b[len(key):]})
 	return nil
 }
 
@@ -203,7 +207,7 @@ func (t *recordingTxn) Delete(key []byte) error {
 	if err := t.Txn.Delete(key); err != nil {
 		return err
 	}
-	t.muts = append(t.muts, mutation{Key: key, Del: true})
+	t.muts = append(t.muts, mutation{Key: bytes.Clone(key), Del: true})
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
 )
 
@@ -356,5 +357,34 @@ func TestMirrorChainAcrossOpens(t *testing.T) {
 	rp := &testPool{Manager: m, t: t}
 	for p, data := range files {
 		rp.mustEqual(p, data)
+	}
+}
+
+// The transactions kept for journals and the mirror hold their own bytes:
+// a caller may reuse its buffers once Set returns.
+func TestLoggedMutationsAreCopies(t *testing.T) {
+	meta, err := openEngineMeta("mem://", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.close()
+	var got []mutation
+	meta.setLogged(func(_ uint64, muts []mutation) { got = muts })
+	buf := []byte("key-1value-1")
+	err = meta.update(func(txn kv.Txn) error {
+		if err := txn.Set(buf[:5], buf[5:]); err != nil {
+			return err
+		}
+		if err := txn.Delete(buf[:5]); err != nil {
+			return err
+		}
+		copy(buf, "XXXXXXXXXXXX") // reused, as the contract allows
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got[0].Key) != "key-1" || string(got[0].Val) != "value-1" || string(got[1].Key) != "key-1" || !got[1].Del {
+		t.Fatalf("logged %+v", got)
 	}
 }
