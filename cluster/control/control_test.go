@@ -331,12 +331,33 @@ func TestControlConnectionLimits(t *testing.T) {
 			h.Close()
 		}
 	}()
-	for range maxConns {
+	dial := func() net.Conn {
+		t.Helper()
 		h, err := net.Dial("unix", c.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, h)
+		return h
+	}
+	for range maxConns {
+		held = append(held, dial())
+	}
+	// The connections of the calls above may still have held their slots
+	// for a moment, and the server then refused some of these (a refusal
+	// is written at once): replace those, until all are served.
+	for i, retries := 0, 0; i < len(held); i++ {
+		held[i].SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := held[i].Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			if retries++; retries > 100 {
+				t.Fatalf("connection %d of %d refused again and again: %v", i+1, maxConns, err)
+			}
+			held[i].Close()
+			time.Sleep(10 * time.Millisecond)
+			held[i] = dial()
+			i--
+			continue
+		}
+		held[i].SetReadDeadline(time.Time{})
 	}
 	extra, err := net.Dial("unix", c.path)
 	if err != nil {
