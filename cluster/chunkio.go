@@ -20,11 +20,11 @@ import (
 // deletes durable, and the space then comes back from the drives' stores
 // (the reclaimer), as ext4 commits its journal and retries an allocation
 // that failed with ENOSPC.
-func (m *Manager) storeChunk(ctx context.Context, data []byte, want, refs int) (staged, error) {
-	st, err := m.stageChunk(ctx, data, want, refs)
+func (m *Manager) storeChunk(ctx context.Context, data []byte, want, refs int, hold bool) (staged, error) {
+	st, err := m.stageChunk(ctx, data, want, refs, hold)
 	if errors.Is(err, ErrNoSpace) && !st.Escaped {
 		m.makeRoom()
-		st, err = m.stageChunk(ctx, data, want, refs)
+		st, err = m.stageChunk(ctx, data, want, refs, hold)
 	}
 	return st, err
 }
@@ -57,8 +57,9 @@ type staged struct {
 // are online, at least one) and takes refs references on it for the
 // caller (one per piece that will name it), who must either commit them
 // into a file or release them. An identical chunk already stored is
-// reused rather than written again.
-func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (st staged, err error) {
+// reused rather than written again. hold lets a new small chunk be held
+// in memory for a sync round that follows at once (held.go).
+func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int, hold bool) (st staged, err error) {
 	id := m.sum(data)
 	st.Ref = ChunkRef{ID: id, Size: len(data)}
 	mu := &m.stripes[id[0]]
@@ -110,7 +111,7 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (
 		// over the bytes.
 		sums = blockSums(data)
 		shared := nodes.ShareCRC(id, len(data), nodes.CombineCRC32C(sums, VerifyBlock, len(data)))
-		written, st.Escaped, err = m.replicate(ctx, id, data, want-confirmed, skip, keep)
+		written, st.Escaped, err = m.replicate(ctx, id, data, want-confirmed, skip, keep, hold && !exists)
 		shared()
 		if err != nil && confirmed == 0 {
 			return st, err
@@ -156,12 +157,19 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int) (
 // lock and records the returned drives as holders: a Put that failed may
 // still have landed (a timeout, the drive taken offline under it), so
 // those drives get a pending delete instead. escaped reports a Put that
-// timed out and may still be reading data.
-func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32) (_ []uint32, escaped bool, _ error) {
+// timed out and may still be reading data. hold holds a small chunk on
+// drives that take it rather than putting it (held.go).
+func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, n int, skip map[uint32]bool, have []uint32, hold bool) (_ []uint32, escaped bool, _ error) {
 	var got, failed []uint32
 	defer func() { m.queueDeletes(id, failed) }()
 	var errs []error
 	noSpace := true
+	// Held and journaled copies share one copy of data, which nobody
+	// changes: the caller may reuse data once this returns.
+	var own []byte
+	if hold && len(data) <= journalChunkMax {
+		own = append([]byte(nil), data...)
+	}
 	for len(got) < n {
 		if err := ctx.Err(); err != nil {
 			if len(got) > 0 {
@@ -185,6 +193,9 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				continue
 			}
 			tried[i] = true
+			if hs, ok := s.(*heldStore); ok && own != nil && hs.hold(id, own) {
+				continue
+			}
 			put := func() { results[i] = s.Put(id, data) }
 			if inline == nil {
 				inline = put // this goroutine puts one copy itself
@@ -209,7 +220,11 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 				continue
 			}
 			got = append(got, d.num)
-			m.noteWrite(d.num, id, data)
+			if own != nil {
+				m.noteWrite(d.num, id, own, true)
+			} else {
+				m.noteWrite(d.num, id, data, false)
+			}
 		}
 	}
 	if len(got) == 0 {

@@ -284,7 +284,7 @@ func (m *Manager) openDriveStore(rec DriveRecord) (nodes.Store, error) {
 	if m.opts.DriveTimeout > 0 {
 		st = nodes.WithTimeout(st, m.opts.DriveTimeout)
 	}
-	return st, nil
+	return holdFor(st), nil
 }
 
 // attachDrive opens the drive's store (unless it is offline) and adds it

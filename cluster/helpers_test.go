@@ -268,10 +268,26 @@ func (tp *testPool) crash() {
 	tp.Manager.closeOnce.Do(func() {
 		close(tp.done)
 		tp.wg.Wait()
+		tp.forgetHeld() // memory a killed process loses
 		tp.syncAll()
 		tp.meta.sync()
 		tp.closeStores()
 		tp.meta.close()
 		tp.lock.release()
 	})
+}
+
+// forgetHeld drops the chunks the drives hold in memory (held.go).
+func (tp *testPool) forgetHeld() {
+	for _, d := range tp.driveList() {
+		d.mu.Lock()
+		h, ok := d.store.(*heldStore)
+		d.mu.Unlock()
+		if ok {
+			h.mu.Lock()
+			clear(h.held)
+			h.bytes = 0
+			h.mu.Unlock()
+		}
+	}
 }

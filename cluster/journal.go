@@ -74,8 +74,9 @@ func (m *Manager) logBatch(seq uint64, muts []mutation) {
 
 // noteWrite records that chunk id was put on drive num, whose store is
 // not synced: a small chunk is kept for the drive's journal, a large one
-// (or too many) makes the next round sync the store instead.
-func (m *Manager) noteWrite(num uint32, id nodes.ChunkID, data []byte) {
+// (or too many) makes the next round sync the store instead. owned means
+// nobody changes data any more: it is kept without a copy.
+func (m *Manager) noteWrite(num uint32, id nodes.ChunkID, data []byte, owned bool) {
 	j := &m.jrn
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -88,7 +89,10 @@ func (m *Manager) noteWrite(num uint32, id nodes.ChunkID, data []byte) {
 		delete(j.dataBytes, num)
 		return
 	}
-	j.data[num] = append(j.data[num], chunkPut{ID: id, Data: append([]byte(nil), data...)})
+	if !owned {
+		data = append([]byte(nil), data...)
+	}
+	j.data[num] = append(j.data[num], chunkPut{ID: id, Data: data})
 	j.dataBytes[num] += int64(len(data))
 }
 
@@ -235,7 +239,8 @@ func (m *Manager) journalRound(nums []uint32, w journalWork) error {
 		metaErr = m.meta.sync()
 	}
 	if err := errors.Join(syncErr, metaErr); err != nil {
-		m.giveBack(journalWork{batches: w.batches})
+		// The chunks go back too: held ones (held.go) are in no store yet.
+		m.giveBack(w)
 		return err
 	}
 	return nil
@@ -306,6 +311,7 @@ func (m *Manager) kickCheckpoint() {
 // Checkpoint syncs every store and the metadata store and drops the
 // journal generations that made redundant.
 func (m *Manager) Checkpoint() error {
+	m.flushHeld()
 	m.roundMu.Lock()
 	defer m.roundMu.Unlock()
 	epoch, _, zeros, w := m.startRound() // every store is synced below
@@ -378,15 +384,11 @@ func (m *Manager) journalsUsed() bool {
 
 // replayJournals applies what the drives' journals hold and the stores
 // lack: metadata transactions after the store's last one, in order, then
-// journaled chunks that a record names on their drive. It runs at open
+// journaled chunks, on every holder the chunk's record names. It runs at open
 // before anything reads the metadata, and ends with a checkpoint.
 func (m *Manager) replayJournals() error {
 	batches := map[uint64]metaBatch{}
-	type put struct {
-		d  *drive
-		cp chunkPut
-	}
-	var puts []put
+	var puts []chunkPut
 	found := false
 	for _, d := range m.driveList() {
 		jn := d.journalOf()
@@ -411,7 +413,7 @@ func (m *Manager) replayJournals() error {
 				copy(cp.ID[:], dec.bytes(uint64(len(cp.ID))))
 				cp.Data = append([]byte(nil), dec.bytes(dec.uvarint())...)
 				if dec.err == nil {
-					puts = append(puts, put{d, cp})
+					puts = append(puts, cp)
 				}
 			}
 			if dec.err != nil {
@@ -437,22 +439,36 @@ func (m *Manager) replayJournals() error {
 		}
 		applied++
 	}
+	// A journaled chunk goes back to every holder that lacks it, not only
+	// to the drive whose journal held it: a chunk held in memory for a
+	// round (held.go) reaches a store only through journals, and a process
+	// killed between two drives' appends left it in one journal.
 	restored := 0
-	for _, p := range puts {
-		rec, ok, err := m.chunkRecordOf(p.cp.ID)
+	done := map[nodes.ChunkID]bool{}
+	for _, cp := range puts {
+		if done[cp.ID] {
+			continue
+		}
+		done[cp.ID] = true
+		rec, ok, err := m.chunkRecordOf(cp.ID)
 		if err != nil {
 			return err
 		}
-		s := p.d.usable()
-		if !ok || !rec.holds(p.d.num) || s == nil || m.sum(p.cp.Data) != p.cp.ID {
+		if !ok || m.sum(cp.Data) != cp.ID {
 			continue
 		}
-		if has, err := s.Has(p.cp.ID); err == nil && !has {
-			if err := s.Put(p.cp.ID, p.cp.Data); err != nil {
-				m.driveFailed(p.d, err)
+		for _, num := range rec.Holders {
+			d, s := m.storeOf(num)
+			if s == nil {
 				continue
 			}
-			restored++
+			if has, err := s.Has(cp.ID); err == nil && !has {
+				if err := s.Put(cp.ID, cp.Data); err != nil {
+					m.driveFailed(d, err)
+					continue
+				}
+				restored++
+			}
 		}
 	}
 	if applied+restored > 0 {

@@ -387,7 +387,7 @@ func TestCrashLeakedRefsRecounted(t *testing.T) {
 	tp := newTestPool(t, 2, 2)
 	data := randBytes(82, MinChunkSize)
 	// A write staged before a crash: the reference is taken, no file holds it.
-	if _, err := tp.stageChunk(context.Background(), data, 2, 1); err != nil {
+	if _, err := tp.stageChunk(context.Background(), data, 2, 1, false); err != nil {
 		t.Fatal(err)
 	}
 	// Simulate the crash: close without marking the pool clean.

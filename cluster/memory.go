@@ -19,7 +19,7 @@ const (
 	metaMemtables    = 2
 	metaBlockCache   = 16 << 20
 	metaMemory       = metaMemtable*metaMemtables + metaBlockCache
-	processBaseBytes = 32 << 20 // FUSE request buffers, goroutines, journals, indexes
+	processBaseBytes = 32 << 20 // FUSE request buffers, goroutines, journals and held chunks, indexes
 )
 
 // MemoryBudget returns the memory the pool may use at most when every cache

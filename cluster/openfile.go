@@ -265,15 +265,16 @@ func (f *File) below(idx int64) (layers, error) {
 // they were written, and at most maxStagingChunks of the file. f.mu is
 // held.
 func (f *File) stage(ctx context.Context, idx int64) {
-	if run := f.startStaging(ctx, idx); run != nil {
+	if run := f.startStaging(ctx, idx, false); run != nil {
 		go run()
 	}
 }
 
 // startStaging takes slot idx's buffer for staging and returns the work
 // that stores it, to run without f.mu held, or nil if the slot has no
-// buffer. f.mu is held.
-func (f *File) startStaging(ctx context.Context, idx int64) func() {
+// buffer. hold: a sync round follows the commit at once, so small new
+// chunks may be held in memory for it (held.go). f.mu is held.
+func (f *File) startStaging(ctx context.Context, idx int64, hold bool) func() {
 	for f.staging[idx] != nil || len(f.staging) >= maxStagingChunks {
 		f.cond.Wait()
 	}
@@ -303,7 +304,7 @@ func (f *File) startStaging(ctx context.Context, idx int64) func() {
 		}
 		var st staged
 		if err == nil {
-			st, err = f.m.storeChunk(ctx, data, want, len(pieces))
+			st, err = f.m.storeChunk(ctx, data, want, len(pieces), hold)
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -336,13 +337,14 @@ func (f *File) failStaging(idx int64, buf *chunkBuf, err error) {
 	f.cond.Broadcast()
 }
 
-// drain stages every dirty chunk and waits for all staging. f.mu is held.
-func (f *File) drain(ctx context.Context) error {
+// drain stages every dirty chunk and waits for all staging; hold is
+// startStaging's. f.mu is held.
+func (f *File) drain(ctx context.Context, hold bool) error {
 	// The last buffer is stored on this goroutine: a small synchronous
 	// write (one buffer) then waits for no hand-off.
 	idxs := mapKeys(f.dirty)
 	for i, idx := range idxs {
-		run := f.startStaging(ctx, idx)
+		run := f.startStaging(ctx, idx, hold)
 		switch {
 		case run == nil:
 		case i < len(idxs)-1:
@@ -405,7 +407,7 @@ func (f *File) Flush(ctx context.Context) error {
 func (f *File) Fsync(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.drain(ctx); err != nil {
+	if err := f.drain(ctx, true); err != nil {
 		return err
 	}
 	// A round even when this file has nothing new: its earlier lazy
@@ -419,7 +421,7 @@ func (f *File) Fsync(ctx context.Context) error {
 // flushLocked stages and commits every write; durable syncs them too when
 // there were any. f.mu is held.
 func (f *File) flushLocked(ctx context.Context, durable bool) error {
-	if err := f.drain(ctx); err != nil {
+	if err := f.drain(ctx, durable); err != nil {
 		return err
 	}
 	return f.commit(durable)

@@ -524,7 +524,7 @@ func TestSettleDefersMarkers(t *testing.T) {
 	}
 	want = append(want, b...)
 	f.mu.Lock()
-	err = f.drain(ctx)
+	err = f.drain(ctx, false)
 	if err == nil {
 		err = f.commit(false)
 	}

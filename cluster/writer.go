@@ -94,7 +94,7 @@ func (w *Writer) dispatch() {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		st, err := w.m.storeChunk(w.ctx, buf, w.want, 1)
+		st, err := w.m.storeChunk(w.ctx, buf, w.want, 1, false)
 		if st.Escaped {
 			buf = nil // a timed-out Put may still read it: never reuse it
 		}

@@ -41,10 +41,14 @@ type Faulty struct {
 	change chan struct{}
 	syncs  atomic.Int64
 	reads  atomic.Int64
+	puts   atomic.Int64
 }
 
 // Reads returns how many chunk reads (Get, GetRange) reached the store.
 func (f *Faulty) Reads() int64 { return f.reads.Load() }
+
+// Puts returns how many Put calls reached the store.
+func (f *Faulty) Puts() int64 { return f.puts.Load() }
 
 // NewFaulty wraps s.
 func NewFaulty(s Store) *Faulty { return &Faulty{Store: s, change: make(chan struct{})} }
@@ -85,6 +89,7 @@ func (f *Faulty) get() Faults {
 
 // Put implements Store.
 func (f *Faulty) Put(id ChunkID, data []byte) error {
+	f.puts.Add(1)
 	x := f.get()
 	if x.WriteErr != nil {
 		return x.WriteErr
