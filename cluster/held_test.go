@@ -275,3 +275,53 @@ func TestReplayRestoresEveryHolder(t *testing.T) {
 		t.Fatalf("fsck: %v %+v", err, rep)
 	}
 }
+
+// A drive that fills up holding an fsynced chunk: the checkpoint cannot
+// put it into the store, so that drive keeps its journal, and a killed
+// process loses nothing: the next open puts the chunk back from it.
+func TestCheckpointKeepsJournalOfUnsyncedDrive(t *testing.T) {
+	onDisk(t)
+	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
+	ctx := context.Background()
+	n, err := tp.Mknod(RootIno, "f", syscall.S_IFREG|0o644, Caller{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tp.OpenFile(n.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(4, 900)
+	if _, err := f.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	full := tp.driveList()[1].record().Name
+	tp.fault(full, nodes.Faults{Capacity: 1})
+	if err := tp.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	records := func(name string) int {
+		d, err := tp.driveByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		d.journalOf().Replay(func(uint64, []byte) error { n++; return nil })
+		return n
+	}
+	if records(full) == 0 {
+		t.Fatal("the checkpoint dropped the journal of a drive whose store did not sync")
+	}
+	if other := tp.driveList()[0].record().Name; records(other) != 0 {
+		t.Fatal("the checkpoint kept the journal of a drive it synced")
+	}
+	tp.crash()
+	tp.open()
+	tp.mustEqual("/f", data)
+	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
+		t.Fatalf("fsck: %v %+v", err, rep)
+	}
+}

@@ -332,10 +332,11 @@ func (m *Manager) Checkpoint() error {
 	}
 	var wg sync.WaitGroup
 	var driveErr error
+	var errs []error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		driveErr = m.syncDrives(nums)
+		errs, driveErr = m.syncEach(nums)
 	}()
 	metaErr := m.meta.sync()
 	wg.Wait()
@@ -345,7 +346,17 @@ func (m *Manager) Checkpoint() error {
 		m.collect(zeros)
 		return err
 	}
+	// A drive whose store did not sync (full, failing) keeps its journal
+	// generations: they may hold what its store lacks, chunks held in
+	// memory among them (held.go), for the next checkpoint or open.
+	unsynced := map[uint32]bool{}
+	for i, err := range errs {
+		unsynced[nums[i]] = err != nil
+	}
 	for d, old := range rotated {
+		if unsynced[d.num] {
+			continue
+		}
 		if jn := d.journalOf(); jn != nil {
 			if err := jn.Drop(old); err != nil {
 				m.log.Warn("drop journal", "drive", d.record().Name, "err", err)

@@ -474,8 +474,15 @@ func (m *Manager) syncAll() error {
 // is marked failed; its copies will be re-created elsewhere by healing, so
 // the error is logged rather than returned unless no drive synced.
 func (m *Manager) syncDrives(nums []uint32) error {
+	_, err := m.syncEach(nums)
+	return err
+}
+
+// syncEach is syncDrives that also returns each drive's error, errs[i]
+// for nums[i].
+func (m *Manager) syncEach(nums []uint32) (errs []error, _ error) {
 	var wg sync.WaitGroup
-	errs := make([]error, len(nums))
+	errs = make([]error, len(nums))
 	for i, num := range nums {
 		d, s := m.storeOf(num)
 		if s == nil {
@@ -498,9 +505,9 @@ func (m *Manager) syncDrives(nums []uint32) error {
 		}
 	}
 	if failed > 0 && failed == len(nums) {
-		return fmt.Errorf("sync drives: %w", errors.Join(errs...))
+		return errs, fmt.Errorf("sync drives: %w", errors.Join(errs...))
 	}
-	return nil
+	return errs, nil
 }
 
 func sortDrives(ds []*drive) {
