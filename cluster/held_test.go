@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -112,21 +111,9 @@ func TestFsyncHoldsSmallChunks(t *testing.T) {
 	onDisk(t) // journals need directory drives
 	tp := newTestPoolWith(t, 3, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "log", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, f := tp.createOpen("log")
 	data := randBytes(1, 300)
-	if _, err := f.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	fsyncAt(t, f, data, 0)
 	ls, err := tp.slotAt(n.Ino, 0)
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("slot: %v %v", ls, err)
@@ -167,13 +154,8 @@ func TestFsyncHoldsSmallChunks(t *testing.T) {
 	before := tp.storePuts()
 	for i := 0; i < 200; i++ {
 		b := randBytes(uint64(100+i), 100)
-		if _, err := f.WriteAt(ctx, b, int64(len(want))); err != nil {
-			t.Fatal(err)
-		}
+		fsyncAt(t, f, b, len(want))
 		want = append(want, b...)
-		if err := f.Fsync(ctx); err != nil {
-			t.Fatal(err)
-		}
 	}
 	tp.settleNow()
 	if err := tp.Checkpoint(); err != nil {
@@ -248,21 +230,9 @@ func TestReplayRestoresEveryHolder(t *testing.T) {
 	onDisk(t)
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "f", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f := tp.createOpen("f")
 	data := randBytes(3, 700)
-	if _, err := f.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	fsyncAt(t, f, data, 0)
 	tp.crash()
 	// The second drive's journal never got its record.
 	dir := filepath.Join(tp.paths[1], nodes.JournalDir)
@@ -283,21 +253,9 @@ func TestCheckpointKeepsJournalOfUnsyncedDrive(t *testing.T) {
 	onDisk(t)
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "f", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f := tp.createOpen("f")
 	data := randBytes(4, 900)
-	if _, err := f.WriteAt(ctx, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Fsync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	fsyncAt(t, f, data, 0)
 	full := tp.driveList()[1].record().Name
 	tp.fault(full, nodes.Faults{Capacity: 1})
 	if err := tp.Checkpoint(); err != nil {
@@ -323,5 +281,17 @@ func TestCheckpointKeepsJournalOfUnsyncedDrive(t *testing.T) {
 	tp.mustEqual("/f", data)
 	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
 		t.Fatalf("fsck: %v %+v", err, rep)
+	}
+}
+
+// fsyncAt writes data into f at off and fsyncs it.
+func fsyncAt(t *testing.T, f *File, data []byte, off int) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.WriteAt(ctx, data, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fsync(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -290,4 +291,18 @@ func (tp *testPool) forgetHeld() {
 			h.mu.Unlock()
 		}
 	}
+}
+
+// createOpen makes the regular file name in the root and opens it.
+func (tp *testPool) createOpen(name string) (Inode, *File) {
+	tp.t.Helper()
+	n, err := tp.Mknod(RootIno, name, syscall.S_IFREG|0o644, Caller{}, "")
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	f, err := tp.OpenFile(n.Ino)
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	return n, f
 }

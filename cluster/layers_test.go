@@ -281,14 +281,7 @@ func (tp *testPool) metaSyncs() int {
 func TestManyRangesMerge(t *testing.T) {
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "f", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, f := tp.createOpen("f")
 	model := make([]byte, MinChunkSize)
 	for i := 0; i < 3*maxLayers; i++ {
 		off := i * (MinChunkSize / (3 * maxLayers))

@@ -14,14 +14,7 @@ import (
 func TestOpenFileWriteBack(t *testing.T) {
 	tp := newTestPool(t, 3, 2)
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "f", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, f := tp.createOpen("f")
 	data := randBytes(31, 40*MinChunkSize+3) // more than commitEvery chunks
 	for off := 0; off < len(data); off += 100000 {
 		if _, err := f.WriteAt(ctx, data[off:min(off+100000, len(data))], int64(off)); err != nil {
@@ -147,14 +140,7 @@ func TestBackgroundSync(t *testing.T) {
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: 20 * time.Millisecond})
 	tp.put("/a", randBytes(8, 2*MinChunkSize))
 	ctx := context.Background()
-	n, err := tp.Mknod(RootIno, "b", syscall.S_IFREG|0o644, Caller{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := tp.OpenFile(n.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f := tp.createOpen("b")
 	if _, err := f.WriteAt(ctx, randBytes(9, MinChunkSize), 0); err != nil {
 		t.Fatal(err)
 	}
