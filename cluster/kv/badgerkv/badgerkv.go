@@ -5,6 +5,16 @@
 // detection is off), which is serializable by construction and spares
 // Badger tracking every key read; views are Badger snapshots and never
 // wait for writers.
+//
+// Badger runs in managed mode: the engine hands out the timestamps.
+// With writes one at a time, the last commit's timestamp is a snapshot
+// of everything committed, so a view needs nothing but that number.
+// Badger's own oracle instead signals its watermark goroutines four times
+// per write and twice per view, each a wake-up of another goroutine: on a
+// small synchronous write, which takes several transactions, those
+// hand-offs cost more than the transactions' work (docs/benchmarks.md).
+// The timestamps are the versions Badger stores either way, so a store
+// opens in either mode.
 package badgerkv
 
 import (
@@ -12,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -50,10 +61,12 @@ const keyLimit = 65000
 type Engine struct {
 	db      *badger.DB
 	dir     string
-	owned   bool // Close closes db
 	limits  kv.Limits
 	writeMu sync.Mutex
 	closed  atomic.Bool
+	// committed is the timestamp of the last write: views read at it.
+	committed atomic.Uint64
+	views     openViews
 }
 
 // Open opens (or creates) the database opts names.
@@ -61,28 +74,74 @@ type Engine struct {
 // write-ahead log, say) is returned as a *kv.DamagedError.
 func Open(opts badger.Options) (_ *Engine, err error) {
 	defer recoverBadger(opts.Dir, &err)
-	db, err := badger.Open(opts)
+	db, err := badger.OpenManaged(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open metadata store %s: %w", opts.Dir, err)
 	}
-	e := New(db)
-	e.owned = true
-	return e, nil
-}
-
-// New serves an open database, which stays the caller's to close.
-func New(db *badger.DB) *Engine {
 	// Badger counts each entry as its key, value and 12 bytes (metas and
 	// version) against a batch, and refuses a batch that reaches its count
 	// or size: the limits leave room for that, so the engine's own check,
 	// with a clear message, always fires first.
 	count, size := int(db.MaxBatchCount()), int(db.MaxBatchSize())
-	return &Engine{db: db, dir: db.Opts().Dir, limits: kv.Limits{
+	e := &Engine{db: db, dir: db.Opts().Dir, limits: kv.Limits{
 		MaxTxnKeys:    count - 1,
 		MaxTxnBytes:   size - entryOverhead*count,
 		MaxKeyBytes:   keyLimit,
 		MaxValueBytes: int(min(db.Opts().ValueLogFileSize/2, 1<<30)),
 	}}
+	e.committed.Store(db.MaxVersion())
+	e.views.discard = db.SetDiscardTs
+	e.views.release(e.committed.Load())
+	return e, nil
+}
+
+// openViews tracks the timestamps open views read at. Badger keeps old
+// versions of keys only above the discard timestamp the engine sets, so
+// that is never above the oldest open view's (as Badger's own oracle
+// keeps it below its oldest reader).
+type openViews struct {
+	mu      sync.Mutex
+	at      map[uint64]int // timestamp: how many open views read at it
+	discard func(ts uint64)
+	set     uint64 // the discard timestamp last set
+}
+
+// open registers a view and returns its timestamp, read under the lock
+// so that a release running at the same time counts it.
+func (v *openViews) open(committed *atomic.Uint64) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ts := committed.Load()
+	if v.at == nil {
+		v.at = map[uint64]int{}
+	}
+	v.at[ts]++
+	return ts
+}
+
+// close ends a view at ts.
+func (v *openViews) close(ts uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.at[ts]--; v.at[ts] <= 0 {
+		delete(v.at, ts)
+	}
+}
+
+// release lets Badger discard what no view can read any more: versions
+// replaced at or below both latest (the last commit) and every open
+// view's timestamp.
+func (v *openViews) release(latest uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ts := latest
+	for at := range v.at {
+		ts = min(ts, at)
+	}
+	if ts != v.set {
+		v.set = ts
+		v.discard(ts)
+	}
 }
 
 // View implements kv.Engine.
@@ -91,7 +150,11 @@ func (e *Engine) View(ctx context.Context, fn func(kv.Reader) error) (err error)
 	if e.closed.Load() {
 		return kv.ErrClosed
 	}
-	return e.db.View(func(t *badger.Txn) error { return fn(reader{t}) })
+	ts := e.views.open(&e.committed)
+	defer e.views.close(ts)
+	t := e.db.NewTransactionAt(ts, false)
+	defer t.Discard()
+	return fn(reader{t})
 }
 
 // Attempt implements kv.Engine.
@@ -105,7 +168,12 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) (err error)
 	if e.closed.Load() {
 		return kv.ErrClosed
 	}
-	bt := e.db.NewTransaction(true)
+	// Writes run one at a time: the last commit is the latest state.
+	readTs := e.committed.Load()
+	if readTs == math.MaxUint64-1 {
+		return errors.New("badger: timestamps exhausted")
+	}
+	bt := e.db.NewTransactionAt(readTs, true)
 	defer bt.Discard()
 	t := &txn{reader: reader{bt}, WriteBudget: kv.WriteBudget{Limits: e.limits, Engine: "Badger"}}
 	if err := fn(t); err != nil {
@@ -114,7 +182,12 @@ func (e *Engine) Attempt(ctx context.Context, fn func(kv.Txn) error) (err error)
 	if t.Err != nil {
 		return t.Err
 	}
-	return mapErr(bt.Commit())
+	err = bt.CommitAt(readTs+1, nil)
+	// Even a failed commit may have written some of its entries: the
+	// timestamp is used, never handed out again.
+	e.committed.Store(readTs + 1)
+	e.views.release(readTs + 1)
+	return mapErr(err)
 }
 
 func mapErr(err error) error {
@@ -147,7 +220,7 @@ func (e *Engine) Limits() kv.Limits { return e.limits }
 func (e *Engine) Close() error {
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
-	if e.closed.Swap(true) || !e.owned {
+	if e.closed.Swap(true) {
 		return nil
 	}
 	return e.db.Close()
