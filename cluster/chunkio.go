@@ -51,19 +51,14 @@ type staged struct {
 	// data (see nodes.Store.Put): the caller must not reuse its buffer.
 	// It can be set with an error too.
 	Escaped bool
-	// Fresh, when set, is the chunk's record, which the caller commits
-	// with the layer naming it (commitLayers) instead of stageChunk.
-	Fresh *freshChunk
 }
 
 // stageChunk stores data as a chunk on want distinct drives (or as many as
 // are online, at least one) and takes refs references on it for the
 // caller (one per piece that will name it), who must either commit them
 // into a file or release them. An identical chunk already stored is
-// reused rather than written again. hold: the caller commits and runs a
-// sync round at once, so a new small chunk may be held in memory for the
-// round (held.go), and a new chunk's record is left to the commit
-// (staged.Fresh).
+// reused rather than written again. hold lets a new small chunk be held
+// in memory for a sync round that follows at once (held.go).
 func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int, hold bool) (st staged, err error) {
 	id := m.sum(data)
 	st.Ref = ChunkRef{ID: id, Size: len(data)}
@@ -122,98 +117,37 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int, h
 			return st, err
 		}
 	}
-	fc := freshChunk{ID: id, Size: len(data), Sums: sums, Want: want, Refs: refs, Holders: written}
-	st.Touched = written
-	if hold && !exists && len(written) > 0 { // written: sums are set
-		// A new chunk for a commit that follows at once (an fsync's): its
-		// record goes into the commit's transaction, one transaction
-		// fewer per small synchronous write. Until then it is fresh, and
-		// no deleter takes its copies for orphans.
-		m.fresh.add(id)
-		st.Fresh = &fc
-		return st, nil
-	}
-	if err := m.meta.update(func(txn kv.Txn) error { return fc.record(txn, gone, data) }); err != nil {
-		return st, fmt.Errorf("record chunk %s: %w", id.Short(), err)
-	}
-	return st, nil
-}
-
-// freshChunk is what a chunk's record gains from one staging: its
-// references and the drives written.
-type freshChunk struct {
-	ID      nodes.ChunkID
-	Size    int
-	Sums    []uint32
-	Want    int
-	Refs    int
-	Holders []uint32
-}
-
-// record adds c to its chunk's record inside txn, creating the record if
-// there is none, and drops the holders gone. data, the chunk's bytes, is
-// needed only when neither c nor the record has block sums.
-func (c *freshChunk) record(txn kv.Txn, gone []uint32, data []byte) error {
-	cur, ok, err := getChunkRecord(txn, c.ID)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		cur = chunkRecord{Size: c.Size}
-	}
-	if len(cur.Sums) == 0 {
-		if c.Sums == nil {
-			c.Sums = blockSums(data)
-		}
-		cur.Sums = c.Sums
-	}
-	if cur.Refs == 0 {
-		if err := del(txn, chunkKey(kZero, c.ID)); err != nil {
+	err = m.meta.update(func(txn kv.Txn) error {
+		cur, ok, err := getChunkRecord(txn, id)
+		if err != nil {
 			return err
 		}
-	}
-	cur.Refs += uint64(c.Refs)
-	cur.Want = max(cur.Want, uint8(c.Want))
-	if err := cur.editHolders(txn, c.ID, c.Holders, gone); err != nil {
-		return err
-	}
-	return set(txn, chunkKey(kChunk, c.ID), cur.encode())
-}
-
-// freshChunks counts the fresh stagings of each chunk: the same bytes
-// may be staged by two writers at once.
-type freshChunks struct {
-	mu  sync.Mutex
-	ids map[nodes.ChunkID]int
-}
-
-func (f *freshChunks) add(id nodes.ChunkID) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ids == nil {
-		f.ids = map[nodes.ChunkID]int{}
-	}
-	f.ids[id]++
-}
-
-// done ends the fresh stagings of cs, whose records are committed.
-func (f *freshChunks) done(cs []freshChunk) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range cs {
-		if f.ids[c.ID]--; f.ids[c.ID] <= 0 {
-			delete(f.ids, c.ID)
+		if !ok {
+			cur = chunkRecord{Size: len(data)}
 		}
+		if len(cur.Sums) == 0 {
+			if sums == nil {
+				sums = blockSums(data)
+			}
+			cur.Sums = sums
+		}
+		if cur.Refs == 0 {
+			if err := del(txn, chunkKey(kZero, id)); err != nil {
+				return err
+			}
+		}
+		cur.Refs += uint64(refs)
+		cur.Want = max(cur.Want, uint8(want))
+		if err := cur.editHolders(txn, id, written, gone); err != nil {
+			return err
+		}
+		return set(txn, chunkKey(kChunk, id), cur.encode())
+	})
+	if err != nil {
+		return st, fmt.Errorf("record chunk %s: %w", id.Short(), err)
 	}
-}
-
-// has reports whether id has a staging whose record is not committed
-// yet. A deleter asks with id's stripe lock held and before it reads the
-// record: a staging that is fresh no more has committed its record.
-func (f *freshChunks) has(id nodes.ChunkID) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ids[id] > 0
+	st.Touched = written
+	return st, nil
 }
 
 // replicate puts data on n drives chosen by pickDrives, in parallel. A
@@ -512,11 +446,6 @@ func (m *Manager) collectOne(id nodes.ChunkID) error {
 	mu := &m.stripes[id[0]]
 	mu.Lock()
 	defer mu.Unlock()
-	if m.fresh.has(id) {
-		// Staged again, its record on its way: the commit takes the
-		// chunk back from zero (freshChunk.record).
-		return nil
-	}
 	rec, ok, err := m.chunkRecordOf(id)
 	if err != nil {
 		return err

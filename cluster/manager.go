@@ -157,10 +157,6 @@ type Manager struct {
 	// stripes serialise, per chunk id, the decision "this chunk exists, take a
 	// reference" against "no one references it, delete its copies".
 	stripes [256]sync.Mutex
-	// fresh are new chunks staged whose record waits for the commit that
-	// names them (stageChunk): deleters of copies that no record names
-	// leave them alone.
-	fresh freshChunks
 
 	filesMu sync.Mutex
 	files   map[Ino]*File    // guarded by filesMu: open regular files

@@ -39,7 +39,6 @@ type File struct {
 	staging  map[int64]*chunkBuf // guarded by mu: buffers being stored, one per slot at most
 	pending  map[int64]layers    // guarded by mu: layers stored, not yet committed, oldest first
 	touched  map[uint32]bool     // guarded by mu: drives written since the last commit
-	fresh    []freshChunk        // guarded by mu: records of new chunks pending names, for the commit
 	err      error               // guarded by mu: a background failure, reported once
 	lastRead int64               // guarded by mu: end of the last read, to spot sequential reads
 	streak   int                 // guarded by mu: reads in a row near the one before
@@ -320,9 +319,6 @@ func (f *File) startStaging(ctx context.Context, idx int64, hold bool) func() {
 				pieces[i].Ref = st.Ref
 			}
 			f.pending[idx] = append(f.pending[idx], pieces...)
-			if st.Fresh != nil {
-				f.fresh = append(f.fresh, *st.Fresh)
-			}
 			for _, t := range st.Touched {
 				f.touched[t] = true
 			}
@@ -382,7 +378,7 @@ func (f *File) commit(durable bool) error {
 	}
 	// The size may cover slots still in buffers: after a crash those read
 	// as they were before the unsynced writes, which POSIX allows.
-	if err := f.m.commitLayers(f.ino, adds, &f.fresh, f.size, f.modified, false, nums); err != nil {
+	if err := f.m.commitLayers(f.ino, adds, f.size, f.modified, false, nums); err != nil {
 		return err
 	}
 	f.pending, f.touched = map[int64]layers{}, map[uint32]bool{}

@@ -62,9 +62,6 @@ func (m *Manager) queueDeletes(id nodes.ChunkID, nums []uint32) {
 // deleted. A drive that is not usable keeps its key, as does one whose
 // delete fails (it is marked failed and the error returned).
 func (m *Manager) finishDelete(d *drive, id nodes.ChunkID) (bool, error) {
-	if m.fresh.has(id) {
-		return false, nil // staged again, its record on its way: later
-	}
 	var pending, held bool
 	err := m.meta.view(func(txn kv.Reader) error {
 		_, ok, err := get(txn, pendingKey(d.num, id))

@@ -164,9 +164,6 @@ func (m *Manager) deleteOrphan(d *drive, s nodes.Store, id nodes.ChunkID) bool {
 	mu := &m.stripes[id[0]]
 	mu.Lock()
 	defer mu.Unlock()
-	if m.fresh.has(id) { // its record is on its way
-		return false
-	}
 	rec, ok, err := m.chunkRecordOf(id)
 	if err != nil || (ok && rec.holds(d.num)) {
 		return false

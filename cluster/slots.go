@@ -124,32 +124,21 @@ func release(txn kv.Txn, pieces []piece) ([]nodes.ChunkID, error) {
 }
 
 // commitLayers puts new layers on top of slots of ino, taking over the
-// references staging took for their pieces; fresh, if not nil, holds the
-// records of new chunks staging left to it (staged.Fresh), which it
-// commits with the first batch and then empties. The file's size grows to
+// references staging took for their pieces. The file's size grows to
 // minSize if it is smaller; touch sets its times. With durable (the new
 // pieces' chunks are synced already) the slots are settled at once;
 // otherwise they are marked unsettled, to be settled after the sync round
 // that makes the drives written (unsynced) durable, or reverted by the
 // next open after a crash.
-func (m *Manager) commitLayers(ino Ino, adds []slot, fresh *[]freshChunk, minSize int64, touch, durable bool, unsynced []uint32) error {
+func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durable bool, unsynced []uint32) error {
 	for start := 0; start < len(adds) || start == 0; start += m.meta.batch {
 		batch := adds[start:min(start+m.meta.batch, len(adds))]
 		var zero []nodes.ChunkID
 		var marked []slotAddr
-		var records []freshChunk
-		if fresh != nil {
-			records = *fresh
-		}
 		err := m.committing(func(epoch uint64) error {
 			m.markUnsynced(unsynced)
 			err := m.meta.update(func(txn kv.Txn) error {
 				zero, marked = zero[:0:0], marked[:0]
-				for i := range records {
-					if err := records[i].record(txn, nil, nil); err != nil {
-						return err
-					}
-				}
 				n, err := getInode(txn, ino)
 				if err != nil {
 					return err
@@ -201,10 +190,6 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, fresh *[]freshChunk, minSiz
 		})
 		if err != nil {
 			return fmt.Errorf("commit chunks of inode %d: %w", ino, err)
-		}
-		if len(records) > 0 {
-			m.fresh.done(records)
-			*fresh = nil
 		}
 		m.collect(zero)
 	}

@@ -135,7 +135,7 @@ func (w *Writer) commit() error {
 			end = max(end, s.Idx*int64(w.m.cfg.ChunkSize)+int64(s.Layers.length()))
 		}
 		// Synced already: the slots are settled at once.
-		err = w.m.commitLayers(w.ino, done, nil, end, true, true, nil)
+		err = w.m.commitLayers(w.ino, done, end, true, true, nil)
 	}
 	if err != nil {
 		w.release(done)
