@@ -218,14 +218,19 @@ func (m *Manager) recountRefs() (int, error) {
 // many layers were dropped.
 func (m *Manager) revertUnsettled() (int, error) {
 	type key struct {
-		ino Ino
-		idx int64
+		ino     Ino
+		idx     int64
+		preSize int64 // the size before the slot's last commit; -1: unknown (older markers)
 	}
 	var keys []key
 	err := m.meta.paged(func(txn kv.Reader) error {
-		return scan(txn, []byte{kUnsettled}, true, func(k, _ []byte) error {
+		return scan(txn, []byte{kUnsettled}, false, func(k, v []byte) error {
 			if len(k) == 17 {
-				keys = append(keys, key{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17]))})
+				pre := int64(-1)
+				if len(v) >= 16 {
+					pre = int64(binary.BigEndian.Uint64(v[8:16]))
+				}
+				keys = append(keys, key{Ino(binary.BigEndian.Uint64(k[1:9])), int64(binary.BigEndian.Uint64(k[9:17])), pre})
 			}
 			return nil
 		})
@@ -263,6 +268,12 @@ func (m *Manager) revertUnsettled() (int, error) {
 		return lost[ref.ID]
 	}
 	dropped := 0
+	// A dropped commit's growth goes too, back to the size it started
+	// from but not below the data left. After a killed process only a
+	// file's last commit can have lost its chunks (held ones: an fsync
+	// holds the file until its round is done), and every slot it wrote
+	// has that commit's marker.
+	shrink := map[Ino]int64{}
 	for _, k := range keys {
 		err := m.editSlot(k.ino, k.idx, func(ls layers) (layers, []piece) {
 			var keep layers
@@ -275,6 +286,11 @@ func (m *Manager) revertUnsettled() (int, error) {
 				keep = append(keep, p)
 			}
 			dropped += len(out)
+			if len(out) > 0 && k.preSize >= 0 {
+				if s, ok := shrink[k.ino]; !ok || k.preSize < s {
+					shrink[k.ino] = k.preSize
+				}
+			}
 			keep, hidden := keep.settle() // what is left is on disk
 			return holeIfEmpty(keep, append(out, hidden...))
 		})
@@ -282,6 +298,36 @@ func (m *Manager) revertUnsettled() (int, error) {
 			return dropped, err
 		}
 		if err := m.meta.update(func(txn kv.Txn) error { return del(txn, unsettledKey(k.ino, k.idx)) }); err != nil {
+			return dropped, err
+		}
+	}
+	cs := int64(m.cfg.ChunkSize)
+	for ino, size := range shrink {
+		err := m.meta.update(func(txn kv.Txn) error {
+			n, err := getInode(txn, ino)
+			if err != nil || n.Size <= size {
+				return err
+			}
+			// After a power cut other commits' chunks may be lost too,
+			// and the markers keep only each slot's last: never below
+			// the data that is left.
+			prefix := inoKey(kFile, ino)
+			err = scan(txn, prefix, false, func(k, v []byte) error {
+				ls, err := decodeLayers(v)
+				for _, p := range ls {
+					if p.stored() {
+						size = max(size, chunkIndex(k, prefix)*cs+int64(p.end()))
+					}
+				}
+				return err
+			})
+			if err != nil || n.Size <= size {
+				return err
+			}
+			n.Size = size
+			return putInode(txn, &n)
+		})
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return dropped, err
 		}
 	}

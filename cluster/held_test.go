@@ -223,6 +223,39 @@ func TestKilledBeforeRoundDropsHeldWrite(t *testing.T) {
 	}
 }
 
+// The same for an append: the file's growth goes with the lost layer,
+// or the file would end in zeros nobody wrote.
+func TestKilledBeforeRoundDropsHeldAppend(t *testing.T) {
+	onDisk(t)
+	tp := newTestPoolWith(t, 3, 2, MinChunkSize, Options{SyncInterval: time.Hour})
+	ctx := context.Background()
+	old := randBytes(1, 5000)
+	tp.put("/f", old)
+	a, _ := tp.Resolve("/f")
+	f, err := tp.OpenFile(a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(ctx, randBytes(2, 300), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	err = f.drain(ctx, true)
+	if err == nil {
+		err = f.commit(false) // committed; the round never runs
+	}
+	f.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.crash()
+	tp.open()
+	tp.mustEqual("/f", old)
+	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
+		t.Fatalf("fsck: %v %+v", err, rep)
+	}
+}
+
 // A process killed while a round appended to the drives' journals: one
 // journal has the record, the other none. The next open puts the chunk
 // from that one journal on both of its holders.

@@ -146,6 +146,7 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 				if err := countStored(txn, &n); err != nil {
 					return err
 				}
+				preSize := n.Size
 				for _, s := range batch {
 					old, _, err := getSlot(txn, ino, s.Idx)
 					if err != nil {
@@ -165,7 +166,7 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 							return err
 						}
 						zero = append(zero, z...)
-					} else if err := set(txn, unsettledKey(ino, s.Idx), binary.BigEndian.AppendUint64(nil, epoch)); err != nil {
+					} else if err := set(txn, unsettledKey(ino, s.Idx), unsettledValue(epoch, preSize)); err != nil {
 						return err
 					} else {
 						marked = append(marked, slotAddr{ino, s.Idx})
@@ -194,6 +195,15 @@ func (m *Manager) commitLayers(ino Ino, adds []slot, minSize int64, touch, durab
 		m.collect(zero)
 	}
 	return nil
+}
+
+// unsettledValue is an unsettled marker's value: the epoch of the slot's
+// last commit and the file's size before that commit. The open after a
+// crash that drops the commit's layers (their chunks were lost: held in
+// memory by a killed process) puts the size back too, or the file would
+// end in zeros its writer never wrote.
+func unsettledValue(epoch uint64, preSize int64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), epoch), uint64(preSize))
 }
 
 // countStored sets n.Stored from the file's slots if it is unknown (an

@@ -403,7 +403,7 @@ func (q *markerQueue) take() []settleItem {
 // from epoch or before) drops layers, rather than only its marker.
 func slotToSettle(txn kv.Reader, a slotAddr, epoch uint64) (bool, error) {
 	v, ok, err := get(txn, unsettledKey(a.ino, a.idx))
-	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
+	if err != nil || !ok || len(v) < 8 || binary.BigEndian.Uint64(v) > epoch {
 		return false, err
 	}
 	ls, ok, err := getSlot(txn, a.ino, a.idx)
@@ -447,7 +447,7 @@ func (m *Manager) settleSlots(items []settleItem) error {
 func settleInTxn(txn kv.Txn, ino Ino, idx int64, epoch uint64) ([]nodes.ChunkID, error) {
 	key := unsettledKey(ino, idx)
 	v, ok, err := get(txn, key)
-	if err != nil || !ok || len(v) != 8 || binary.BigEndian.Uint64(v) > epoch {
+	if err != nil || !ok || len(v) < 8 || binary.BigEndian.Uint64(v) > epoch {
 		return nil, err
 	}
 	if err := del(txn, key); err != nil {
