@@ -32,8 +32,12 @@ import (
 //     (deltaFor). Files are then rewritten down to a quarter dead, as far
 //     as the free space allows their live part to be copied; if that gave
 //     little back, the file being written is closed and reclaimed too
-//     (Rotate: the drive is busy for a moment), at most every rotateGap.
-//     A placement that found no room waits for this (waitReclaim).
+//     (Rotate; a store that is busy for a moment to do it, at most every
+//     rotateGap). A placement that found no room waits for this
+//     (waitReclaim);
+//   - deeply when a short drive holds dead bytes while a placement waits
+//     for room, however little of each file is dead: files down to a
+//     sixteenth dead (deepDead), until the drive is no longer short.
 //
 // One drive at a time, one file per round. Between rounds it pauses
 // (reclaimPause). Unless the drive is short, while the foreground writes
@@ -72,13 +76,19 @@ type reclaimer struct {
 // behind.
 var errYield = errors.New("reclaim pass yields to a placement waiting for room")
 
+// errEnough ends a deep pass early (see deepDead).
+var errEnough = errors.New("reclaim pass gave back enough")
+
 // driveReclaim is what the reclaimer remembers about a drive.
 type driveReclaim struct {
 	checked  time.Time // last look at its space
 	passed   time.Time // last reclaim
 	rotated  time.Time // last reclaim that rotated
 	baseline int64     // dead bytes its last reclaim left
-	total    int64     // size of its filesystem, from the last check
+	// stranded is what its last deep pass that ran out of files to
+	// rewrite left dead: not worth a deep pass until more die.
+	stranded int64
+	total    int64 // size of its filesystem, from the last check
 	// trigger is the store's Deleted count at which its dead bytes will
 	// have grown past its threshold, as last measured: a cheap test, every
 	// second, of whether to measure again before the interval is up.
@@ -97,6 +107,23 @@ const (
 	// rotateGap spaces reclaims that rotate a short drive's value log,
 	// which makes the drive busy for a moment (see nodes.ReclaimOptions).
 	rotateGap = 30 * time.Second
+	// deepDead is the dead share down to which a deep pass rewrites
+	// files. A drive filled by files written side by side holds each of
+	// them in every one of its files: deleting one of six leaves each file
+	// a sixth dead, under an urgent pass's quarter, and without a deeper
+	// pass a write would fail until gc although the delete made room.
+	// Rewriting a file a sixteenth dead copies fifteen bytes per byte it
+	// gives back, which a write that otherwise fails is worth; deep passes
+	// run only then, and end once the drive is no longer short, no write
+	// waits any more, or they gave back deepStep.
+	deepDead = 1.0 / 16
+	// deepStep is what a deep pass gives back before it lets the waiting
+	// write go on (which asks again if it needs more): the write then
+	// waits for seconds, not for a big drive's worth of rewriting.
+	deepStep = 64 << 20
+	// deepMin is the dead bytes, beyond those a deep pass left behind,
+	// that make another one worth running: about a chunk.
+	deepMin = 1 << 20
 	// reclaimWait bounds how long a placement that found no room waits
 	// for the reclaimer.
 	reclaimWait = 10 * time.Second
@@ -336,7 +363,8 @@ func (r *reclaimer) check(ctx context.Context) {
 
 // consider measures drive d's dead bytes and reclaims it if they grew
 // past its threshold since its last reclaim, or, if it is short, by a
-// quarter of a value-log file.
+// quarter of a value-log file; or deeply, if it is short while a write
+// waits for room (see deepDead).
 func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, st *driveReclaim, short bool) {
 	now := time.Now()
 	st.checked = now
@@ -348,8 +376,10 @@ func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, 
 	if dead < st.baseline {
 		st.baseline = dead // gc, or a reopen, gave space back
 	}
+	st.stranded = min(st.stranded, dead)
 	grown := dead - st.baseline
-	urgent := short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
+	deep := short && r.waiting.Load() > 0 && dead-st.stranded >= deepMin
+	urgent := deep || short && grown >= deltaFor(sp.Unit) && now.Sub(st.passed) >= reclaimGap
 	limit := r.limit(sp)
 	if !urgent && grown < limit {
 		st.trigger = sp.Deleted + limit - grown
@@ -364,7 +394,7 @@ func (r *reclaimer) consider(ctx context.Context, d *drive, rs nodes.Reclaimer, 
 	case grown >= 2*limit:
 		duty = 1
 	}
-	r.pass(ctx, d, rs, sp, st, urgent, duty)
+	r.pass(ctx, d, rs, sp, st, urgent, deep, duty)
 }
 
 // limit returns the dead bytes a drive may gather beyond what its last
@@ -374,10 +404,11 @@ func (r *reclaimer) limit(sp nodes.Space) int64 {
 }
 
 // pass reclaims drive d. Urgent passes (a short drive) rewrite files down
-// to a quarter dead, as the room to copy their live part allows, and are
-// not throttled. Others pause duty times as long as each round took while
-// the foreground writes.
-func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp nodes.Space, st *driveReclaim, urgent bool, duty int) {
+// to a quarter dead, deep ones to deepDead, as the room to copy their
+// live part allows, and are not throttled; a deep pass ends early (see
+// deepDead). Others pause duty times as long as each round took while the
+// foreground writes.
+func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp nodes.Space, st *driveReclaim, urgent, deep bool, duty int) {
 	unit := max(sp.Unit, 1)
 	// A round copies the live part of a file, at most (1-minDead)·unit
 	// bytes, before it deletes the file: that must fit in the free space.
@@ -389,7 +420,10 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 		free += reserve / 2
 	}
 	minDead := 0.5
-	if urgent {
+	switch {
+	case deep:
+		minDead = deepDead
+	case urgent:
 		minDead = 0.25
 	}
 	minDead = max(minDead, 1-float64(free)/float64(unit))
@@ -403,7 +437,16 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	r.setHeld(d.num, hold)
 	defer r.setHeld(d.num, 0)
 	roundStart := time.Now()
+	enough := false // a deep pass ended before it ran out of files
 	between := func(ctx context.Context, sofar nodes.ReclaimResult) error {
+		if deep {
+			d.freeStamp.Store(0)
+			if d.freeBytes()-reserve >= shortBytes(st.total) || sofar.Freed >= deepStep || r.waiting.Load() == 0 {
+				enough = true
+				return errEnough
+			}
+			return nil // a write waits
+		}
 		if urgent {
 			return sleepCtx(ctx, reclaimPause)
 		}
@@ -434,8 +477,11 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	}
 	// What a short drive's in-place pass could not give back may sit in
 	// the file being written (the chunks of a write that failed for lack
-	// of space, say): close it and reclaim again, at most every rotateGap.
-	if delta := deltaFor(unit); urgent && err == nil && res.Freed < delta && after.Dead() >= delta && time.Since(st.rotated) >= rotateGap {
+	// of space, say): close it and reclaim again, when the pass gave back
+	// little or a write waits. A store that must reopen to do so
+	// (RotateBusy) does it at most every rotateGap.
+	if urgent && err == nil && after.Dead() >= deepMin && (deep || res.Freed < deltaFor(unit)) &&
+		(!after.RotateBusy || time.Since(st.rotated) >= rotateGap) {
 		st.rotated = time.Now()
 		var more nodes.ReclaimResult
 		more, err = rs.Reclaim(ctx, nodes.ReclaimOptions{MinDead: minDead, Between: between, Pace: pace, Rotate: true})
@@ -446,6 +492,12 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 		}
 	}
 	st.passed = time.Now()
+	if deep && !enough && err == nil {
+		st.stranded = after.Dead()
+	}
+	if errors.Is(err, errEnough) {
+		err = nil
+	}
 	if errors.Is(err, errYield) {
 		st.checked = time.Time{} // look again at the next check
 		err = nil

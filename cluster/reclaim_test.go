@@ -554,3 +554,72 @@ func TestSettleDefersMarkers(t *testing.T) {
 		t.Fatalf("read back after settling: %v", err)
 	}
 }
+
+// Files written side by side share the drives' packs: with six of them
+// each pack is about a sixth each file's, so deleting one leaves every
+// pack only a sixth dead, under the share an urgent pass rewrites. A
+// write that then finds no room must still get the deleted file's space
+// back (as gc would give it), not fail until an explicit gc.
+func TestReclaimWhenFullOfInterleavedFiles(t *testing.T) {
+	const files = 6
+	opts := Options{ReclaimInterval: time.Hour} // only the urgent path acts
+	tp := newTmpfsPool(t, 3, 2, 1<<20, 256<<20, opts)
+	ctx := context.Background()
+	open := make([]*File, files)
+	for i := range open {
+		_, open[i] = tp.createOpen(fmt.Sprintf("f%d", i))
+	}
+	var size int64 // what every file holds
+fill:
+	for off := int64(0); ; off += 1 << 20 {
+		if off > 400<<20 {
+			t.Fatal("the pool never filled")
+		}
+		for i, f := range open {
+			if _, err := f.WriteAt(ctx, randBytes(uint64(off)+uint64(i)<<40, 1<<20), off); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Flush(ctx); err != nil {
+				if !errors.Is(err, ErrNoSpace) {
+					t.Fatalf("flush: %v", err)
+				}
+				break fill
+			}
+		}
+		size = off + 1<<20
+	}
+	for _, f := range open {
+		_ = f.Close(ctx) // the last chunk found no room
+	}
+	var report string
+	for _, ds := range tp.drivesSpace() {
+		report += fmt.Sprintf(" %s used %s free %s;", ds.name, mib(ds.used), mib(ds.free))
+	}
+	t.Logf("full after %d files of %s:%s", files, mib(size), report)
+	if err := tp.RemovePath("/f2", false); err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(99, int(size)-4<<20)
+	deleted := time.Now()
+	var err error
+	tries := 0
+	for {
+		tries++
+		_, err = tp.PutFile(ctx, "/new", bytes.NewReader(data), 0o644, Caller{})
+		if !errors.Is(err, ErrNoSpace) || time.Since(deleted) > 60*time.Second {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	report = ""
+	for _, ds := range tp.drivesSpace() {
+		report += fmt.Sprintf(" %s used %s free %s;", ds.name, mib(ds.used), mib(ds.free))
+	}
+	if err != nil {
+		t.Fatalf("the write still fails %v after deleting %s: %v; drives:%s %+v",
+			time.Since(deleted).Round(time.Second), mib(size), err, report, tp.ReclaimStats())
+	}
+	t.Logf("a new %s file fit %v after the delete (%d tries):%s %+v", mib(int64(len(data))),
+		time.Since(deleted).Round(time.Millisecond), tries, report, tp.ReclaimStats())
+	tp.mustEqual("/new", data)
+}

@@ -169,6 +169,10 @@ type Space struct {
 	// store was opened: the dead bytes made between two calls to Space
 	// are the difference.
 	Deleted int64
+	// RotateBusy says that Rotate would make the store unavailable for a
+	// moment (it reopens); otherwise rotating costs no more than a round,
+	// and a caller short of space may rotate whenever it reclaims.
+	RotateBusy bool
 }
 
 // Dead returns Used - Live, or zero.
@@ -190,8 +194,8 @@ type ReclaimOptions struct {
 	Pace func(ctx context.Context) error
 	// Rotate first closes the file being written, so that it can be
 	// reclaimed too (Reclaim never rewrites it otherwise). A store may
-	// have to be unavailable for a moment to do that: calls made
-	// meanwhile then fail with ErrBusy.
+	// have to be unavailable for a moment to do that (Space.RotateBusy):
+	// calls made meanwhile then fail with ErrBusy.
 	Rotate bool
 }
 

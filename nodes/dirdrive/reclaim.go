@@ -31,7 +31,8 @@ func (s *BadgerStore) Space() (nodes.Space, error) {
 	s.countMu.RLock()
 	live := s.live.Load()
 	s.countMu.RUnlock()
-	return nodes.Space{Used: used, Live: live, Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load()}, nil
+	return nodes.Space{Used: used, Live: live, Unit: s.opts.ValueLogFileSize, Deleted: s.deleted.Load(),
+		RotateBusy: s.hasLegacy()}, nil
 }
 
 // Deleted implements Reclaimer.
