@@ -74,6 +74,13 @@ func (c *chunkCache) contains(id nodes.ChunkID) bool {
 	return ok || loading
 }
 
+// put inserts data, which nobody changes any more, as chunk id.
+func (c *chunkCache) put(id nodes.ChunkID, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.add(id, data)
+}
+
 // add inserts data; c.mu must be held.
 func (c *chunkCache) add(id nodes.ChunkID, data []byte) {
 	if int64(len(data)) > c.limit { // also: a negative limit caches nothing

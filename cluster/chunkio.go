@@ -242,6 +242,11 @@ func (m *Manager) replicate(ctx context.Context, id nodes.ChunkID, data []byte, 
 	if len(got) < n {
 		m.log.Debug("chunk under-replicated", "chunk", id.Short(), "copies", len(got)+len(have))
 	}
+	if own != nil {
+		// The next small write beside this one (an append, a database
+		// page) merges with it: from memory, not through its record.
+		m.cache.put(id, own)
+	}
 	return got, escaped, nil
 }
 
@@ -430,58 +435,106 @@ func decRef(txn kv.Txn, id nodes.ChunkID) (bool, error) {
 }
 
 // collectNow deletes chunks whose reference count is zero and whose
-// release is durable: copies first, then the record. A copy on a drive
+// release is durable: copies first, then the records. A copy on a drive
 // that cannot delete it now (offline, failed) gets a pending delete in
 // the transaction that drops the record, carried out when the drive
-// returns.
+// returns. Chunks go collectBatch at a time, one metadata read and one
+// transaction for each batch.
 func (m *Manager) collectNow(ids []nodes.ChunkID) {
-	for _, id := range ids {
-		if err := m.collectOne(id); err != nil {
-			m.log.Warn("collect chunk", "chunk", id.Short(), "err", err)
+	for len(ids) > 0 {
+		n := min(len(ids), collectBatch)
+		err := m.collectSome(ids[:n])
+		for errors.Is(err, kv.ErrTooBig) && n > 1 {
+			n /= 2 // chunks with many holders: fewer per transaction
+			err = m.collectSome(ids[:n])
 		}
+		if err != nil {
+			m.log.Warn("collect chunks", "chunks", n, "first", ids[0].Short(), "err", err)
+		}
+		ids = ids[n:]
 	}
 }
 
-func (m *Manager) collectOne(id nodes.ChunkID) error {
-	mu := &m.stripes[id[0]]
-	mu.Lock()
-	defer mu.Unlock()
-	rec, ok, err := m.chunkRecordOf(id)
+// collectBatch bounds the chunks one collecting transaction drops: each
+// takes four to six keys, and etcd refuses a transaction of more than
+// 128 by default.
+const collectBatch = 16
+
+// collectSome collects ids under their stripe locks, taken in one order
+// for every caller (by stripe), so that no writer takes a reference on
+// one of them between the read that finds it unused and the delete.
+func (m *Manager) collectSome(ids []nodes.ChunkID) error {
+	var stripes [len(m.stripes)]bool
+	for _, id := range ids {
+		stripes[id[0]] = true
+	}
+	for i, ok := range stripes {
+		if ok {
+			m.stripes[i].Lock()
+			defer m.stripes[i].Unlock()
+		}
+	}
+	recs := make([]chunkRecord, len(ids))
+	used := make([]bool, len(ids)) // taken again by a writer since its release
+	err := m.meta.view(func(txn kv.Reader) error {
+		for i, id := range ids {
+			rec, ok, err := getChunkRecord(txn, id)
+			if err != nil {
+				return err
+			}
+			recs[i], used[i] = rec, ok && rec.Refs > 0
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if ok && rec.Refs > 0 {
-		// Taken again by a writer between decRef and now.
-		return m.meta.tidy(func(txn kv.Txn) error { return del(txn, chunkKey(kZero, id)) })
-	}
-	var later []uint32
-	for _, num := range rec.Holders {
-		d, s := m.storeOf(num)
-		switch {
-		case d == nil: // no longer a drive of the pool
-		case s == nil:
-			later = append(later, num)
-		default:
-			if err := s.Delete(id); err != nil {
-				m.driveFailed(d, err)
-				later = append(later, num)
+	later := make([][]uint32, len(ids))
+	for i, id := range ids {
+		if used[i] {
+			continue
+		}
+		for _, num := range recs[i].Holders {
+			d, s := m.storeOf(num)
+			switch {
+			case d == nil: // no longer a drive of the pool
+			case s == nil:
+				later[i] = append(later[i], num)
+			default:
+				if err := s.Delete(id); err != nil {
+					m.driveFailed(d, err)
+					later[i] = append(later[i], num)
+				}
 			}
 		}
 	}
 	return m.meta.tidy(func(txn kv.Txn) error {
-		for _, num := range rec.Holders {
-			if err := del(txn, holdingKey(num, id)); err != nil {
+		for i, id := range ids {
+			if !used[i] {
+				if err := dropChunk(txn, id, recs[i].Holders, later[i]); err != nil {
+					return err
+				}
+			}
+			if err := del(txn, chunkKey(kZero, id)); err != nil {
 				return err
 			}
 		}
-		for _, num := range later {
-			if err := queueDelete(txn, num, id); err != nil {
-				return err
-			}
-		}
-		if err := del(txn, chunkKey(kChunk, id)); err != nil {
+		return nil
+	})
+}
+
+// dropChunk deletes chunk id's record and its holders' index entries, and
+// queues deletes for the holders in later.
+func dropChunk(txn kv.Txn, id nodes.ChunkID, holders, later []uint32) error {
+	for _, num := range holders {
+		if err := del(txn, holdingKey(num, id)); err != nil {
 			return err
 		}
-		return del(txn, chunkKey(kZero, id))
-	})
+	}
+	for _, num := range later {
+		if err := queueDelete(txn, num, id); err != nil {
+			return err
+		}
+	}
+	return del(txn, chunkKey(kChunk, id))
 }

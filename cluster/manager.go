@@ -179,9 +179,10 @@ type Manager struct {
 	epoch      atomic.Uint64   // the round commits belong to now
 	unsyncedMu sync.Mutex      // guards unsynced
 	unsynced   map[uint32]bool // drives written since the last round
-	zeroMu     sync.Mutex      // guards zeroQueue and zeroReady
+	zeroMu     sync.Mutex      // guards zeroQueue, zeroReady and zeroSince
 	zeroQueue  []nodes.ChunkID // chunks released since the last round
 	zeroReady  []nodes.ChunkID // chunks released before a durable round: to delete
+	zeroSince  time.Time       // when the oldest of zeroReady became ready
 	settleTo   atomic.Uint64   // epochs below it are durable, their slots to settle
 	settled    atomic.Uint64   // epochs below it are settled
 	settleKick chan struct{}   // wakes the settler

@@ -147,6 +147,9 @@ func (m *Manager) syncRound() error {
 // settler: the slots to settle and the chunks to delete.
 func (m *Manager) roundDone(epoch uint64, zeros []nodes.ChunkID) {
 	m.zeroMu.Lock()
+	if len(m.zeroReady) == 0 {
+		m.zeroSince = time.Now()
+	}
 	m.zeroReady = append(m.zeroReady, zeros...)
 	m.zeroMu.Unlock()
 	for {
@@ -195,11 +198,15 @@ func (m *Manager) collect(ids []nodes.ChunkID) {
 // settleNow settles every slot whose epoch a finished round covers and
 // deletes the chunks that rounds made safe to delete. The settler runs it
 // after each round; Close runs it directly.
-func (m *Manager) settleNow() { m.settleUpTo(false) }
+func (m *Manager) settleNow() { m.settleUpTo(false, false) }
 
 // settleUpTo is settleNow; force also deletes every marker waiting in
-// m.markers (see settle).
-func (m *Manager) settleUpTo(force bool) {
+// m.markers (see settle). lazy, for the settler, leaves the chunks to
+// delete waiting until there are collectBatch of them or the oldest has
+// waited collectWait: an appender that fsyncs after every write releases
+// one small chunk per fsync, and collecting each alone cost a metadata
+// read and a transaction per fsync, beside the fsyncs that follow.
+func (m *Manager) settleUpTo(force, lazy bool) {
 	// One at a time: a caller that returns from here (gc, Close) has
 	// seen every delete a finished round allowed carried out.
 	m.settleMu.Lock()
@@ -213,11 +220,18 @@ func (m *Manager) settleUpTo(force bool) {
 		}
 	}
 	m.zeroMu.Lock()
-	ready := m.zeroReady
-	m.zeroReady = nil
+	var ready []nodes.ChunkID
+	if !lazy || len(m.zeroReady) >= collectBatch || time.Since(m.zeroSince) >= collectWait {
+		ready = m.zeroReady
+		m.zeroReady = nil
+	}
 	m.zeroMu.Unlock()
 	m.collectNow(ready)
 }
+
+// collectWait is how long the settler lets fewer than collectBatch
+// released chunks wait for more (it also looks every second).
+const collectWait = 100 * time.Millisecond
 
 // startSettler settles slots and deletes chunks after each sync round,
 // off the path of the fsync that waited for the round. It does not wait
@@ -226,7 +240,7 @@ func (m *Manager) settleUpTo(force bool) {
 // (4 KiB random writes, each fsynced, stored 2.8 bytes per byte per copy
 // with a 20 ms wait, 1.7 without).
 func (m *Manager) startSettler() {
-	m.loop(time.Second, m.settleKick, 0, func(context.Context) { m.settleNow() })
+	m.loop(time.Second, m.settleKick, 0, func(context.Context) { m.settleUpTo(false, true) })
 }
 
 // settle settles the unsettled slots committed in epochs up to epoch:
@@ -486,7 +500,7 @@ func (m *Manager) settleAll() error {
 		if err := m.Checkpoint(); err != nil {
 			return err
 		}
-		m.settleUpTo(true)
+		m.settleUpTo(true, false)
 		if i == 0 {
 			if err := m.settleStored(); err != nil {
 				return err
