@@ -131,7 +131,9 @@ func (m *Manager) stageChunk(ctx context.Context, data []byte, want, refs int, h
 			}
 			cur.Sums = sums
 		}
-		if cur.Refs == 0 {
+		if ok && cur.Refs == 0 {
+			// Taken again before the collector came: no longer to delete.
+			// (A new record has no mark; deleting one would still write.)
 			if err := del(txn, chunkKey(kZero, id)); err != nil {
 				return err
 			}
