@@ -32,12 +32,14 @@ import (
 //     (deltaFor). Files are then rewritten down to a quarter dead, as far
 //     as the free space allows their live part to be copied; if that gave
 //     little back, the file being written is closed and reclaimed too
-//     (Rotate; a store that is busy for a moment to do it, at most every
-//     rotateGap). A placement that found no room waits for this
+//     (Rotate: a store may be busy for a moment), at most every
+//     rotateGap. A placement that found no room waits for this
 //     (waitReclaim);
 //   - deeply when a short drive holds dead bytes while a placement waits
 //     for room, however little of each file is dead: files down to a
-//     sixteenth dead (deepDead), until the drive is no longer short.
+//     sixteenth dead (deepDead), until the drive is no longer short, and
+//     then the file being written too when the store rotates for free
+//     (not nodes.Space.RotateBusy).
 //
 // One drive at a time, one file per round. Between rounds it pauses
 // (reclaimPause). Unless the drive is short, while the foreground writes
@@ -477,11 +479,12 @@ func (r *reclaimer) pass(ctx context.Context, d *drive, rs nodes.Reclaimer, sp n
 	}
 	// What a short drive's in-place pass could not give back may sit in
 	// the file being written (the chunks of a write that failed for lack
-	// of space, say): close it and reclaim again, when the pass gave back
-	// little or a write waits. A store that must reopen to do so
-	// (RotateBusy) does it at most every rotateGap.
-	if urgent && err == nil && after.Dead() >= deepMin && (deep || res.Freed < deltaFor(unit)) &&
-		(!after.RotateBusy || time.Since(st.rotated) >= rotateGap) {
+	// of space, say): close it and reclaim again, at most every rotateGap
+	// (each rotation leaves a file partly filled, and a store that must
+	// reopen to do it is busy for a moment); while a write waits for room,
+	// whenever the store can rotate for free (not RotateBusy).
+	gap := time.Since(st.rotated) >= rotateGap
+	if urgent && err == nil && after.Dead() >= deepMin && (deep && (gap || !after.RotateBusy) || res.Freed < deltaFor(unit) && gap) {
 		st.rotated = time.Now()
 		var more nodes.ReclaimResult
 		more, err = rs.Reclaim(ctx, nodes.ReclaimOptions{MinDead: minDead, Between: between, Pace: pace, Rotate: true})
