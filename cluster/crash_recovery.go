@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dhdfs/dhdfs/cluster/kv"
 	"github.com/dhdfs/dhdfs/nodes"
@@ -239,12 +241,17 @@ func (m *Manager) revertUnsettled() (int, error) {
 		return 0, err
 	}
 	lost := map[nodes.ChunkID]bool{}
+	// Chunks that reached some of their holders only: a drive holding its
+	// most already put its copy into its store while another held its own
+	// in memory for the round (held.go).
+	partial := map[nodes.ChunkID][]uint32{}
 	gone := func(ref ChunkRef) bool {
 		if v, ok := lost[ref.ID]; ok {
 			return v
 		}
 		rec, ok, err := m.chunkRecordOf(ref.ID)
 		held, unknown := false, false
+		var lack []uint32
 		if err == nil && ok {
 			for _, num := range rec.Holders {
 				d := m.driveByNum(num)
@@ -260,9 +267,13 @@ func (m *Manager) revertUnsettled() (int, error) {
 					unknown = true
 				} else if has {
 					held = true
-					break
+				} else {
+					lack = append(lack, num)
 				}
 			}
+		}
+		if held && len(lack) > 0 {
+			partial[ref.ID] = lack
 		}
 		lost[ref.ID] = err == nil && !held && !unknown
 		return lost[ref.ID]
@@ -296,6 +307,13 @@ func (m *Manager) revertUnsettled() (int, error) {
 		})
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return dropped, err
+		}
+		// Before the marker goes: a crash in between finds it again.
+		for id, lack := range partial {
+			if err := m.refill(id, lack); err != nil {
+				return dropped, err
+			}
+			delete(partial, id)
 		}
 		if err := m.meta.update(func(txn kv.Txn) error { return del(txn, unsettledKey(k.ino, k.idx)) }); err != nil {
 			return dropped, err
@@ -332,4 +350,40 @@ func (m *Manager) revertUnsettled() (int, error) {
 		}
 	}
 	return dropped, nil
+}
+
+// refill finishes a write a crash cut short: it copies chunk id onto the
+// holders its record names that lack it (lack), from one that has it. A
+// holder it cannot copy onto is struck from the record, which then tells
+// the truth: the chunk is under-replicated until healing copies it.
+func (m *Manager) refill(id nodes.ChunkID, lack []uint32) error {
+	rec, ok, err := m.chunkRecordOf(id)
+	if err != nil || !ok {
+		return err
+	}
+	var targets []*drive
+	for _, num := range lack {
+		if d := m.driveByNum(num); d != nil {
+			targets = append(targets, d)
+		}
+	}
+	var done []uint32
+	if data, err := m.readChunk(context.Background(), ChunkRef{ID: id, Size: rec.Size}, nil); err == nil {
+		done = m.copyTo(id, data, targets)
+	} else {
+		m.log.Warn("copy a chunk a crash left on some of its drives", "chunk", id.Short(), "err", err)
+	}
+	var failed []uint32
+	for _, num := range lack {
+		if !slices.Contains(done, num) {
+			failed = append(failed, num)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	if err := m.setHolders(id, nil, failed, 0); err != nil {
+		return fmt.Errorf("chunk %s: %w", id.Short(), err)
+	}
+	return nil
 }

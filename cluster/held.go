@@ -23,7 +23,9 @@ import (
 // Only an fsync's own chunks are held, and only new ones: a crash before
 // the round leaves the metadata naming a chunk no drive holds, which the
 // next open reverts as it does an unsynced layer after a power cut
-// (revertUnsettled), and the fsync had not returned. A chunk an fsync
+// (revertUnsettled), and the fsync had not returned; when a drive over
+// heldMax put its copy into its store, that copy survives, and the open
+// copies it onto the holders that lost theirs (refill). A chunk an fsync
 // does not follow (close, the CLI's writer, healing) is put into the
 // store, which survives a killed process.
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -200,6 +201,52 @@ func TestKilledBeforeRoundDropsHeldWrite(t *testing.T) {
 // or the file would end in zeros nobody wrote.
 func TestKilledBeforeRoundDropsHeldAppend(t *testing.T) {
 	killBeforeRound(t, 5000)
+}
+
+// A process killed before the round, after a commit whose chunk one
+// drive held and the other, holding its most already, put into its store:
+// the copy that reached a store is the write's, and the next open puts it
+// on the drive that only held it, so that every holder the record names
+// has the chunk.
+func TestKilledBeforeRoundWithOneCopyStored(t *testing.T) {
+	onDisk(t)
+	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
+	ctx := context.Background()
+	old := randBytes(1, 5000)
+	tp.put("/f", old)
+	a, _ := tp.Resolve("/f")
+	f, err := tp.OpenFile(a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second drive holds all it may: the chunk goes to its store.
+	full, ok := tp.driveList()[1].usable().(*heldStore)
+	if !ok {
+		t.Fatal("drive store is not a heldStore")
+	}
+	full.mu.Lock()
+	full.bytes = heldMax
+	full.mu.Unlock()
+	data := randBytes(2, 300)
+	if _, err := f.WriteAt(ctx, data, 100); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	err = f.drain(ctx, true)
+	if err == nil {
+		err = f.commit(false) // committed; the round never runs
+	}
+	f.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.crash()
+	tp.open()
+	want := append(append(slices.Clone(old[:100]), data...), old[400:]...)
+	tp.mustEqual("/f", want)
+	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
+		t.Fatalf("fsck: %v %+v", err, rep)
+	}
 }
 
 // killBeforeRound writes 300 bytes at off into a file of 5,000, commits
