@@ -84,7 +84,9 @@ func BenchmarkOpenFileSequential(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for off := int64(0); off < benchSize; off += int64(len(buf)) {
-			if _, _, err := f.ReadShared(context.Background(), buf, off); err != nil && err != io.EOF {
+			_, _, done, err := f.ReadShared(context.Background(), buf, off)
+			done()
+			if err != nil && err != io.EOF {
 				b.Fatal(err)
 			}
 		}

@@ -244,14 +244,15 @@ func (m *Manager) revertUnsettled() (int, error) {
 	// Chunks that reached some of their holders only: a drive holding its
 	// most already put its copy into its store while another held its own
 	// in memory for the round (held.go).
-	partial := map[nodes.ChunkID][]uint32{}
+	type split struct{ have, lack []uint32 }
+	partial := map[nodes.ChunkID]split{}
 	gone := func(ref ChunkRef) bool {
 		if v, ok := lost[ref.ID]; ok {
 			return v
 		}
 		rec, ok, err := m.chunkRecordOf(ref.ID)
 		held, unknown := false, false
-		var lack []uint32
+		var have, lack []uint32
 		if err == nil && ok {
 			for _, num := range rec.Holders {
 				d := m.driveByNum(num)
@@ -267,13 +268,14 @@ func (m *Manager) revertUnsettled() (int, error) {
 					unknown = true
 				} else if has {
 					held = true
+					have = append(have, num)
 				} else {
 					lack = append(lack, num)
 				}
 			}
 		}
 		if held && len(lack) > 0 {
-			partial[ref.ID] = lack
+			partial[ref.ID] = split{have, lack}
 		}
 		lost[ref.ID] = err == nil && !held && !unknown
 		return lost[ref.ID]
@@ -309,8 +311,8 @@ func (m *Manager) revertUnsettled() (int, error) {
 			return dropped, err
 		}
 		// Before the marker goes: a crash in between finds it again.
-		for id, lack := range partial {
-			if err := m.refill(id, lack); err != nil {
+		for id, sp := range partial {
+			if err := m.refill(id, sp.have, sp.lack); err != nil {
 				return dropped, err
 			}
 			delete(partial, id)
@@ -353,14 +355,18 @@ func (m *Manager) revertUnsettled() (int, error) {
 }
 
 // refill finishes a write a crash cut short: it copies chunk id onto the
-// holders its record names that lack it (lack), from one that has it. A
-// holder it cannot copy onto is struck from the record, which then tells
-// the truth: the chunk is under-replicated until healing copies it.
-func (m *Manager) refill(id nodes.ChunkID, lack []uint32) error {
+// holders its record names that lack it (lack), from one that has it
+// (have). A holder it cannot copy onto is struck from the record, which
+// then tells the truth: the chunk is under-replicated until healing
+// copies it.
+func (m *Manager) refill(id nodes.ChunkID, have, lack []uint32) error {
 	rec, ok, err := m.chunkRecordOf(id)
 	if err != nil || !ok {
 		return err
 	}
+	ref := ChunkRef{ID: id, Size: rec.Size}
+	from := rec
+	from.Holders = have
 	var targets []*drive
 	for _, num := range lack {
 		if d := m.driveByNum(num); d != nil {
@@ -368,7 +374,9 @@ func (m *Manager) refill(id nodes.ChunkID, lack []uint32) error {
 		}
 	}
 	var done []uint32
-	if data, err := m.readChunk(context.Background(), ChunkRef{ID: id, Size: rec.Size}, nil); err == nil {
+	data, err := m.fromHolders(context.Background(), ref, from, func(s nodes.Store) ([]byte, error) { return s.Get(id, nil) },
+		func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
+	if err == nil {
 		done = m.copyTo(id, data, targets)
 	} else {
 		m.log.Warn("copy a chunk a crash left on some of its drives", "chunk", id.Short(), "err", err)

@@ -136,6 +136,14 @@ func (h *heldStore) Get(id nodes.ChunkID, buf []byte) ([]byte, error) {
 	return h.Store.Get(id, buf)
 }
 
+// GetInto is Get through the store's own GetInto (nodes.GetInto).
+func (h *heldStore) GetInto(id nodes.ChunkID, buf []byte) ([]byte, error) {
+	if b, ok := h.lookup(id); ok {
+		return append(buf[:0], b...), nil
+	}
+	return nodes.GetInto(h.Store, id, buf)
+}
+
 func (h *heldStore) GetRange(id nodes.ChunkID, off, n int, buf []byte) ([]byte, error) {
 	if b, ok := h.lookup(id); ok {
 		return append(buf[:0], nodes.Range(b, off, n)...), nil

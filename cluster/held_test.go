@@ -173,9 +173,7 @@ func TestFsyncHoldsSmallChunks(t *testing.T) {
 	}
 	tp.reopen()
 	tp.mustEqual("/log", want)
-	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
-		t.Fatalf("fsck: %v %+v", err, rep)
-	}
+	tp.mustFsckClean()
 }
 
 // storePuts counts the chunks put into the drives' stores (behind what
@@ -209,16 +207,7 @@ func TestKilledBeforeRoundDropsHeldAppend(t *testing.T) {
 // on the drive that only held it, so that every holder the record names
 // has the chunk.
 func TestKilledBeforeRoundWithOneCopyStored(t *testing.T) {
-	onDisk(t)
-	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
-	ctx := context.Background()
-	old := randBytes(1, 5000)
-	tp.put("/f", old)
-	a, _ := tp.Resolve("/f")
-	f, err := tp.OpenFile(a.Ino)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, f, old := heldFile(t, 2)
 	// The second drive holds all it may: the chunk goes to its store.
 	full, ok := tp.driveList()[1].usable().(*heldStore)
 	if !ok {
@@ -228,46 +217,46 @@ func TestKilledBeforeRoundWithOneCopyStored(t *testing.T) {
 	full.bytes = heldMax
 	full.mu.Unlock()
 	data := randBytes(2, 300)
-	if _, err := f.WriteAt(ctx, data, 100); err != nil {
-		t.Fatal(err)
-	}
-	f.mu.Lock()
-	err = f.drain(ctx, true)
-	if err == nil {
-		err = f.commit(false) // committed; the round never runs
-	}
-	f.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp.crash()
-	tp.open()
-	want := append(append(slices.Clone(old[:100]), data...), old[400:]...)
-	tp.mustEqual("/f", want)
-	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
-		t.Fatalf("fsck: %v %+v", err, rep)
-	}
+	commitThenKill(t, tp, f, data, 100)
+	tp.mustEqual("/f", append(append(slices.Clone(old[:100]), data...), old[400:]...))
+	tp.mustFsckClean()
 }
 
 // killBeforeRound writes 300 bytes at off into a file of 5,000, commits
 // them held and kills the process before the round; the file must read
 // as before and fsck find the pool clean.
 func killBeforeRound(t *testing.T, off int64) {
+	tp, f, old := heldFile(t, 3)
+	commitThenKill(t, tp, f, randBytes(2, 300), off)
+	tp.mustEqual("/f", old)
+	tp.mustFsckClean()
+}
+
+// heldFile makes a pool of drives drives (replicas 2) that syncs only
+// when asked, with a file /f of 5,000 random bytes (old), open as f.
+func heldFile(t *testing.T, drives int) (tp *testPool, f *File, old []byte) {
 	onDisk(t)
-	tp := newTestPoolWith(t, 3, 2, MinChunkSize, Options{SyncInterval: time.Hour})
-	ctx := context.Background()
-	old := randBytes(1, 5000)
+	tp = newTestPoolWith(t, drives, 2, MinChunkSize, Options{SyncInterval: time.Hour})
+	old = randBytes(1, 5000)
 	tp.put("/f", old)
 	a, _ := tp.Resolve("/f")
 	f, err := tp.OpenFile(a.Ino)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt(ctx, randBytes(2, 300), off); err != nil {
+	return tp, f, old
+}
+
+// commitThenKill writes data at off into f and commits it as an fsync
+// would, its chunks held, then kills the process before the round that
+// would journal them, and opens the pool again.
+func commitThenKill(t *testing.T, tp *testPool, f *File, data []byte, off int64) {
+	ctx := context.Background()
+	if _, err := f.WriteAt(ctx, data, off); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
-	err = f.drain(ctx, true)
+	err := f.drain(ctx, true)
 	if err == nil {
 		err = f.commit(false) // committed; the round never runs
 	}
@@ -277,9 +266,14 @@ func killBeforeRound(t *testing.T, off int64) {
 	}
 	tp.crash()
 	tp.open()
-	tp.mustEqual("/f", old)
-	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
-		t.Fatalf("fsck: %v %+v", err, rep)
+}
+
+// mustFsckClean fails the test unless fsck finds no problem and every
+// chunk has its copies.
+func (tp *testPool) mustFsckClean() {
+	tp.t.Helper()
+	if rep, err := tp.Fsck(context.Background(), false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
+		tp.t.Fatalf("fsck: %v %+v", err, rep)
 	}
 }
 
@@ -289,7 +283,6 @@ func killBeforeRound(t *testing.T, off int64) {
 func TestReplayRestoresEveryHolder(t *testing.T) {
 	onDisk(t)
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
-	ctx := context.Background()
 	_, f := tp.createOpen("f")
 	data := randBytes(3, 700)
 	fsyncAt(t, f, data, 0)
@@ -301,9 +294,7 @@ func TestReplayRestoresEveryHolder(t *testing.T) {
 	}
 	tp.open()
 	tp.mustEqual("/f", data)
-	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
-		t.Fatalf("fsck: %v %+v", err, rep)
-	}
+	tp.mustFsckClean()
 }
 
 // A drive that fills up holding an fsynced chunk: the checkpoint cannot
@@ -312,7 +303,6 @@ func TestReplayRestoresEveryHolder(t *testing.T) {
 func TestCheckpointKeepsJournalOfUnsyncedDrive(t *testing.T) {
 	onDisk(t)
 	tp := newTestPoolWith(t, 2, 2, MinChunkSize, Options{SyncInterval: time.Hour})
-	ctx := context.Background()
 	_, f := tp.createOpen("f")
 	data := randBytes(4, 900)
 	fsyncAt(t, f, data, 0)
@@ -339,9 +329,7 @@ func TestCheckpointKeepsJournalOfUnsyncedDrive(t *testing.T) {
 	tp.crash()
 	tp.open()
 	tp.mustEqual("/f", data)
-	if rep, err := tp.Fsck(ctx, false, nil); err != nil || len(rep.Problems) > 0 || rep.UnderReplicated > 0 {
-		t.Fatalf("fsck: %v %+v", err, rep)
-	}
+	tp.mustFsckClean()
 }
 
 // fsyncAt writes data into f at off and fsyncs it.

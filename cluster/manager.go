@@ -197,9 +197,10 @@ type Manager struct {
 	mirLog mirrorLog    // transactions for the mirror's next increment
 	reads  atomic.Int64 // chunk reads, to pick which explore (readOrder)
 
-	cache *chunkCache
-	raSem chan struct{} // bounds read-ahead fetches in flight
-	rc    *reclaimer    // nil unless Options.ReclaimInterval
+	cache     *chunkCache
+	chunkBufs sync.Pool     // of *[]byte, ChunkSize each: buffers of cached chunks (cache.go)
+	raSem     chan struct{} // bounds read-ahead fetches in flight
+	rc        *reclaimer    // nil unless Options.ReclaimInterval
 
 	done      chan struct{}  // closed by Close: stops background work
 	wg        sync.WaitGroup // background goroutines
@@ -329,7 +330,8 @@ func openLocked(home string, lock *poolLock, opts Options) (*Manager, error) {
 	}
 	m := &Manager{home: home, cfg: cfg, opts: opts, log: opts.Logger, lock: lock,
 		drives: map[uint32]*drive{}, files: map[Ino]*File{}, held: map[Ino]struct{}{}, unsynced: map[uint32]bool{},
-		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), cache: newChunkCache(opts.CacheBytes), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks), settleKick: make(chan struct{}, 1)}
+		done: make(chan struct{}), bad: map[nodes.ChunkID]map[uint32]bool{}, healKick: make(chan struct{}, 1), bufTokens: make(chan struct{}, opts.WriteBufferBytes/int64(cfg.ChunkSize)+1), raSem: make(chan struct{}, readAheadChunks), settleKick: make(chan struct{}, 1)}
+	m.cache = newChunkCache(opts.CacheBytes, m.putChunkBuf)
 	m.syncs.cond = sync.NewCond(&m.syncs.mu)
 	m.syncs.errs = map[uint64]error{}
 	m.jrn.init()

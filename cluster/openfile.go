@@ -436,23 +436,30 @@ const nearRead = 512 << 10
 
 // ReadAt reads into p from off, like io.ReaderAt.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	_, n, err := f.read(ctx, p, off, false)
+	_, n, used, err := f.read(ctx, p, off, false)
+	used.unpin() // none: nothing is shared
 	return n, err
 }
 
 // ReadShared reads len(p) bytes from off, like ReadAt, but returns them
 // as a list of slices, some of which may be shared with the chunk cache
-// rather than copied into p: the caller must not modify them. At the end
-// of the file it returns what there is and io.EOF.
-func (f *File) ReadShared(ctx context.Context, p []byte, off int64) ([][]byte, int, error) {
-	vec, n, err := f.read(ctx, p, off, true)
+// rather than copied into p: the caller must not modify them, and calls
+// done once it no longer uses them (the cache recycles their buffers
+// then), also after an error. At the end of the file it returns what
+// there is and io.EOF.
+func (f *File) ReadShared(ctx context.Context, p []byte, off int64) (vec [][]byte, n int, done func(), err error) {
+	vec, n, used, err := f.read(ctx, p, off, true)
 	if vec == nil && n > 0 { // buffered writes: copied into p
 		vec = [][]byte{p[:n]}
 	}
-	return vec, n, err
+	if len(used) == 0 {
+		return vec, n, func() {}, err
+	}
+	var once sync.Once
+	return vec, n, func() { once.Do(used.unpin) }, err
 }
 
-func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]byte, int, error) {
+func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]byte, int, pins, error) {
 	f.mu.Lock()
 	size := f.size
 	// The kernel splits a sequential read into requests of its read-ahead
@@ -476,7 +483,7 @@ func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]b
 	} else {
 		f.mu.Unlock() // committed data only: read without blocking writers
 	}
-	vec, n, err := f.m.readSpans(p, off, size, func(idx int64, in, span int) ([]byte, int, error) {
+	vec, n, used, err := f.m.readSpans(p, off, size, func(idx int64, in, span int) ([]byte, int, *cacheEntry, error) {
 		if !clean {
 			return f.buffered(ctx, idx, in, span)
 		}
@@ -485,32 +492,33 @@ func (f *File) read(ctx context.Context, p []byte, off int64, share bool) ([][]b
 	if sequential && clean && off+int64(n) < size {
 		f.m.readAhead(f.ino, (off+int64(n))/f.cs+1)
 	}
-	return vec, n, err
+	return vec, n, used, err
 }
 
 // buffered returns bytes [in, in+span) of slot idx as this file sees them:
 // the layers below with the staging and written buffers over them. f.mu
 // is held.
-func (f *File) buffered(ctx context.Context, idx int64, in, span int) ([]byte, int, error) {
+func (f *File) buffered(ctx context.Context, idx int64, in, span int) ([]byte, int, *cacheEntry, error) {
 	ls, err := f.below(idx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	b, base, err := f.m.slotBytes(ctx, ls, in, span, false)
+	b, base, pin, err := f.m.slotBytes(ctx, ls, in, span, false)
 	st, dt := f.staging[idx], f.dirty[idx]
 	if err != nil || (st == nil && dt == nil) {
-		return b, base, err
+		return b, base, pin, err
 	}
 	out := make([]byte, span)
 	if rel := in - base; rel >= 0 && rel < len(b) {
 		copy(out, b[rel:])
 	}
+	pin.unpin()
 	for _, buf := range []*chunkBuf{st, dt} {
 		if buf != nil {
 			buf.Overlay(out, in)
 		}
 	}
-	return out, in, nil
+	return out, in, nil, nil
 }
 
 // Truncate sets the file's size. Unflushed writes are committed first.

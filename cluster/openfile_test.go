@@ -252,7 +252,8 @@ func TestReadShared(t *testing.T) {
 	check := func(name string, off int64, n int, wantShared bool) {
 		t.Helper()
 		p := make([]byte, n)
-		vec, got, err := f.ReadShared(ctx, p, off)
+		vec, got, done, err := f.ReadShared(ctx, p, off)
+		defer done()
 		end := min(int(off)+n, len(want))
 		if err != nil && err != io.EOF || got != max(end-int(off), 0) {
 			t.Fatalf("%s: read %d, %v; want %d", name, got, err, end-int(off))

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/dhdfs/dhdfs/nodes"
 )
 
 // ReadAt reads len(p) bytes of ino at off into p, like io.ReaderAt: at the
@@ -18,17 +20,17 @@ func (m *Manager) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int
 	if err != nil {
 		return 0, err
 	}
-	return m.readRange(p, off, n.Size, func(idx int64, in, span int) ([]byte, int, error) {
+	return m.readRange(p, off, n.Size, func(idx int64, in, span int) ([]byte, int, *cacheEntry, error) {
 		return m.committedChunk(ctx, ino, idx, in, span, false)
 	})
 }
 
 // committedChunk returns bytes of slot idx of ino covering [in, in+span)
 // and the slot offset of the first byte returned (see slotBytes).
-func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, span int, sequential bool) ([]byte, int, error) {
+func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, span int, sequential bool) ([]byte, int, *cacheEntry, error) {
 	ls, err := m.slotAt(ino, idx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	return m.slotBytes(ctx, ls, in, span, sequential)
 }
@@ -38,9 +40,10 @@ func (m *Manager) committedChunk(ctx context.Context, ino Ino, idx int64, in, sp
 // returns read as zeros, and nil means zeros only. When one stored piece
 // shows the start of the span and nothing after it does, the bytes are
 // its chunk's own (shared, not to be modified; see chunkBytes), cut where
-// the piece ends. Otherwise the pieces' bytes are copied into a new
-// buffer.
-func (m *Manager) slotBytes(ctx context.Context, ls layers, in, n int, sequential bool) ([]byte, int, error) {
+// the piece ends, and pinned when they are cached: the caller unpins the
+// entry returned once done with them. Otherwise the pieces' bytes are
+// copied into a new buffer.
+func (m *Manager) slotBytes(ctx context.Context, ls layers, in, n int, sequential bool) ([]byte, int, *cacheEntry, error) {
 	type shown struct {
 		i int
 		s span
@@ -52,46 +55,49 @@ func (m *Manager) slotBytes(ctx context.Context, ls layers, in, n int, sequentia
 		}
 	})
 	if len(parts) == 0 {
-		return nil, in, nil
+		return nil, in, nil, nil
 	}
 	if len(parts) == 1 && parts[0].s.lo == in {
 		p, s := ls[parts[0].i], parts[0].s
 		off := p.Off + in - p.At // chunk offset of slot offset in
-		data, base, err := m.chunkBytes(ctx, p.Ref, off, s.hi-in, sequential)
+		data, base, pin, err := m.chunkBytes(ctx, p.Ref, off, s.hi-in, sequential)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		// Never past the piece: the chunk may hold more than it shows.
 		if end := off + s.hi - in - base; end >= 0 && end < len(data) {
 			data = data[:end]
 		}
-		return data, p.At - p.Off + base, nil
+		return data, p.At - p.Off + base, pin, nil
 	}
 	out := make([]byte, n)
 	for _, part := range parts {
 		p, s := ls[part.i], part.s
 		off := p.Off + s.lo - p.At
-		data, base, err := m.chunkBytes(ctx, p.Ref, off, s.hi-s.lo, sequential)
+		data, base, pin, err := m.chunkBytes(ctx, p.Ref, off, s.hi-s.lo, sequential)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		if rel := off - base; rel >= 0 && rel < len(data) {
 			copy(out[s.lo-in:s.hi-in], data[rel:])
 		}
+		pin.unpin()
 	}
-	return out, in, nil
+	return out, in, nil, nil
 }
 
 // chunkBytes returns verified bytes of a stored chunk covering [off,
 // off+n) and the chunk offset of the first byte returned: the whole chunk
-// through the cache when the read is sequential, the chunk is cached or
-// the range is a large part of it, else the blocks around the range.
-func (m *Manager) chunkBytes(ctx context.Context, ref ChunkRef, off, n int, sequential bool) ([]byte, int, error) {
+// through the cache, pinned, when the read is sequential, the chunk is
+// cached or the range is a large part of it, else the blocks around the
+// range (a buffer of their own, no entry to unpin).
+func (m *Manager) chunkBytes(ctx context.Context, ref ChunkRef, off, n int, sequential bool) ([]byte, int, *cacheEntry, error) {
 	if sequential || m.cache.contains(ref.ID) || n*4 >= ref.Size {
-		data, err := m.cachedChunk(ctx, ref)
-		return data, 0, err
+		data, pin, err := m.cachedChunk(ctx, ref)
+		return data, 0, pin, err
 	}
-	return m.readBlocks(ctx, ref, off, n)
+	data, base, err := m.readBlocks(ctx, ref, off, n)
+	return data, base, nil, err
 }
 
 // mergeRegion returns bytes [lo, hi) of a slot with layers ls and the
@@ -99,13 +105,14 @@ func (m *Manager) chunkBytes(ctx context.Context, ref ChunkRef, off, n int, sequ
 // instead of the buffer's ranges.
 func (m *Manager) mergeRegion(ctx context.Context, ls layers, buf *chunkBuf, lo, hi int) ([]byte, error) {
 	out := make([]byte, hi-lo)
-	data, base, err := m.slotBytes(ctx, ls, lo, hi-lo, true)
+	data, base, pin, err := m.slotBytes(ctx, ls, lo, hi-lo, true)
 	if err != nil {
 		return nil, err
 	}
 	if rel := lo - base; rel >= 0 && rel < len(data) {
 		copy(out, data[rel:]) // slotBytes starts at lo or before it
 	}
+	pin.unpin()
 	buf.Overlay(out, lo)
 	return out, nil
 }
@@ -114,23 +121,36 @@ func (m *Manager) mergeRegion(ctx context.Context, ls layers, buf *chunkBuf, lo,
 // bytes of chunk idx covering [in, in+span) (nil for a hole) and the chunk
 // offset of its first byte; bytes past what it returns read as zeros.
 func (m *Manager) readRange(p []byte, off, size int64, chunk chunkFunc) (int, error) {
-	_, n, err := m.readSpans(p, off, size, chunk, false)
+	_, n, _, err := m.readSpans(p, off, size, chunk, false)
 	return n, err
 }
 
 // chunkFunc returns bytes of chunk idx covering [in, in+span) (nil for a
-// hole) and the chunk offset of its first byte.
-type chunkFunc func(idx int64, in, span int) ([]byte, int, error)
+// hole), the chunk offset of its first byte, and the cache entry to unpin
+// once done with them (nil if none).
+type chunkFunc func(idx int64, in, span int) ([]byte, int, *cacheEntry, error)
+
+// pins are cache entries whose bytes a reader still uses.
+type pins []*cacheEntry
+
+// unpin unpins them all.
+func (ps pins) unpin() {
+	for _, e := range ps {
+		e.unpin()
+	}
+}
 
 // readSpans reads like readRange. With share it also returns the bytes
 // read as a list of slices, where a span that chunk returns whole is
 // chunk's own slice, not copied into p: for immutable data (cached or
 // freshly fetched chunks) that saves a copy per byte on the way to the
 // kernel. Other spans are copied into p. Without share the list is nil
-// and the bytes are p[:n].
-func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bool) ([][]byte, int, error) {
+// and the bytes are p[:n]. The entries returned pin the shared spans'
+// bytes: the caller unpins them once done with the list, also after an
+// error.
+func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bool) ([][]byte, int, pins, error) {
 	if off >= size {
-		return nil, 0, io.EOF
+		return nil, 0, nil, io.EOF
 	}
 	want := p
 	if rest := size - off; int64(len(p)) > rest {
@@ -138,23 +158,28 @@ func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bo
 	}
 	cs := int64(m.cfg.ChunkSize)
 	var vec [][]byte
+	var used pins
 	done := 0
 	for done < len(want) {
 		pos := off + int64(done)
 		idx, in := pos/cs, int(pos%cs)
 		span := min(len(want)-done, int(cs)-in)
-		data, base, err := chunk(idx, in, span)
+		data, base, pin, err := chunk(idx, in, span)
 		if err != nil {
-			return vec, done, fmt.Errorf("read inode at chunk %d: %w", idx, err)
+			return vec, done, used, fmt.Errorf("read inode at chunk %d: %w", idx, err)
 		}
 		rel := in - base
 		if share && rel >= 0 && rel+span <= len(data) {
 			vec = append(vec, data[rel:rel+span])
+			if pin != nil {
+				used = append(used, pin)
+			}
 		} else {
 			copied := 0
 			if rel >= 0 && rel < len(data) {
 				copied = copy(want[done:done+span], data[rel:])
 			}
+			pin.unpin()
 			clear(want[done+copied : done+span])
 			if share {
 				vec = append(vec, want[done:done+span])
@@ -163,15 +188,63 @@ func (m *Manager) readSpans(p []byte, off, size int64, chunk chunkFunc, share bo
 		done += span
 	}
 	if len(want) < len(p) {
-		return vec, done, io.EOF
+		return vec, done, used, io.EOF
 	}
-	return vec, done, nil
+	return vec, done, used, nil
 }
 
-// cachedChunk returns a chunk through the chunk cache. The slice is shared
-// and must not be modified.
-func (m *Manager) cachedChunk(ctx context.Context, ref ChunkRef) ([]byte, error) {
-	return m.cache.get(ref.ID, func() ([]byte, error) { return m.readChunk(ctx, ref, nil) })
+// cachedChunk returns a chunk through the chunk cache, pinned: the slice
+// is shared, must not be modified, and is the caller's to use until it
+// unpins the entry.
+func (m *Manager) cachedChunk(ctx context.Context, ref ChunkRef) ([]byte, *cacheEntry, error) {
+	return m.cache.get(ref.ID, func() ([]byte, bool, error) { return m.loadChunk(ctx, ref) })
+}
+
+// loadChunk reads a chunk for the cache: one at least half a chunk slot
+// into a buffer from m.chunkBufs (pooled), which the cache gives back
+// once nobody reads it; a smaller one into a buffer of its size, which
+// would waste most of a pooled one.
+func (m *Manager) loadChunk(ctx context.Context, ref ChunkRef) ([]byte, bool, error) {
+	if ref.Size*2 <= m.cfg.ChunkSize {
+		data, err := m.readChunk(ctx, ref, nil)
+		return data, false, err
+	}
+	rec, err := m.recordForRead(ref)
+	if err != nil {
+		return nil, false, err
+	}
+	buf := m.getChunkBuf()
+	data, err := m.fromHolders(ctx, ref, rec,
+		func(s nodes.Store) ([]byte, error) {
+			b, err := nodes.GetInto(s, ref.ID, buf)
+			if errors.Is(err, nodes.ErrTimeout) {
+				buf = m.getChunkBuf() // a late read may still fill the old one
+			}
+			return b, err
+		},
+		func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
+	if err != nil {
+		m.putChunkBuf(buf)
+		return nil, false, err
+	}
+	// data is buf, or a buffer the store made when buf was short:
+	// either is the cache's now.
+	return data, cap(data) == m.cfg.ChunkSize, nil
+}
+
+// getChunkBuf returns an empty buffer of ChunkSize bytes.
+func (m *Manager) getChunkBuf() []byte {
+	if p, ok := m.chunkBufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, m.cfg.ChunkSize)
+}
+
+// putChunkBuf recycles a buffer of ChunkSize bytes nobody uses any more.
+func (m *Manager) putChunkBuf(b []byte) {
+	if cap(b) == m.cfg.ChunkSize {
+		m.chunkBufs.Put(&b)
+	}
 }
 
 // readAheadChunks is how many chunks past the one being read a sequential
@@ -198,7 +271,9 @@ func (m *Manager) readAhead(ino Ino, idx int64) {
 			}
 			go func() {
 				defer func() { <-m.raSem }()
-				_, _ = m.cachedChunk(context.Background(), ref)
+				if _, pin, err := m.cachedChunk(context.Background(), ref); err == nil {
+					pin.unpin()
+				}
 			}()
 		}
 	}

@@ -47,12 +47,47 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (_ fuse.ReadR
 	defer h.fs.observe("read", time.Now(), &errno)
 	// Cached chunks go to the kernel as they are, in one writev, without
 	// a copy into dest.
-	vec, _, err := h.f.ReadShared(ctx, dest, off)
+	vec, _, done, err := h.f.ReadShared(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
+		done()
 		return nil, h.errno("read", err)
 	}
-	return fuse.ReadResultVector(vec), 0
+	return &sharedRead{vec: vec, done: done}, 0
 }
+
+// sharedRead is a read's reply made of slices of the pool's buffers.
+// go-fuse writes them to the kernel in one writev (Slices) and calls Done
+// once it has, or once it has given up sending them, which gives the
+// buffers back to the pool. A reply never sent (the request interrupted)
+// never calls Done: its buffers are then left to Go's collector, never
+// recycled under a reader.
+type sharedRead struct {
+	vec  [][]byte
+	done func()
+}
+
+func (r *sharedRead) Size() int {
+	n := 0
+	for _, v := range r.vec {
+		n += len(v)
+	}
+	return n
+}
+
+// Bytes joins the slices in buf, for a kernel write path that cannot take
+// them as they are.
+func (r *sharedRead) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, v := range r.vec {
+		buf = append(buf, v...)
+	}
+	return buf, fuse.OK
+}
+
+// Slices lets go-fuse write the slices without joining them.
+func (r *sharedRead) Slices() ([][]byte, fuse.Status) { return r.vec, fuse.OK }
+
+func (r *sharedRead) Done() { r.done() }
 
 // Write implements gofs.FileWriter.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (_ uint32, errno syscall.Errno) {

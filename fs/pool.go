@@ -50,9 +50,11 @@ type Pool interface {
 // and lengths are bytes; the context carries the request's cancellation.
 type File interface {
 	// ReadShared reads up to len(p) bytes at off into p or, where it can,
-	// returns slices of the pool's own buffers instead (read-only, valid
-	// until the next call), and how many bytes in all.
-	ReadShared(ctx context.Context, p []byte, off int64) ([][]byte, int, error)
+	// returns slices of the pool's own buffers instead (read-only), and
+	// how many bytes in all. done, never nil, gives the pool's buffers
+	// back: the caller calls it once it no longer uses the slices, also
+	// after an error.
+	ReadShared(ctx context.Context, p []byte, off int64) (vec [][]byte, n int, done func(), err error)
 	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 	// Size is the file's length, with writes not yet flushed.
 	Size() int64

@@ -21,3 +21,20 @@ func RecycleReadBuf(b []byte) {
 		readBufs.Put(&b)
 	}
 }
+
+// GetInto is s.Get(id, buf) for a caller that gives buf up if the read
+// fails with ErrTimeout, neither reading nor reusing it afterwards: a
+// store behind WithTimeout then reads into buf itself, where Get reads
+// into a buffer of its own and copies, in case the caller reuses buf
+// while a late read still fills it.
+func GetInto(s Store, id ChunkID, buf []byte) ([]byte, error) {
+	if g, ok := s.(intoGetter); ok {
+		return g.GetInto(id, buf)
+	}
+	return s.Get(id, buf)
+}
+
+// intoGetter is a store, or a wrapper of one, with GetInto of its own.
+type intoGetter interface {
+	GetInto(id ChunkID, buf []byte) ([]byte, error)
+}

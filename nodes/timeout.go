@@ -110,6 +110,12 @@ func (t *timeoutStore) readInto(what string, buf []byte, read func([]byte) ([]by
 	return append(buf[:0], b...), nil
 }
 
+// GetInto implements intoGetter: it reads into buf itself, which the
+// caller gives up after a timeout.
+func (t *timeoutStore) GetInto(id ChunkID, buf []byte) ([]byte, error) {
+	return within(t, "get chunk "+id.Short(), func() ([]byte, error) { return GetInto(t.Store, id, buf) })
+}
+
 func (t *timeoutStore) Has(id ChunkID) (bool, error) {
 	return within(t, "look up chunk "+id.Short(), func() (bool, error) { return t.Store.Has(id) })
 }
