@@ -291,7 +291,9 @@ func TestPendingDeleteOfChunkHeldAgain(t *testing.T) {
 // the new copies live on other drives, and the old one still goes.
 func TestPendingDeleteSameContentAgain(t *testing.T) {
 	tp := newTestPool(t, 3, 2)
-	data := randBytes(77, 4*MinChunkSize)
+	// 24 chunks: each leaves d2 out one time in three, so with 4 all of
+	// them did once in 81 runs and nothing was queued for it.
+	data := randBytes(77, 24*MinChunkSize)
 	tp.put("/a", data)
 	tp.setOffline("d2", true)
 	if err := tp.RemovePath("/a", false); err != nil {
@@ -310,7 +312,7 @@ func TestPendingDeleteSameContentAgain(t *testing.T) {
 // Deletes queued for a drive that is then removed are forgotten with it.
 func TestPendingDeletesOfRemovedDrive(t *testing.T) {
 	tp := newTestPool(t, 4, 2)
-	files := tp.putFiles(4)
+	files := tp.putFiles(6) // over 20 chunks: some surely on d4
 	tp.setOffline("d4", true)
 	tp.overwriteAll(files, 1)
 	tp.flushDeletes()
