@@ -266,12 +266,16 @@ func (m *Manager) anyOnline() bool {
 // drive is offline or failed, errors, lacks the chunk, or returns bytes
 // whose checksum is wrong.
 func (m *Manager) readChunk(ctx context.Context, ref ChunkRef, buf []byte) ([]byte, error) {
+	return m.readChunkWith(ctx, ref, func(s nodes.Store) ([]byte, error) { return s.Get(ref.ID, buf) })
+}
+
+// readChunkWith is readChunk, fetching each holder's copy with fetch.
+func (m *Manager) readChunkWith(ctx context.Context, ref ChunkRef, fetch func(nodes.Store) ([]byte, error)) ([]byte, error) {
 	rec, err := m.recordForRead(ref)
 	if err != nil {
 		return nil, err
 	}
-	return m.fromHolders(ctx, ref, rec, func(s nodes.Store) ([]byte, error) { return s.Get(ref.ID, buf) },
-		func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
+	return m.fromHolders(ctx, ref, rec, fetch, func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
 }
 
 // verifyChunk checks a chunk read from a drive. With the per-block CRC-32C

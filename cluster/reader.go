@@ -209,20 +209,14 @@ func (m *Manager) loadChunk(ctx context.Context, ref ChunkRef) ([]byte, bool, er
 		data, err := m.readChunk(ctx, ref, nil)
 		return data, false, err
 	}
-	rec, err := m.recordForRead(ref)
-	if err != nil {
-		return nil, false, err
-	}
 	buf := m.getChunkBuf()
-	data, err := m.fromHolders(ctx, ref, rec,
-		func(s nodes.Store) ([]byte, error) {
-			b, err := nodes.GetInto(s, ref.ID, buf)
-			if errors.Is(err, nodes.ErrTimeout) {
-				buf = m.getChunkBuf() // a late read may still fill the old one
-			}
-			return b, err
-		},
-		func(data []byte) bool { return m.verifyChunk(ref, rec, data) })
+	data, err := m.readChunkWith(ctx, ref, func(s nodes.Store) ([]byte, error) {
+		b, err := nodes.GetInto(s, ref.ID, buf)
+		if errors.Is(err, nodes.ErrTimeout) {
+			buf = m.getChunkBuf() // a late read may still fill the old one
+		}
+		return b, err
+	})
 	if err != nil {
 		m.putChunkBuf(buf)
 		return nil, false, err
